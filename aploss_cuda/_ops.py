@@ -1,0 +1,60 @@
+"""Registers the fake (meta) and autograd implementations of the aploss operators,
+the pattern of PyTorch's custom C++/CUDA operator tutorial."""
+
+import torch
+
+from . import _C  # noqa: F401  (TORCH_LIBRARY registrations run on import)
+
+STATE_ROWS = 5  # csrc/aploss/kernels.h, StateRow
+
+
+@torch.library.register_fake("aploss::ap_loss_forward")
+def _ap_loss_forward_fake(scores, labels, delta, interpolate, method):
+    torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
+    num_pos = torch.library.get_ctx().new_dynamic_size()
+    state = scores.new_empty((STATE_ROWS, num_pos + 1), dtype=torch.float64)
+    return scores.new_empty(()), state
+
+
+@torch.library.register_fake("aploss::ap_loss_backward")
+def _ap_loss_backward_fake(grad_output, scores, labels, state, delta, method):
+    return torch.empty_like(scores)
+
+
+def _setup_context(ctx, inputs, output):
+    scores, labels, delta, interpolate, method = inputs
+    _, state = output
+    ctx.mark_non_differentiable(state)
+    # O(P) state plus references to the inputs: nothing N-sized is allocated here.
+    ctx.save_for_backward(scores, labels, state)
+    ctx.delta = delta
+    ctx.method = method
+
+
+def _backward(ctx, grad_loss, grad_state):
+    scores, labels, state = ctx.saved_tensors
+    grad_scores = torch.ops.aploss.ap_loss_backward(
+        grad_loss, scores, labels, state, ctx.delta, ctx.method
+    )
+    return grad_scores, None, None, None, None
+
+
+torch.library.register_autograd(
+    "aploss::ap_loss_forward", _backward, setup_context=_setup_context
+)
+
+
+def _no_double_backward(ctx, grad):
+    raise RuntimeError(
+        "ap_loss does not support double backward: its gradient is the paper's "
+        "error-driven update, not the derivative of a function, so it has no derivative"
+    )
+
+
+def _setup_backward_context(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd(
+    "aploss::ap_loss_backward", _no_double_backward, setup_context=_setup_backward_context
+)

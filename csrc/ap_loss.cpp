@@ -1,0 +1,135 @@
+// The aploss operators: schema, input preparation, and the device-agnostic driver
+// that strings the device kernels (kernels.h) and the positive stage together.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <string>
+
+#include "ap_loss.h"
+#include "aploss/kernels.h"
+#include "positive_stage.h"
+
+namespace aploss {
+namespace {
+
+enum class Method { kSorted, kPairwise };
+
+Method parse_method(c10::string_view method) {
+  if (method == "sorted" || method == "auto") return Method::kSorted;
+  if (method == "pairwise") return Method::kPairwise;
+  TORCH_CHECK_VALUE(false, "ap_loss: method must be one of 'auto', 'sorted', 'pairwise'; got '",
+                    std::string(method), "'");
+}
+
+const Kernels& kernels_for(const at::Tensor& t) {
+#ifdef APLOSS_WITH_CUDA
+  if (t.is_cuda()) return cuda_kernels();
+#endif
+  TORCH_CHECK(t.is_cpu(), "ap_loss: no kernels for device ", t.device());
+  return cpu_kernels();
+}
+
+void check_inputs(const at::Tensor& scores, const at::Tensor& labels, double delta) {
+  TORCH_CHECK_VALUE(scores.sizes() == labels.sizes(), "ap_loss: labels.shape ", labels.sizes(),
+                    " must equal scores.shape ", scores.sizes());
+  TORCH_CHECK_VALUE(scores.device() == labels.device(), "ap_loss: scores are on ",
+                    scores.device(), " but labels are on ", labels.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()),
+                   "ap_loss: scores must be a floating dtype, got ", scores.scalar_type());
+  TORCH_CHECK_VALUE(std::isfinite(delta) && delta > 0.0,
+                    "ap_loss: delta must be finite and > 0, got ", delta);
+}
+
+// Both inputs can be read in memory order, with no copy, when they are dense and laid
+// out alike (contiguous, channels-last, any permutation). Otherwise: one copy each.
+bool same_dense_layout(const at::Tensor& a, const at::Tensor& b) {
+  return a.is_non_overlapping_and_dense() && b.is_non_overlapping_and_dense() &&
+         a.strides() == b.strides();
+}
+
+// A 1-D view of a dense tensor's storage, in memory order.
+at::Tensor memory_order_view(const at::Tensor& t) {
+  return t.as_strided({t.numel()}, {1}, t.storage_offset());
+}
+
+struct FlatInputs {
+  at::Tensor scores;  // 1-D, memory order
+  at::Tensor labels;  // 1-D, same order
+  bool scores_layout; // true: flat order is scores' own memory order
+};
+
+FlatInputs flatten(const at::Tensor& scores, const at::Tensor& labels) {
+  if (same_dense_layout(scores, labels)) {
+    return {memory_order_view(scores), memory_order_view(labels), true};
+  }
+  return {scores.contiguous().view({-1}), labels.contiguous().view({-1}), false};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> ap_loss_forward(const at::Tensor& scores,
+                                                   const at::Tensor& labels, double delta,
+                                                   bool interpolate, c10::string_view method) {
+  check_inputs(scores, labels, delta);
+  const Method m = parse_method(method);
+  const Kernels& k = kernels_for(scores);
+  const FlatInputs in = flatten(scores, labels);
+  const auto f64 = scores.options().dtype(at::kDouble);
+
+  // The one host sync of the call: the gather learns P.
+  const at::Tensor q = std::get<0>(k.gather_positives(in.scores, in.labels).sort());
+  const int64_t num_pos = q.numel();
+  if (num_pos == 0) {
+    return {at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64)};
+  }
+  // Ranks among the positives reuse pass 1 with the positives as the "negatives".
+  const at::Tensor all_negative = at::zeros({num_pos}, q.options().dtype(at::kChar));
+  at::Tensor false_positives, positive_sums;
+  if (m == Method::kSorted) {
+    false_positives = sums_from_histograms(q, k.sorted_pass1(in.scores, in.labels, q, delta), delta);
+    positive_sums = sums_from_histograms(q, k.sorted_pass1(q, all_negative, q, delta), delta);
+  } else {
+    false_positives = k.pairwise_pass1(in.scores, in.labels, q, delta);
+    positive_sums = k.pairwise_pass1(q, all_negative, q, delta);
+  }
+  return ap_positive_stage(q, false_positives, positive_sums, interpolate, scores.scalar_type());
+}
+
+at::Tensor ap_loss_backward(const at::Tensor& grad_output, const at::Tensor& scores,
+                            const at::Tensor& labels, const at::Tensor& state, double delta,
+                            c10::string_view method) {
+  check_inputs(scores, labels, delta);
+  const Method m = parse_method(method);
+  TORCH_CHECK(state.dim() == 2 && state.size(0) == kStateRows && state.scalar_type() == at::kDouble,
+              "ap_loss_backward: malformed state");
+  const FlatInputs in = flatten(scores, labels);
+  at::Tensor grad = in.scores_layout ? at::empty_like(scores) : at::empty(scores.sizes(), scores.options());
+  if (state.size(1) == 1 || scores.numel() == 0) return grad.zero_();
+
+  at::Tensor flat_grad = in.scores_layout ? memory_order_view(grad) : grad.view({-1});
+  const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
+  const Kernels& k = kernels_for(scores);
+  if (m == Method::kSorted) {
+    k.sorted_pass2(in.scores, in.labels, state, delta, scale, flat_grad);
+  } else {
+    k.pairwise_pass2(in.scores, in.labels, state, delta, scale, flat_grad);
+  }
+  return grad;
+}
+
+TORCH_LIBRARY(aploss, m) {
+  m.def(
+      "ap_loss_forward(Tensor scores, Tensor labels, float delta, bool interpolate, str method)"
+      " -> (Tensor, Tensor)");
+  m.def(
+      "ap_loss_backward(Tensor grad_output, Tensor scores, Tensor labels, Tensor state,"
+      " float delta, str method) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(aploss, CPU, m) {
+  m.impl("ap_loss_forward", &ap_loss_forward);
+  m.impl("ap_loss_backward", &ap_loss_backward);
+}
+
+}  // namespace aploss

@@ -1,0 +1,55 @@
+// The device-specific layer: each backend (CPU, CUDA) provides these five kernels.
+// Everything else (input preparation, sorting P values, the positive stage) is
+// device-agnostic ATen code in csrc/ap_loss.cpp and csrc/positive_stage.cpp.
+//
+// Conventions for every kernel:
+//   scores, labels: 1-D views of the same N entries in memory order (see ap_loss.cpp),
+//                   scores floating (fp16/bf16/fp32/fp64), labels in their own dtype.
+//   q:              the positives' scores, float64, sorted ascending, length P >= 1.
+//   state:          (kStateRows, P+1) float64, built by the positive stage (see below).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace aploss {
+
+// Rows of the O(P) state the forward keeps for the backward.
+enum StateRow : int64_t {
+  kRowQ = 0,        // sorted positive scores (last column repeats q[P-1])
+  kRowW = 1,        // w_i / P                  (last column 0)
+  kRowPrefixW = 2,  // W(k) = sum_{i<k} w_i / P, k = 0..P
+  kRowPrefixQ = 3,  // Q(k) = sum_{i<k} (q_i - q_0) w_i / P
+  kRowPosGrad = 4,  // gradient of the positive with score q_i (last column 0)
+  kStateRows = 5,
+};
+
+struct Kernels {
+  // Validates every label (ValueError naming the first bad value) and every positive's
+  // score (ValueError on NaN/Inf); returns the positives' scores as float64, unsorted.
+  at::Tensor (*gather_positives)(const at::Tensor& scores, const at::Tensor& labels);
+
+  // Sorted pass 1: (3, P+1) float64 difference arrays d1, da, db summed over the
+  // negatives (math.h, negative_contributions). ValueError on a non-finite negative.
+  at::Tensor (*sorted_pass1)(const at::Tensor& scores, const at::Tensor& labels,
+                             const at::Tensor& q, double delta);
+
+  // Pairwise pass 1: (P,) float64, fp(i) = sum over negatives of H(s_j - q_i).
+  at::Tensor (*pairwise_pass1)(const at::Tensor& scores, const at::Tensor& labels,
+                               const at::Tensor& q, double delta);
+
+  // Pass 2: writes grad_output * d loss / d s for every entry into `grad` (same
+  // dtype and memory order as scores). grad_output is a 0-dim tensor on the device.
+  void (*sorted_pass2)(const at::Tensor& scores, const at::Tensor& labels,
+                       const at::Tensor& state, double delta, const at::Tensor& grad_output,
+                       at::Tensor& grad);
+  void (*pairwise_pass2)(const at::Tensor& scores, const at::Tensor& labels,
+                         const at::Tensor& state, double delta, const at::Tensor& grad_output,
+                         at::Tensor& grad);
+};
+
+const Kernels& cpu_kernels();
+#ifdef APLOSS_WITH_CUDA
+const Kernels& cuda_kernels();
+#endif
+
+}  // namespace aploss

@@ -1,0 +1,14 @@
+// The CPU backend's kernel table.
+#include "cpu_kernels.h"
+
+#include "../aploss/kernels.h"
+
+namespace aploss {
+
+const Kernels& cpu_kernels() {
+  static const Kernels table{cpu::gather_positives, cpu::sorted_pass1, cpu::pairwise_pass1,
+                             cpu::sorted_pass2, cpu::pairwise_pass2};
+  return table;
+}
+
+}  // namespace aploss

@@ -1,0 +1,55 @@
+// Gather pass on the CPU: validate every label, collect the positives' scores.
+// One read of the labels; scores are read at positives only.
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "../aploss/dispatch.h"
+#include "../aploss/errors.h"
+#include "../aploss/math.h"
+#include "chunks.h"
+#include "cpu_kernels.h"
+
+namespace aploss {
+namespace cpu {
+
+at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) {
+  const int64_t n = scores.numel();
+  const Chunks chunks = split_into_chunks(n, 0);
+  std::vector<std::vector<double>> found(chunks.count);
+  std::vector<int64_t> bad_label(chunks.count, -1), bad_score(chunks.count, -1);
+
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_gather_positives_cpu", [&] {
+    const scalar_t* s = scores.const_data_ptr<scalar_t>();
+    const label_t* y = labels.const_data_ptr<label_t>();
+    for_each_chunk(chunks, n, [&](int64_t c, int64_t begin, int64_t end) {
+      std::vector<double>& out = found[c];
+      for (int64_t i = begin; i < end; ++i) {
+        const int cls = classify_label(y[i]);
+        if (cls == kPositive) {
+          const double v = static_cast<double>(s[i]);
+          if (!is_finite_score(v) && bad_score[c] < 0) bad_score[c] = i;
+          out.push_back(v);
+        } else if (cls == kInvalid && bad_label[c] < 0) {
+          bad_label[c] = i;
+        }
+      }
+    });
+  });
+
+  const int64_t first_bad_label = first_flagged(bad_label.data(), chunks.count);
+  if (first_bad_label >= 0) throw_invalid_label(labels, first_bad_label);
+  const int64_t first_bad_score = first_flagged(bad_score.data(), chunks.count);
+  if (first_bad_score >= 0) throw_non_finite_score(scores, first_bad_score);
+
+  int64_t num_pos = 0;
+  for (const auto& v : found) num_pos += static_cast<int64_t>(v.size());
+  at::Tensor q = at::empty({num_pos}, scores.options().dtype(at::kDouble));
+  double* dst = q.data_ptr<double>();
+  for (const auto& v : found) dst = std::copy(v.begin(), v.end(), dst);
+  return q;
+}
+
+}  // namespace cpu
+}  // namespace aploss

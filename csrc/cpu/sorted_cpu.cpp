@@ -1,0 +1,106 @@
+// Sorted (two-pass, O(N log P)) evaluation on the CPU.
+#include <ATen/ATen.h>
+
+#include <limits>
+#include <vector>
+
+#include "../aploss/dispatch.h"
+#include "../aploss/errors.h"
+#include "../aploss/kernels.h"
+#include "../aploss/math.h"
+#include "chunks.h"
+#include "cpu_kernels.h"
+
+namespace aploss {
+namespace cpu {
+
+// Pass 1: each chunk accumulates its own float64 difference arrays; the partials are
+// then merged in chunk order (deterministic).
+at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& q,
+                        double delta) {
+  const int64_t n = scores.numel();
+  const int64_t num_pos = q.numel();
+  const int64_t width = num_pos + 1;
+  const double* qp = q.const_data_ptr<double>();
+  const StepParams params = make_step_params(delta, qp[0]);
+  const Chunks chunks = split_into_chunks(n, 3 * width);
+  at::Tensor partials = at::zeros({chunks.count, 3, width}, q.options());
+  double* acc = partials.data_ptr<double>();
+  std::vector<int64_t> bad_score(chunks.count, -1);
+  constexpr double kMinusInf = -std::numeric_limits<double>::infinity();
+
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_sorted_pass1_cpu", [&] {
+    const scalar_t* s = scores.const_data_ptr<scalar_t>();
+    const label_t* y = labels.const_data_ptr<label_t>();
+    for_each_chunk(chunks, n, [&](int64_t c, int64_t begin, int64_t end) {
+      double* d1 = acc + c * 3 * width;
+      double* da = d1 + width;
+      double* db = da + width;
+      const auto add = [](double* at, double v) { *at += v; };
+      int64_t with_full_step = 0;
+      int64_t bad = -1;
+      for (int64_t i = begin; i < end; ++i) {
+        if (classify_label(y[i]) != kNegative) continue;
+        const double v = static_cast<double>(s[i]);
+        if (v <= params.prune_at) {  // pruned: one comparison (-inf is still an error)
+          if (v == kMinusInf && bad < 0) bad = i;
+          continue;
+        }
+        if (!is_finite_score(v)) {
+          if (bad < 0) bad = i;
+          continue;
+        }
+        const Window w = find_window(qp, num_pos, v, params);
+        with_full_step += negative_contributions(w, d1, da, db, add);
+      }
+      d1[0] += static_cast<double>(with_full_step);
+      bad_score[c] = bad;
+    });
+  });
+
+  const int64_t first_bad = first_flagged(bad_score.data(), chunks.count);
+  if (first_bad >= 0) throw_non_finite_score(scores, first_bad);
+  return chunks.count == 1 ? partials[0] : partials.sum(0);
+}
+
+// Pass 2: a map from (score, label) to the gradient, one write per entry.
+void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
+                  double delta, const at::Tensor& grad_output, at::Tensor& grad) {
+  const int64_t n = scores.numel();
+  const int64_t num_pos = state.size(1) - 1;
+  const int64_t width = num_pos + 1;
+  const double* base = state.const_data_ptr<double>();
+  const double* qp = base + kRowQ * width;
+  const double* prefix_w = base + kRowPrefixW * width;
+  const double* prefix_q = base + kRowPrefixQ * width;
+  const double* pos_grad = base + kRowPosGrad * width;
+  const StepParams params = make_step_params(delta, qp[0]);
+  const double scale = grad_output.item<double>();
+
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_sorted_pass2_cpu", [&] {
+    const scalar_t* s = scores.const_data_ptr<scalar_t>();
+    const label_t* y = labels.const_data_ptr<label_t>();
+    scalar_t* g = grad.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int cls = classify_label(y[i]);
+        double value = 0.0;
+        if (cls == kNegative) {
+          const double v = static_cast<double>(s[i]);
+          if (v > params.prune_at) {
+            value = negative_gradient(find_window(qp, num_pos, v, params), prefix_w, prefix_q,
+                                      params);
+          }
+        } else if (cls == kPositive) {
+          value = positive_gradient(qp, num_pos, pos_grad, static_cast<double>(s[i]));
+        }
+        g[i] = static_cast<scalar_t>(scale * value);
+      }
+    });
+  });
+}
+
+}  // namespace cpu
+}  // namespace aploss

@@ -1,0 +1,24 @@
+// The positive stage: everything that lives on P-sized data. Written with ATen ops
+// only, so the same code runs on CPU and CUDA tensors. Later losses of the family
+// (aLRP, Rank & Sort) replace this stage and keep both passes.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+namespace aploss {
+
+// fp(i) (or sum_k H(q_k - q_i) when the histograms came from the positives
+// themselves) from pass 1's (3, P+1) difference arrays.
+at::Tensor sums_from_histograms(const at::Tensor& q, const at::Tensor& histograms, double delta);
+
+// From sorted q, fp(i) and sum_k H(q_k - q_i) (self included): the loss (0-dim,
+// loss_dtype) and the (kStateRows, P+1) float64 state of kernels.h.
+std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& q,
+                                                     const at::Tensor& false_positives,
+                                                     const at::Tensor& positive_sums,
+                                                     bool interpolate,
+                                                     at::ScalarType loss_dtype);
+
+}  // namespace aploss

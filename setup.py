@@ -1,0 +1,97 @@
+"""Builds aploss_cuda._C: the C++ CPU kernels always, the CUDA kernels when a CUDA
+toolkit and a CUDA build of torch are present (FORCE_CUDA=1 builds them without a GPU,
+torchvision's convention; FORCE_CUDA=0 skips them)."""
+
+import glob
+import os
+import re
+import shutil
+
+from setuptools import setup
+
+
+def find_cuda_home():
+    """The toolkit root. Resolves an `nvcc` on PATH that is a wrapper script exec'ing
+    the real one, which torch would otherwise mistake for the toolkit (its grandparent)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        root = os.environ.get(var)
+        if root and os.path.exists(os.path.join(root, "bin", "nvcc")):
+            return root
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        nvcc = os.path.realpath(nvcc)
+        try:
+            with open(nvcc, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            head = b""
+        if head.startswith(b"#!"):  # a wrapper script: follow the nvcc it runs
+            for match in re.finditer(rb"(/\S+)/bin/nvcc\b", head):
+                root = match.group(1).decode()
+                if os.path.isfile(os.path.join(root, "bin", "nvcc")):
+                    return root
+        root = os.path.dirname(os.path.dirname(nvcc))
+        if os.path.exists(os.path.join(root, "include", "cuda_runtime.h")):
+            return root
+    for root in sorted(glob.glob("/usr/local/cuda*"), reverse=True):
+        if os.path.isfile(os.path.join(root, "bin", "nvcc")):
+            return root
+    return None
+
+
+cuda_home = find_cuda_home()
+if cuda_home:
+    os.environ["CUDA_HOME"] = cuda_home  # must be set before torch.utils.cpp_extension loads
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def want_cuda():
+    force = os.environ.get("FORCE_CUDA")
+    if force == "0":
+        return False
+    have_toolkit = cuda_home is not None and torch.version.cuda is not None
+    if force == "1":
+        if not have_toolkit:
+            raise RuntimeError(
+                f"FORCE_CUDA=1 but no CUDA build of torch ({torch.__version__}) "
+                f"or no CUDA toolkit (found: {cuda_home})"
+            )
+        return True
+    return have_toolkit and torch.cuda.is_available()
+
+
+def sources(*patterns):
+    return sorted(
+        os.path.relpath(path, ROOT)
+        for pattern in patterns
+        for path in glob.glob(os.path.join(ROOT, pattern))
+    )
+
+
+def extension():
+    cxx_flags = ["-O3"]  # the C++ standard is torch's choice (C++20 for torch >= 2.13)
+    cpu_sources = sources("csrc/*.cpp", "csrc/cpu/*.cpp")
+    if not want_cuda():
+        return CppExtension("aploss_cuda._C", cpu_sources, extra_compile_args={"cxx": cxx_flags})
+    # The CUDA kernels (issue 3) live in csrc/cuda/*.cu; their .cpp siblings must not
+    # share a basename with a .cu (they would collide in the ninja build).
+    cuda_sources = sources("csrc/cuda/*.cu", "csrc/cuda/*.cpp")
+    return CUDAExtension(
+        "aploss_cuda._C",
+        cpu_sources + cuda_sources,
+        define_macros=[("APLOSS_WITH_CUDA", None)],
+        extra_compile_args={
+            "cxx": cxx_flags + ["-DAPLOSS_WITH_CUDA"],
+            "nvcc": ["-O3", "-DAPLOSS_WITH_CUDA", "--expt-relaxed-constexpr", "-lineinfo"],
+        },
+    )
+
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
