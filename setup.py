@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import shutil
+import sys
 
 from setuptools import setup
 
@@ -73,10 +74,21 @@ def sources(*patterns):
 
 
 def extension():
-    cxx_flags = ["-O3"]  # the C++ standard is torch's choice (C++20 for torch >= 2.13)
+    # The C++ standard is torch's choice (C++20 for torch >= 2.13). at::parallel_for is
+    # inlined into our code and runs serially unless we compile with OpenMP, like torch.
+    cxx_flags = ["-O3"]
+    link_flags = []
+    if sys.platform.startswith("linux"):
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     cpu_sources = sources("csrc/*.cpp", "csrc/cpu/*.cpp")
     if not want_cuda():
-        return CppExtension("aploss_cuda._C", cpu_sources, extra_compile_args={"cxx": cxx_flags})
+        return CppExtension(
+            "aploss_cuda._C",
+            cpu_sources,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
+        )
     # The CUDA kernels (issue 3) live in csrc/cuda/*.cu; their .cpp siblings must not
     # share a basename with a .cu (they would collide in the ninja build).
     cuda_sources = sources("csrc/cuda/*.cu", "csrc/cuda/*.cpp")
@@ -84,6 +96,7 @@ def extension():
         "aploss_cuda._C",
         cpu_sources + cuda_sources,
         define_macros=[("APLOSS_WITH_CUDA", None)],
+        extra_link_args=link_flags,
         extra_compile_args={
             "cxx": cxx_flags + ["-DAPLOSS_WITH_CUDA"],
             "nvcc": ["-O3", "-DAPLOSS_WITH_CUDA", "--expt-relaxed-constexpr", "-lineinfo"],

@@ -11,8 +11,9 @@ STATE_ROWS = 5  # csrc/aploss/kernels.h, StateRow
 @torch.library.register_fake("aploss::ap_loss_forward")
 def _ap_loss_forward_fake(scores, labels, delta, interpolate, method):
     torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
-    num_pos = torch.library.get_ctx().new_dynamic_size()
-    state = scores.new_empty((STATE_ROWS, num_pos + 1), dtype=torch.float64)
+    # The state has P + 1 columns, P data-dependent; the symbol must be a size itself.
+    width = torch.library.get_ctx().new_dynamic_size(min=1)
+    state = scores.new_empty((STATE_ROWS, width), dtype=torch.float64)
     return scores.new_empty(()), state
 
 

@@ -80,6 +80,8 @@ std::tuple<at::Tensor, at::Tensor> ap_loss_forward(const at::Tensor& scores,
   // The one host sync of the call: the gather learns P.
   const at::Tensor q = std::get<0>(k.gather_positives(in.scores, in.labels).sort());
   const int64_t num_pos = q.numel();
+  TORCH_CHECK_VALUE(num_pos < (int64_t(1) << 31), "ap_loss: at most 2^31 - 1 positives, got ",
+                    num_pos);
   if (num_pos == 0) {
     return {at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64)};
   }

@@ -9,6 +9,8 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define APLOSS_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define APLOSS_HD inline __attribute__((always_inline))
 #else
 #define APLOSS_HD inline
 #endif
@@ -38,34 +40,113 @@ APLOSS_HD double step(double x, const StepParams& p) {
   return h < 0.0 ? 0.0 : (h > 1.0 ? 1.0 : h);
 }
 
-// #{ i : q[i] <= t }  (upper bound). Branch-light so it runs the same on both sides.
+// #{ i : q[i] <= t }  (upper bound). Branchless: the loop body compiles to a
+// conditional move, so unpredictable comparisons cost no pipeline flushes.
 APLOSS_HD int64_t count_at_most(const double* q, int64_t n, double t) {
-  int64_t first = 0;
-  while (n > 0) {
+  if (n <= 0) return 0;
+  const double* base = q;
+  while (n > 1) {
     const int64_t half = n >> 1;
-    if (q[first + half] <= t) {
-      first += half + 1;
-      n -= half + 1;
-    } else {
-      n = half;
-    }
+    base = (base[half] <= t) ? base + half : base;
+    n -= half;
   }
-  return first;
+  return (base - q) + (base[0] <= t ? 1 : 0);
 }
 
-// #{ i : q[i] < t }  (lower bound).
+// #{ i : q[i] < t }  (lower bound), branchless likewise.
 APLOSS_HD int64_t count_below(const double* q, int64_t n, double t) {
-  int64_t first = 0;
-  while (n > 0) {
+  if (n <= 0) return 0;
+  const double* base = q;
+  while (n > 1) {
     const int64_t half = n >> 1;
-    if (q[first + half] < t) {
-      first += half + 1;
-      n -= half + 1;
-    } else {
-      n = half;
-    }
+    base = (base[half] < t) ? base + half : base;
+    n -= half;
   }
-  return first;
+  return (base - q) + (base[0] < t ? 1 : 0);
+}
+
+// A bucket index over sorted q that turns most searches into two table loads and a
+// search over a handful of entries. Buckets split [origin, origin + buckets / inv_width)
+// evenly; table[k] = count_at_most(q, n, edge_k), k = 0..buckets. Results are exact
+// whatever the rounding of the bucket arithmetic: the candidate range is verified
+// against q before the final search and widened to all of q if it does not hold.
+struct BucketIndex {
+  const double* q;
+  int64_t n;
+  const int32_t* table;  // buckets + 1 entries (P < 2^31 is checked by the driver)
+  int64_t buckets;
+  double origin;
+  double inv_width;
+};
+
+APLOSS_HD double bucket_edge(double origin, double width, int64_t k) {
+  return origin + static_cast<double>(k) * width;
+}
+
+// Fills table[k] for k in [begin, end): one search, then a merge-like sweep (the edges
+// increase with k), O(end - begin + P). Callers parallelise over k.
+APLOSS_HD void fill_bucket_table(const double* q, int64_t n, double origin, double width,
+                                 int64_t begin, int64_t end, int32_t* table) {
+  if (begin >= end) return;
+  int64_t j = count_at_most(q, n, bucket_edge(origin, width, begin));
+  for (int64_t k = begin; k < end; ++k) {
+    const double edge = bucket_edge(origin, width, k);
+    while (j < n && q[j] <= edge) ++j;
+    table[k] = static_cast<int32_t>(j);
+  }
+}
+
+// Candidate [lo, hi] for a search at t: table entries around t's bucket.
+APLOSS_HD void bucket_range(const BucketIndex& idx, double t, int64_t* lo, int64_t* hi) {
+  const double x = (t - idx.origin) * idx.inv_width;
+  if (!(x >= 0.0)) {  // below the first edge (or NaN)
+    *lo = 0;
+    *hi = idx.table[0];
+  } else if (x >= static_cast<double>(idx.buckets)) {
+    *lo = idx.table[idx.buckets];
+    *hi = idx.n;
+  } else {
+    const int64_t k = static_cast<int64_t>(x);
+    *lo = idx.table[k];
+    *hi = idx.table[k + 1];
+  }
+}
+
+// The table entry a search at t will read first (for software prefetching).
+APLOSS_HD const int32_t* bucket_entry(const BucketIndex& idx, double t) {
+  const double x = (t - idx.origin) * idx.inv_width;
+  const int64_t k = x >= 0.0 ? (x < static_cast<double>(idx.buckets) ? static_cast<int64_t>(x)
+                                                                      : idx.buckets)
+                             : 0;
+  return idx.table + k;
+}
+
+APLOSS_HD int64_t indexed_count_at_most(const BucketIndex& idx, double t) {
+  int64_t lo, hi;
+  bucket_range(idx, t, &lo, &hi);
+  if (lo > 0 && !(idx.q[lo - 1] <= t)) lo = 0;        // verify: q[lo-1] <= t
+  if (hi < idx.n && !(idx.q[hi] > t)) hi = idx.n;     // verify: q[hi] > t
+  return lo + count_at_most(idx.q + lo, hi - lo, t);
+}
+
+APLOSS_HD int64_t indexed_count_below(const BucketIndex& idx, double t) {
+  int64_t lo, hi;
+  bucket_range(idx, t, &lo, &hi);
+  if (lo > 0 && !(idx.q[lo - 1] < t)) lo = 0;         // verify: q[lo-1] < t
+  if (hi < idx.n && !(idx.q[hi] >= t)) hi = idx.n;    // verify: q[hi] >= t
+  return lo + count_below(idx.q + lo, hi - lo, t);
+}
+
+// The index covers the thresholds that matter, [q_0 - delta, q_{P-1} + delta].
+APLOSS_HD int64_t bucket_count_for(int64_t num_pos) {
+  const int64_t k = 16 * num_pos;
+  return k < 64 ? 64 : (k > (int64_t(1) << 20) ? (int64_t(1) << 20) : k);
+}
+
+APLOSS_HD double bucket_origin(const double* q, double delta) { return q[0] - delta; }
+
+APLOSS_HD double bucket_width(const double* q, int64_t num_pos, double delta, int64_t buckets) {
+  return (q[num_pos - 1] - q[0] + 2.0 * delta) / static_cast<double>(buckets);
 }
 
 // Where one score s stands against the sorted positives:
@@ -87,27 +168,48 @@ APLOSS_HD Window find_window(const double* q, int64_t num_pos, double s, const S
   return w;
 }
 
+// The same window through a bucket index (identical results, fewer memory steps).
+APLOSS_HD Window find_window(const BucketIndex& idx, double s, const StepParams& p) {
+  Window w;
+  w.lo = indexed_count_at_most(idx, s - p.delta);
+  w.hi = indexed_count_below(idx, s + p.delta);
+  w.a = (s - p.shift) * p.inv_2delta + 0.5;
+  return w;
+}
+
 // Pass 1 contributions of one negative to the three difference arrays (length P+1):
 //   d1: +1 at 0, -1 at lo          -> prefix sum C1(i) = #{negatives with H = 1 for i}
 //   da: +a at lo, -a at hi          -> prefix sum A(i)
 //   db: +1 at lo, -1 at hi          -> prefix sum B(i)
 //   fp(i) = C1(i) + A(i) - B(i) * (q_i - shift) / (2 delta)
-// Empty ranges add nothing, so x + a - a rounding never enters. `add` is the
-// accumulation primitive: a plain += on the CPU, a shared-memory atomicAdd on the GPU.
-// The "+1 at 0" of d1 is returned (1 or 0) so callers can count it in a register.
+// Empty ranges add nothing, so x + a - a rounding never enters. The "+1 at 0" of d1 is
+// returned (1 or 0) so callers can count it in a register.
+// `add(array, index, value)` is the accumulation primitive (array 0 = d1, 1 = da,
+// 2 = db): the backend chooses the layout and the atomics.
+enum DiffArray : int { kD1 = 0, kDA = 1, kDB = 2 };
+
 template <typename Add>
-APLOSS_HD int negative_contributions(const Window& w, double* d1, double* da, double* db, Add add) {
+APLOSS_HD int accumulate_negative(const Window& w, Add add) {
   if (w.hi > w.lo) {
-    add(da + w.lo, w.a);
-    add(da + w.hi, -w.a);
-    add(db + w.lo, 1.0);
-    add(db + w.hi, -1.0);
+    add(kDA, w.lo, w.a);
+    add(kDA, w.hi, -w.a);
+    add(kDB, w.lo, 1.0);
+    add(kDB, w.hi, -1.0);
   }
   if (w.lo > 0) {
-    add(d1 + w.lo, -1.0);
+    add(kD1, w.lo, -1.0);
     return 1;
   }
   return 0;
+}
+
+// The same with three separate arrays and `add(double* at, double value)`.
+template <typename Add>
+APLOSS_HD int negative_contributions(const Window& w, double* d1, double* da, double* db, Add add) {
+  double* arrays[3] = {d1, da, db};
+  return accumulate_negative(w, [&](int array, int64_t index, double value) {
+    add(arrays[array] + index, value);
+  });
 }
 
 // fp(i) (or, fed with the positives themselves, sum_k H(q_k - q_i)) from the prefix sums.

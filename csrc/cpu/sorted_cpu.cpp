@@ -8,23 +8,30 @@
 #include "../aploss/errors.h"
 #include "../aploss/kernels.h"
 #include "../aploss/math.h"
+#include "bucket_index_cpu.h"
 #include "chunks.h"
 #include "cpu_kernels.h"
 
 namespace aploss {
 namespace cpu {
 
-// Pass 1: each chunk accumulates its own float64 difference arrays; the partials are
-// then merged in chunk order (deterministic).
+// How many entries ahead the bucket-table entries are prefetched.
+constexpr int64_t kPrefetchDistance = 16;
+
+// Pass 1: each chunk accumulates its own float64 difference arrays, interleaved as
+// (P+1) slots of {d1, da, db, pad} so one negative touches at most two cache lines;
+// the partials are then merged in chunk order (deterministic) into (3, P+1).
 at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& q,
                         double delta) {
+  static constexpr int64_t kSlot = 4;
   const int64_t n = scores.numel();
   const int64_t num_pos = q.numel();
   const int64_t width = num_pos + 1;
   const double* qp = q.const_data_ptr<double>();
   const StepParams params = make_step_params(delta, qp[0]);
-  const Chunks chunks = split_into_chunks(n, 3 * width);
-  at::Tensor partials = at::zeros({chunks.count, 3, width}, q.options());
+  const OwnedBucketIndex index(qp, num_pos, delta);
+  const Chunks chunks = split_into_chunks(n, kSlot * width);
+  at::Tensor partials = at::zeros({chunks.count, width, kSlot}, q.options());
   double* acc = partials.data_ptr<double>();
   std::vector<int64_t> bad_score(chunks.count, -1);
   constexpr double kMinusInf = -std::numeric_limits<double>::infinity();
@@ -34,13 +41,14 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels, cons
     const scalar_t* s = scores.const_data_ptr<scalar_t>();
     const label_t* y = labels.const_data_ptr<label_t>();
     for_each_chunk(chunks, n, [&](int64_t c, int64_t begin, int64_t end) {
-      double* d1 = acc + c * 3 * width;
-      double* da = d1 + width;
-      double* db = da + width;
-      const auto add = [](double* at, double v) { *at += v; };
+      double* slots = acc + c * width * kSlot;
+      const auto add = [slots](int array, int64_t at, double v) { slots[at * kSlot + array] += v; };
       int64_t with_full_step = 0;
       int64_t bad = -1;
       for (int64_t i = begin; i < end; ++i) {
+        if (i + kPrefetchDistance < end) {
+          prefetch_window(index.get(), static_cast<double>(s[i + kPrefetchDistance]), delta);
+        }
         if (classify_label(y[i]) != kNegative) continue;
         const double v = static_cast<double>(s[i]);
         if (v <= params.prune_at) {  // pruned: one comparison (-inf is still an error)
@@ -51,17 +59,17 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels, cons
           if (bad < 0) bad = i;
           continue;
         }
-        const Window w = find_window(qp, num_pos, v, params);
-        with_full_step += negative_contributions(w, d1, da, db, add);
+        with_full_step += accumulate_negative(find_window(index.get(), v, params), add);
       }
-      d1[0] += static_cast<double>(with_full_step);
+      slots[kD1] += static_cast<double>(with_full_step);
       bad_score[c] = bad;
     });
   });
 
   const int64_t first_bad = first_flagged(bad_score.data(), chunks.count);
   if (first_bad >= 0) throw_non_finite_score(scores, first_bad);
-  return chunks.count == 1 ? partials[0] : partials.sum(0);
+  const at::Tensor merged = chunks.count == 1 ? partials[0] : partials.sum(0);
+  return merged.narrow(1, 0, 3).t().contiguous();
 }
 
 // Pass 2: a map from (score, label) to the gradient, one write per entry.
@@ -76,6 +84,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
   const double* prefix_q = base + kRowPrefixQ * width;
   const double* pos_grad = base + kRowPosGrad * width;
   const StepParams params = make_step_params(delta, qp[0]);
+  const OwnedBucketIndex index(qp, num_pos, delta);
   const double scale = grad_output.item<double>();
 
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
@@ -85,12 +94,15 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
     scalar_t* g = grad.data_ptr<scalar_t>();
     at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
+        if (i + kPrefetchDistance < end) {
+          prefetch_window(index.get(), static_cast<double>(s[i + kPrefetchDistance]), delta);
+        }
         const int cls = classify_label(y[i]);
         double value = 0.0;
         if (cls == kNegative) {
           const double v = static_cast<double>(s[i]);
           if (v > params.prune_at) {
-            value = negative_gradient(find_window(qp, num_pos, v, params), prefix_w, prefix_q,
+            value = negative_gradient(find_window(index.get(), v, params), prefix_w, prefix_q,
                                       params);
           }
         } else if (cls == kPositive) {

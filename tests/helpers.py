@@ -1,0 +1,69 @@
+"""Shared test utilities: random AP-loss problems and comparison with the reference."""
+
+import torch
+
+import aploss_cuda
+from aploss_cuda.reference import ap_loss_reference
+
+# Per score dtype: tolerance of loss and gradient against the float64 reference. The
+# kernels compute in float64 and round once on output, so these are output roundings.
+TOLERANCE = {
+    torch.float64: dict(rtol=1e-9, atol=1e-12),
+    torch.float32: dict(rtol=1e-5, atol=1e-7),
+    torch.float16: dict(rtol=2e-3, atol=1e-5),
+    torch.bfloat16: dict(rtol=1.6e-2, atol=1e-4),
+}
+
+
+def random_problem(
+    shape,
+    *,
+    seed=0,
+    dtype=torch.float32,
+    label_dtype=torch.int64,
+    p_pos=0.1,
+    p_ignore=0.1,
+    ties=False,
+    loc=0.0,
+    scale=1.0,
+    device="cpu",
+):
+    """Scores ~ N(loc, scale) (rounded to a coarse grid with `ties`), labels drawn
+    independently: 1 with p_pos, -1 with p_ignore, else 0."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(shape, generator=g, dtype=torch.float64) * scale + loc
+    if ties:
+        scores = (scores * 4).round() / 4
+    u = torch.rand(shape, generator=g)
+    labels = torch.zeros(shape, dtype=torch.int64)
+    labels[u < p_pos] = 1
+    labels[(u >= p_pos) & (u < p_pos + p_ignore)] = -1
+    if label_dtype == torch.bool:
+        labels = labels == 1  # bool labels cannot say "ignored"
+    else:
+        labels = labels.to(label_dtype)
+    return scores.to(dtype).to(device), labels.to(device)
+
+
+def loss_and_grad(scores, labels, **kwargs):
+    """Our loss and gradient (backward of the loss with grad_output 1)."""
+    x = scores.detach().clone().requires_grad_(True)
+    loss = aploss_cuda.ap_loss(x, labels, **kwargs)
+    loss.backward()
+    return loss.detach(), x.grad
+
+
+def assert_matches_reference(scores, labels, *, delta=1.0, interpolate=True, method="auto"):
+    loss, grad = loss_and_grad(scores, labels, delta=delta, interpolate=interpolate, method=method)
+    ref_loss, ref_grad = ap_loss_reference(scores, labels, delta=delta, interpolate=interpolate)
+    tol = TOLERANCE[scores.dtype]
+    assert loss.dtype == scores.dtype and loss.dim() == 0
+    assert grad.dtype == scores.dtype and grad.shape == scores.shape
+    torch.testing.assert_close(loss.double().cpu(), ref_loss, **tol)
+    # Gradients are compared after rounding the reference to the output dtype, with the
+    # tolerance scaled to the largest gradient (entries are sums of many terms).
+    scale = ref_grad.abs().max().item() if ref_grad.numel() else 0.0
+    torch.testing.assert_close(
+        grad.double().cpu(), ref_grad, rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * scale
+    )
+    return loss, grad
