@@ -5,7 +5,7 @@ import torch
 
 from . import _C  # noqa: F401  (TORCH_LIBRARY registrations run on import)
 
-STATE_ROWS = 5  # csrc/aploss/kernels.h, StateRow
+STATE_ROWS = 6  # csrc/aploss/kernels.h, StateRow
 
 
 @torch.library.register_fake("aploss::ap_loss_forward")

@@ -37,6 +37,12 @@ void check_inputs(const at::Tensor& scores, const at::Tensor& labels, double del
                     scores.device(), " but labels are on ", labels.device());
   TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()),
                    "ap_loss: scores must be a floating dtype, got ", scores.scalar_type());
+  const auto label_type = labels.scalar_type();
+  TORCH_CHECK_TYPE(label_type == at::kBool || label_type == at::kChar || label_type == at::kByte ||
+                       label_type == at::kInt || label_type == at::kLong ||
+                       label_type == at::kFloat || label_type == at::kDouble,
+                   "ap_loss: labels dtype ", label_type,
+                   " is not supported (bool, int8, uint8, int32, int64, float32, float64)");
   TORCH_CHECK_VALUE(std::isfinite(delta) && delta > 0.0,
                     "ap_loss: delta must be finite and > 0, got ", delta);
 }
@@ -85,17 +91,20 @@ std::tuple<at::Tensor, at::Tensor> ap_loss_forward(const at::Tensor& scores,
   if (num_pos == 0) {
     return {at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64)};
   }
+  const at::Tensor positives = make_positives(q, delta);
   // Ranks among the positives reuse pass 1 with the positives as the "negatives".
   const at::Tensor all_negative = at::zeros({num_pos}, q.options().dtype(at::kChar));
   at::Tensor false_positives, positive_sums;
   if (m == Method::kSorted) {
-    false_positives = sums_from_histograms(q, k.sorted_pass1(in.scores, in.labels, q, delta), delta);
-    positive_sums = sums_from_histograms(q, k.sorted_pass1(q, all_negative, q, delta), delta);
+    false_positives = sums_from_histograms(
+        positives, k.sorted_pass1(in.scores, in.labels, positives, delta), delta);
+    positive_sums =
+        sums_from_histograms(positives, k.sorted_pass1(q, all_negative, positives, delta), delta);
   } else {
-    false_positives = k.pairwise_pass1(in.scores, in.labels, q, delta);
-    positive_sums = k.pairwise_pass1(q, all_negative, q, delta);
+    false_positives = k.pairwise_pass1(in.scores, in.labels, positives, delta);
+    positive_sums = k.pairwise_pass1(q, all_negative, positives, delta);
   }
-  return ap_positive_stage(q, false_positives, positive_sums, interpolate, scores.scalar_type());
+  return ap_positive_stage(positives, false_positives, positive_sums, interpolate, scores.scalar_type());
 }
 
 at::Tensor ap_loss_backward(const at::Tensor& grad_output, const at::Tensor& scores,

@@ -3,23 +3,39 @@
 #include <ATen/ATen.h>
 
 #include "aploss/kernels.h"
+#include "aploss/math.h"
 
 namespace aploss {
 
-at::Tensor sums_from_histograms(const at::Tensor& q, const at::Tensor& histograms, double delta) {
-  const int64_t num_pos = q.numel();
-  const at::Tensor prefix = histograms.cumsum(1).narrow(1, 0, num_pos);
-  // C1 + A - B * (q - shift) / (2 delta): math.h's sum_from_prefix, vectorised.
-  const at::Tensor shifted = q - q.narrow(0, 0, 1);
-  return prefix[0] + prefix[1] - prefix[2] * shifted * (0.5 / delta);
+at::Tensor make_positives(const at::Tensor& sorted_q, double delta) {
+  const int64_t num_pos = sorted_q.numel();
+  // A cluster starts at 0 and after every gap of at least kClusterGap * delta; each
+  // positive's shift is the score where its cluster starts.
+  const at::Tensor starts = at::ones({num_pos}, sorted_q.options().dtype(at::kBool));
+  if (num_pos > 1) {
+    starts.narrow(0, 1, num_pos - 1)
+        .copy_(sorted_q.diff() >= kClusterGap * delta);
+  }
+  const at::Tensor index = at::arange(num_pos, sorted_q.options().dtype(at::kLong));
+  const at::Tensor start_of_cluster = std::get<0>(at::where(starts, index, 0).cummax(0));
+  return at::stack({sorted_q, sorted_q.index_select(0, start_of_cluster)});
 }
 
-std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& q,
+at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& histograms,
+                                double delta) {
+  const int64_t num_pos = positives.size(1);
+  const at::Tensor prefix = histograms.cumsum(1).narrow(1, 0, num_pos);
+  // C1 + A - B * (q - shift) / (2 delta): math.h's sum_from_prefix, vectorised.
+  const at::Tensor local = positives[0] - positives[1];
+  return prefix[0] + prefix[1] - prefix[2] * local * (0.5 / delta);
+}
+
+std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives,
                                                      const at::Tensor& false_positives,
                                                      const at::Tensor& positive_sums,
                                                      bool interpolate,
                                                      at::ScalarType loss_dtype) {
-  const int64_t num_pos = q.numel();
+  const int64_t num_pos = positives.size(1);
   const double inv_num_pos = 1.0 / static_cast<double>(num_pos);
 
   // positive_sums includes the self term H(0) = 1/2: rank_pos = 1 + sum_{k != i} H.
@@ -32,12 +48,13 @@ std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& q,
   const at::Tensor c = at::where(ip > prec, one_minus_ip / (1.0 - prec), at::ones_like(prec));
   const at::Tensor w = c / rank * inv_num_pos;
 
-  at::Tensor state = at::zeros({kStateRows, num_pos + 1}, q.options());
-  state[kRowQ].narrow(0, 0, num_pos).copy_(q);
-  state[kRowQ].narrow(0, num_pos, 1).copy_(q.narrow(0, num_pos - 1, 1));
+  at::Tensor state = at::zeros({kStateRows, num_pos + 1}, positives.options());
+  // Rows q and shift: P values, the padding column repeats the last one.
+  state.narrow(0, kRowQ, 2).narrow(1, 0, num_pos).copy_(positives);
+  state.narrow(0, kRowQ, 2).narrow(1, num_pos, 1).copy_(positives.narrow(1, num_pos - 1, 1));
   state[kRowW].narrow(0, 0, num_pos).copy_(w);
   state[kRowPrefixW].narrow(0, 1, num_pos).copy_(w.cumsum(0));
-  state[kRowPrefixQ].narrow(0, 1, num_pos).copy_(((q - q.narrow(0, 0, 1)) * w).cumsum(0));
+  state[kRowPrefixQ].narrow(0, 1, num_pos).copy_(((positives[0] - positives[1]) * w).cumsum(0));
   state[kRowPosGrad].narrow(0, 0, num_pos).copy_(one_minus_ip * -inv_num_pos);
 
   const at::Tensor loss = (1.0 - ip.sum() * inv_num_pos).to(loss_dtype);

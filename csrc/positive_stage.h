@@ -9,13 +9,17 @@
 
 namespace aploss {
 
+// (2, P) float64: sorted q and each positive's cluster shift (math.h, StepParams).
+at::Tensor make_positives(const at::Tensor& sorted_q, double delta);
+
 // fp(i) (or sum_k H(q_k - q_i) when the histograms came from the positives
 // themselves) from pass 1's (3, P+1) difference arrays.
-at::Tensor sums_from_histograms(const at::Tensor& q, const at::Tensor& histograms, double delta);
+at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& histograms,
+                                double delta);
 
-// From sorted q, fp(i) and sum_k H(q_k - q_i) (self included): the loss (0-dim,
+// From the positives, fp(i) and sum_k H(q_k - q_i) (self included): the loss (0-dim,
 // loss_dtype) and the (kStateRows, P+1) float64 state of kernels.h.
-std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& q,
+std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives,
                                                      const at::Tensor& false_positives,
                                                      const at::Tensor& positive_sums,
                                                      bool interpolate,

@@ -39,7 +39,7 @@ def test_state_is_order_p():
     scores, labels = random_problem((10000,), seed=2, p_pos=0.01)
     _, state = torch.ops.aploss.ap_loss_forward(*_forward_args(scores, labels))
     num_pos = int((labels == 1).sum())
-    assert state.shape == (5, num_pos + 1) and state.dtype == torch.float64
+    assert state.shape == (6, num_pos + 1) and state.dtype == torch.float64
 
 
 @pytest.mark.parametrize("dynamic", [False, True])

@@ -5,7 +5,8 @@
 // Conventions for every kernel:
 //   scores, labels: 1-D views of the same N entries in memory order (see ap_loss.cpp),
 //                   scores floating (fp16/bf16/fp32/fp64), labels in their own dtype.
-//   q:              the positives' scores, float64, sorted ascending, length P >= 1.
+//   positives:      (2, P) float64, P >= 1: row 0 the positives' scores sorted ascending
+//                   (q), row 1 each one's cluster shift (math.h, StepParams).
 //   state:          (kStateRows, P+1) float64, built by the positive stage (see below).
 #pragma once
 
@@ -16,11 +17,12 @@ namespace aploss {
 // Rows of the O(P) state the forward keeps for the backward.
 enum StateRow : int64_t {
   kRowQ = 0,        // sorted positive scores (last column repeats q[P-1])
-  kRowW = 1,        // w_i / P                  (last column 0)
-  kRowPrefixW = 2,  // W(k) = sum_{i<k} w_i / P, k = 0..P
-  kRowPrefixQ = 3,  // Q(k) = sum_{i<k} (q_i - q_0) w_i / P
-  kRowPosGrad = 4,  // gradient of the positive with score q_i (last column 0)
-  kStateRows = 5,
+  kRowShift = 1,    // cluster shift of each positive (last column repeats)
+  kRowW = 2,        // w_i / P                  (last column 0)
+  kRowPrefixW = 3,  // W(k) = sum_{i<k} w_i / P, k = 0..P
+  kRowPrefixQ = 4,  // Q(k) = sum_{i<k} (q_i - shift_i) w_i / P
+  kRowPosGrad = 5,  // gradient of the positive with score q_i (last column 0)
+  kStateRows = 6,
 };
 
 struct Kernels {
@@ -31,11 +33,11 @@ struct Kernels {
   // Sorted pass 1: (3, P+1) float64 difference arrays d1, da, db summed over the
   // negatives (math.h, negative_contributions). ValueError on a non-finite negative.
   at::Tensor (*sorted_pass1)(const at::Tensor& scores, const at::Tensor& labels,
-                             const at::Tensor& q, double delta);
+                             const at::Tensor& positives, double delta);
 
   // Pairwise pass 1: (P,) float64, fp(i) = sum over negatives of H(s_j - q_i).
   at::Tensor (*pairwise_pass1)(const at::Tensor& scores, const at::Tensor& labels,
-                               const at::Tensor& q, double delta);
+                               const at::Tensor& positives, double delta);
 
   // Pass 2: writes grad_output * d loss / d s for every entry into `grad` (same
   // dtype and memory order as scores). grad_output is a 0-dim tensor on the device.

@@ -3,6 +3,11 @@
 // Everything here is a pure inline function marked APLOSS_HD, so the CPU tests
 // exercise exactly the code the GPU runs. Notation follows ../shared/algorithm.md:
 // q[0..P) are the positives' scores sorted ascending, in float64.
+//
+// Every H-region test is made on the difference x = s - q_i, exactly as H(x) is
+// defined, never as "q_i <= s - delta": when ulp(s) exceeds delta the two disagree
+// (a tie at 1e30 must give H = 1/2). fl(s - q) is monotone in q, so the regions are
+// still prefixes of q and binary searches apply.
 #pragma once
 
 #include <cstdint>
@@ -17,20 +22,31 @@
 
 namespace aploss {
 
-// Constants of one evaluation: derived once from delta and the sorted positives.
+// ---------------------------------------------------------------------------------
+// Constants of one evaluation.
+//
+// Linear terms are evaluated relative to a local shift so that large scores do not
+// cancel: AP depends only on differences, but a(j) - q_i / (2 delta) with |q| = 1e30
+// loses every digit. The positives are cut into clusters wherever two neighbours are at
+// least kClusterGap * delta apart; a window (|s - q_i| < delta, width 2 delta) never spans
+// such a gap, so every negative's linear contributions and every positive's prefix sums
+// use one shift: the first score of its cluster. Within a cluster |q_i - shift| < 4 delta P.
+constexpr double kClusterGap = 4.0;
+
 struct StepParams {
-  double delta;      // half-width of the linear part of H
-  double inv_2delta; // 1 / (2 * delta)
-  double shift;      // q[0]: subtracted before the linear terms so large scores do not cancel
-  double prune_at;   // q[0] - delta: a negative at or below this has H = 0 against every positive
+  double delta;                // half-width of the linear part of H
+  double inv_2delta;           // 1 / (2 delta)
+  double smallest;             // q[0]
+  const double* cluster_shift; // per positive: the first score of its cluster
 };
 
-APLOSS_HD StepParams make_step_params(double delta, double smallest_positive) {
+APLOSS_HD StepParams make_step_params(double delta, double smallest_positive,
+                                      const double* cluster_shift) {
   StepParams p;
   p.delta = delta;
   p.inv_2delta = 0.5 / delta;
-  p.shift = smallest_positive;
-  p.prune_at = smallest_positive - delta;
+  p.smallest = smallest_positive;
+  p.cluster_shift = cluster_shift;
   return p;
 }
 
@@ -40,36 +56,48 @@ APLOSS_HD double step(double x, const StepParams& p) {
   return h < 0.0 ? 0.0 : (h > 1.0 ? 1.0 : h);
 }
 
-// #{ i : q[i] <= t }  (upper bound). Branchless: the loop body compiles to a
-// conditional move, so unpredictable comparisons cost no pipeline flushes.
+// H(s - q_i) = 0 for every positive: the negative changes no rank and gets no gradient.
+// One subtraction and one comparison; NaN is not pruned (the finiteness check sees it).
+APLOSS_HD bool is_pruned(double s, const StepParams& p) { return s - p.smallest <= -p.delta; }
+
+// ---------------------------------------------------------------------------------
+// Searches over sorted q. All are "partition points": the length of the prefix of q on
+// which a monotone predicate holds. Branchless: the loop body is a conditional move, so
+// unpredictable comparisons cost no pipeline flushes.
+
+template <typename Pred>
+APLOSS_HD int64_t partition_point(const double* q, int64_t n, Pred pred) {
+  if (n <= 0) return 0;
+  const double* base = q;
+  while (n > 1) {
+    const int64_t half = n >> 1;
+    base = pred(base[half]) ? base + half : base;
+    n -= half;
+  }
+  return (base - q) + (pred(base[0]) ? 1 : 0);
+}
+
+// #{ i : q_i <= t }.
 APLOSS_HD int64_t count_at_most(const double* q, int64_t n, double t) {
-  if (n <= 0) return 0;
-  const double* base = q;
-  while (n > 1) {
-    const int64_t half = n >> 1;
-    base = (base[half] <= t) ? base + half : base;
-    n -= half;
-  }
-  return (base - q) + (base[0] <= t ? 1 : 0);
+  return partition_point(q, n, [t](double v) { return v <= t; });
 }
 
-// #{ i : q[i] < t }  (lower bound), branchless likewise.
-APLOSS_HD int64_t count_below(const double* q, int64_t n, double t) {
-  if (n <= 0) return 0;
-  const double* base = q;
-  while (n > 1) {
-    const int64_t half = n >> 1;
-    base = (base[half] < t) ? base + half : base;
-    n -= half;
-  }
-  return (base - q) + (base[0] < t ? 1 : 0);
-}
+// Predicates of the window of a score s (true on a prefix of q).
+struct FullStep {  // H(s - q_i) = 1
+  double s, delta;
+  APLOSS_HD bool operator()(double v) const { return s - v >= delta; }
+};
+struct NonzeroStep {  // H(s - q_i) > 0
+  double s, delta;
+  APLOSS_HD bool operator()(double v) const { return s - v > -delta; }
+};
 
+// ---------------------------------------------------------------------------------
 // A bucket index over sorted q that turns most searches into two table loads and a
 // search over a handful of entries. Buckets split [origin, origin + buckets / inv_width)
-// evenly; table[k] = count_at_most(q, n, edge_k), k = 0..buckets. Results are exact
-// whatever the rounding of the bucket arithmetic: the candidate range is verified
-// against q before the final search and widened to all of q if it does not hold.
+// evenly; table[k] = count_at_most(q, n, edge_k), k = 0..buckets. The table only gives
+// a candidate range; results are exact whatever its rounding, because the range is
+// verified with the search's own predicate and widened to all of q if it does not hold.
 struct BucketIndex {
   const double* q;
   int64_t n;
@@ -81,6 +109,18 @@ struct BucketIndex {
 
 APLOSS_HD double bucket_edge(double origin, double width, int64_t k) {
   return origin + static_cast<double>(k) * width;
+}
+
+// The index covers the thresholds that matter, [q_0 - delta, q_{P-1} + delta].
+APLOSS_HD int64_t bucket_count_for(int64_t num_pos) {
+  const int64_t k = 16 * num_pos;
+  return k < 64 ? 64 : (k > (int64_t(1) << 20) ? (int64_t(1) << 20) : k);
+}
+
+APLOSS_HD double bucket_origin(const double* q, double delta) { return q[0] - delta; }
+
+APLOSS_HD double bucket_width(const double* q, int64_t num_pos, double delta, int64_t buckets) {
+  return (q[num_pos - 1] - q[0] + 2.0 * delta) / static_cast<double>(buckets);
 }
 
 // Fills table[k] for k in [begin, end): one search, then a merge-like sweep (the edges
@@ -96,62 +136,36 @@ APLOSS_HD void fill_bucket_table(const double* q, int64_t n, double origin, doub
   }
 }
 
-// Candidate [lo, hi] for a search at t: table entries around t's bucket.
-APLOSS_HD void bucket_range(const BucketIndex& idx, double t, int64_t* lo, int64_t* hi) {
+// Index of the bucket of threshold t, clamped to [0, buckets] (buckets: past the end).
+APLOSS_HD int64_t bucket_of(const BucketIndex& idx, double t) {
   const double x = (t - idx.origin) * idx.inv_width;
-  if (!(x >= 0.0)) {  // below the first edge (or NaN)
-    *lo = 0;
-    *hi = idx.table[0];
-  } else if (x >= static_cast<double>(idx.buckets)) {
-    *lo = idx.table[idx.buckets];
-    *hi = idx.n;
-  } else {
-    const int64_t k = static_cast<int64_t>(x);
-    *lo = idx.table[k];
-    *hi = idx.table[k + 1];
-  }
+  if (!(x >= 0.0)) return -1;  // below the first edge (or NaN)
+  return x >= static_cast<double>(idx.buckets) ? idx.buckets : static_cast<int64_t>(x);
 }
 
-// The table entry a search at t will read first (for software prefetching).
+// The table entry a search near t reads first (for software prefetching).
 APLOSS_HD const int32_t* bucket_entry(const BucketIndex& idx, double t) {
-  const double x = (t - idx.origin) * idx.inv_width;
-  const int64_t k = x >= 0.0 ? (x < static_cast<double>(idx.buckets) ? static_cast<int64_t>(x)
-                                                                      : idx.buckets)
-                             : 0;
-  return idx.table + k;
+  const int64_t k = bucket_of(idx, t);
+  return idx.table + (k < 0 ? 0 : k);
 }
 
-APLOSS_HD int64_t indexed_count_at_most(const BucketIndex& idx, double t) {
-  int64_t lo, hi;
-  bucket_range(idx, t, &lo, &hi);
-  if (lo > 0 && !(idx.q[lo - 1] <= t)) lo = 0;        // verify: q[lo-1] <= t
-  if (hi < idx.n && !(idx.q[hi] > t)) hi = idx.n;     // verify: q[hi] > t
-  return lo + count_at_most(idx.q + lo, hi - lo, t);
+// Partition point of `pred` over q, starting from the bucket of the threshold t at
+// which pred flips (t = s - delta for FullStep, s + delta for NonzeroStep).
+template <typename Pred>
+APLOSS_HD int64_t indexed_partition_point(const BucketIndex& idx, double t, Pred pred) {
+  const int64_t k = bucket_of(idx, t);
+  int64_t lo = k < 0 ? 0 : idx.table[k];
+  int64_t hi = k < 0 ? idx.table[0] : (k >= idx.buckets ? idx.n : idx.table[k + 1]);
+  if (lo > 0 && !pred(idx.q[lo - 1])) lo = 0;       // verify: pred holds before lo
+  if (hi < idx.n && pred(idx.q[hi])) hi = idx.n;    // verify: pred fails from hi on
+  return lo + partition_point(idx.q + lo, hi - lo, pred);
 }
 
-APLOSS_HD int64_t indexed_count_below(const BucketIndex& idx, double t) {
-  int64_t lo, hi;
-  bucket_range(idx, t, &lo, &hi);
-  if (lo > 0 && !(idx.q[lo - 1] < t)) lo = 0;         // verify: q[lo-1] < t
-  if (hi < idx.n && !(idx.q[hi] >= t)) hi = idx.n;    // verify: q[hi] >= t
-  return lo + count_below(idx.q + lo, hi - lo, t);
-}
-
-// The index covers the thresholds that matter, [q_0 - delta, q_{P-1} + delta].
-APLOSS_HD int64_t bucket_count_for(int64_t num_pos) {
-  const int64_t k = 16 * num_pos;
-  return k < 64 ? 64 : (k > (int64_t(1) << 20) ? (int64_t(1) << 20) : k);
-}
-
-APLOSS_HD double bucket_origin(const double* q, double delta) { return q[0] - delta; }
-
-APLOSS_HD double bucket_width(const double* q, int64_t num_pos, double delta, int64_t buckets) {
-  return (q[num_pos - 1] - q[0] + 2.0 * delta) / static_cast<double>(buckets);
-}
-
+// ---------------------------------------------------------------------------------
 // Where one score s stands against the sorted positives:
 //   i <  lo      : H(s - q_i) = 1
-//   lo <= i < hi : H(s - q_i) = a - (q_i - shift) / (2 delta)   (linear)
+//   lo <= i < hi : H(s - q_i) = a - (q_i - shift_i) / (2 delta)   (linear; shift_i is
+//                  the same over the window, see StepParams)
 //   i >= hi      : H(s - q_i) = 0
 struct Window {
   int64_t lo;
@@ -159,29 +173,37 @@ struct Window {
   double a;
 };
 
+// a(j) = (s - shift) / (2 delta) + 1/2 with the window's cluster shift; read only for a
+// non-empty window, where lo < P.
+APLOSS_HD double window_offset(double s, int64_t lo, int64_t hi, const StepParams& p) {
+  return hi > lo ? (s - p.cluster_shift[lo]) * p.inv_2delta + 0.5 : 0.0;
+}
+
+// Plain binary searches (for q in fast memory, e.g. GPU shared memory).
 APLOSS_HD Window find_window(const double* q, int64_t num_pos, double s, const StepParams& p) {
   Window w;
-  w.lo = count_at_most(q, num_pos, s - p.delta);
-  // q[lo..) > s - delta, so the second search can start at lo.
-  w.hi = w.lo + count_below(q + w.lo, num_pos - w.lo, s + p.delta);
-  w.a = (s - p.shift) * p.inv_2delta + 0.5;
+  w.lo = partition_point(q, num_pos, FullStep{s, p.delta});
+  // The nonzero region contains the full-step region, so search on from lo.
+  w.hi = w.lo + partition_point(q + w.lo, num_pos - w.lo, NonzeroStep{s, p.delta});
+  w.a = window_offset(s, w.lo, w.hi, p);
   return w;
 }
 
 // The same window through a bucket index (identical results, fewer memory steps).
 APLOSS_HD Window find_window(const BucketIndex& idx, double s, const StepParams& p) {
   Window w;
-  w.lo = indexed_count_at_most(idx, s - p.delta);
-  w.hi = indexed_count_below(idx, s + p.delta);
-  w.a = (s - p.shift) * p.inv_2delta + 0.5;
+  w.lo = indexed_partition_point(idx, s - p.delta, FullStep{s, p.delta});
+  w.hi = indexed_partition_point(idx, s + p.delta, NonzeroStep{s, p.delta});
+  w.a = window_offset(s, w.lo, w.hi, p);
   return w;
 }
 
+// ---------------------------------------------------------------------------------
 // Pass 1 contributions of one negative to the three difference arrays (length P+1):
 //   d1: +1 at 0, -1 at lo          -> prefix sum C1(i) = #{negatives with H = 1 for i}
 //   da: +a at lo, -a at hi          -> prefix sum A(i)
 //   db: +1 at lo, -1 at hi          -> prefix sum B(i)
-//   fp(i) = C1(i) + A(i) - B(i) * (q_i - shift) / (2 delta)
+//   fp(i) = C1(i) + A(i) - B(i) * (q_i - shift_i) / (2 delta)
 // Empty ranges add nothing, so x + a - a rounding never enters. The "+1 at 0" of d1 is
 // returned (1 or 0) so callers can count it in a register.
 // `add(array, index, value)` is the accumulation primitive (array 0 = d1, 1 = da,
@@ -213,12 +235,13 @@ APLOSS_HD int negative_contributions(const Window& w, double* d1, double* da, do
 }
 
 // fp(i) (or, fed with the positives themselves, sum_k H(q_k - q_i)) from the prefix sums.
-APLOSS_HD double sum_from_prefix(double c1, double a, double b, double q_i, const StepParams& p) {
-  return c1 + a - b * (q_i - p.shift) * p.inv_2delta;
+APLOSS_HD double sum_from_prefix(double c1, double a, double b, double q_i, double shift_i,
+                                 const StepParams& p) {
+  return c1 + a - b * (q_i - shift_i) * p.inv_2delta;
 }
 
 // Pass 2: gradient of one negative from the prefix sums W(k) = sum_{i<k} w_i / P and
-// Q(k) = sum_{i<k} (q_i - shift) w_i / P (the 1/P is folded into the prefix sums).
+// Q(k) = sum_{i<k} (q_i - shift_i) w_i / P (the 1/P is folded into the prefix sums).
 APLOSS_HD double negative_gradient(const Window& w, const double* W, const double* Q,
                                    const StepParams& p) {
   const double w_lo = W[w.lo];
@@ -235,12 +258,12 @@ APLOSS_HD double positive_gradient(const double* q, int64_t num_pos, const doubl
   return pos_grad[k < 0 ? 0 : k];
 }
 
-// Label classes. Anything else is invalid and reported by the gather pass.
+// ---------------------------------------------------------------------------------
+// Labels. Compared in the label's own type: no conversion pass, exact for floats.
 enum LabelClass : int { kIgnored = -1, kNegative = 0, kPositive = 1, kInvalid = 2 };
 
 template <typename T>
 APLOSS_HD int classify_label(T v) {
-  // Compare in the label's own type: no conversion pass, exact for floats.
   if (v == T(1)) return kPositive;
   if (v == T(0)) return kNegative;
   if (v == T(-1)) return kIgnored;
@@ -258,9 +281,7 @@ APLOSS_HD int classify_label<uint8_t>(uint8_t v) {
   return v == 1 ? kPositive : (v == 0 ? kNegative : kInvalid);
 }
 
-// A score that must make the whole call fail (issue: NaN/Inf are user errors).
-APLOSS_HD bool is_finite_score(double s) {
-  return s == s && s - s == 0.0;
-}
+// NaN and +-Inf make the whole call fail (they are user errors, not rankable).
+APLOSS_HD bool is_finite_score(double s) { return s == s && s - s == 0.0; }
 
 }  // namespace aploss

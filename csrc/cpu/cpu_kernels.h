@@ -7,12 +7,12 @@ namespace aploss {
 namespace cpu {
 
 at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels);
-at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& q,
-                        double delta);
+at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                        const at::Tensor& positives, double delta);
 void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                   double delta, const at::Tensor& grad_output, at::Tensor& grad);
-at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& q,
-                          double delta);
+at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                          const at::Tensor& positives, double delta);
 void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                     double delta, const at::Tensor& grad_output, at::Tensor& grad);
 

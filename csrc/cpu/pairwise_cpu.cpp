@@ -14,14 +14,14 @@
 namespace aploss {
 namespace cpu {
 
-at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& q,
-                          double delta) {
+at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                          const at::Tensor& positives, double delta) {
   const int64_t n = scores.numel();
-  const int64_t num_pos = q.numel();
-  const double* qp = q.const_data_ptr<double>();
-  const StepParams params = make_step_params(delta, qp[0]);
+  const int64_t num_pos = positives.size(1);
+  const double* qp = positives.const_data_ptr<double>();
+  const StepParams params = make_step_params(delta, qp[0], qp + num_pos);
   const Chunks chunks = split_into_chunks(n, num_pos);
-  at::Tensor partials = at::zeros({chunks.count, num_pos}, q.options());
+  at::Tensor partials = at::zeros({chunks.count, num_pos}, positives.options());
   double* acc = partials.data_ptr<double>();
   std::vector<int64_t> bad_score(chunks.count, -1);
 
@@ -59,7 +59,7 @@ void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at
   const double* qp = base + kRowQ * width;
   const double* weight = base + kRowW * width;
   const double* pos_grad = base + kRowPosGrad * width;
-  const StepParams params = make_step_params(delta, qp[0]);
+  const StepParams params = make_step_params(delta, qp[0], base + kRowShift * width);
   const double scale = grad_output.item<double>();
 
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),

@@ -21,17 +21,17 @@ constexpr int64_t kPrefetchDistance = 16;
 // Pass 1: each chunk accumulates its own float64 difference arrays, interleaved as
 // (P+1) slots of {d1, da, db, pad} so one negative touches at most two cache lines;
 // the partials are then merged in chunk order (deterministic) into (3, P+1).
-at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& q,
-                        double delta) {
+at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                        const at::Tensor& positives, double delta) {
   static constexpr int64_t kSlot = 4;
   const int64_t n = scores.numel();
-  const int64_t num_pos = q.numel();
+  const int64_t num_pos = positives.size(1);
   const int64_t width = num_pos + 1;
-  const double* qp = q.const_data_ptr<double>();
-  const StepParams params = make_step_params(delta, qp[0]);
+  const double* qp = positives.const_data_ptr<double>();
+  const StepParams params = make_step_params(delta, qp[0], qp + num_pos);
   const OwnedBucketIndex index(qp, num_pos, delta);
   const Chunks chunks = split_into_chunks(n, kSlot * width);
-  at::Tensor partials = at::zeros({chunks.count, width, kSlot}, q.options());
+  at::Tensor partials = at::zeros({chunks.count, width, kSlot}, positives.options());
   double* acc = partials.data_ptr<double>();
   std::vector<int64_t> bad_score(chunks.count, -1);
   constexpr double kMinusInf = -std::numeric_limits<double>::infinity();
@@ -51,7 +51,7 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels, cons
         }
         if (classify_label(y[i]) != kNegative) continue;
         const double v = static_cast<double>(s[i]);
-        if (v <= params.prune_at) {  // pruned: one comparison (-inf is still an error)
+        if (is_pruned(v, params)) {  // one comparison (-inf is still an error)
           if (v == kMinusInf && bad < 0) bad = i;
           continue;
         }
@@ -83,7 +83,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
   const double* prefix_w = base + kRowPrefixW * width;
   const double* prefix_q = base + kRowPrefixQ * width;
   const double* pos_grad = base + kRowPosGrad * width;
-  const StepParams params = make_step_params(delta, qp[0]);
+  const StepParams params = make_step_params(delta, qp[0], base + kRowShift * width);
   const OwnedBucketIndex index(qp, num_pos, delta);
   const double scale = grad_output.item<double>();
 
@@ -101,7 +101,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
         double value = 0.0;
         if (cls == kNegative) {
           const double v = static_cast<double>(s[i]);
-          if (v > params.prune_at) {
+          if (!is_pruned(v, params)) {
             value = negative_gradient(find_window(index.get(), v, params), prefix_w, prefix_q,
                                       params);
           }
