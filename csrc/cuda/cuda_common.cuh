@@ -1,0 +1,89 @@
+// Shared pieces of the CUDA backend: the host entry points of the five kernels
+// (../aploss/kernels.h is the contract), launch-configuration helpers and small
+// device reductions.
+//
+// Conventions of every entry point:
+//   * c10::cuda::CUDAGuard on the inputs' device, launches on the current stream;
+//   * C10_CUDA_KERNEL_LAUNCH_CHECK() after every launch, C10_CUDA_CHECK on runtime calls;
+//   * int64_t indexing everywhere (N >= 2^31 is supported), grid-stride loops;
+//   * no cudaDeviceSynchronize; the only device-to-host copy of a call is the one in
+//     gather_positives (which is where P is learned).
+//
+// This header deliberately avoids ATen/cuda/CUDAContext.h (it pulls in cusparse.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace aploss {
+namespace gpu {
+
+// ---- host entry points (one per kernel of the Kernels table) ----------------------------
+
+at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels);
+at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                        const at::Tensor& positives, double delta);
+void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
+                  double delta, const at::Tensor& grad_output, at::Tensor& grad);
+at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                          const at::Tensor& positives, double delta);
+void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
+                    double delta, const at::Tensor& grad_output, at::Tensor& grad);
+
+// ---- launch configuration (launch_config_cuda.cu) ----------------------------------------
+
+// Number of SMs of `device` (cached per device).
+int sm_count(int device);
+
+// The largest dynamic shared memory a launch of `kernel` may request on `device`:
+// sharedMemPerBlockOptin minus the kernel's static shared memory. The first call per
+// (kernel, device) also opts the kernel in to that size with cudaFuncSetAttribute, so
+// every later launch of up to that many bytes is legal. Thread-safe.
+size_t max_dynamic_smem(const void* kernel, int device);
+
+// Resident blocks per SM of `kernel` at this block size and dynamic shared memory
+// (cudaOccupancyMaxActiveBlocksPerMultiprocessor; 0 when it cannot launch at all).
+int blocks_per_sm(const void* kernel, int block, size_t dynamic_smem);
+
+// Grid size of a grid-stride kernel: one full wave of resident blocks (`per_sm` per SM),
+// but no more blocks than there are `min_items_per_block`-sized pieces of n work items.
+int64_t grid_size(int device, int per_sm, int64_t n, int64_t min_items_per_block);
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Checks shared by the entry points: 1-D contiguous views on one CUDA device.
+void check_flat_inputs(const at::Tensor& scores, const at::Tensor& labels, const char* what);
+void check_f64_on(const at::Tensor& t, const at::Tensor& like, const char* what);
+// `positives` of kernels.h: (2, P) float64, P >= 1, contiguous, on scores' device.
+void check_positives(const at::Tensor& positives, const at::Tensor& scores, const char* what);
+
+// ---- device helpers ---------------------------------------------------------------------
+
+#if defined(__CUDACC__)
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(kFullMask, v, offset);
+  return v;  // the full sum is in lane 0
+}
+
+// Flat index of this thread in a 1-D grid, and the grid's total thread count, in 64 bits.
+__device__ __forceinline__ int64_t global_thread_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_threads() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
+
+#endif  // __CUDACC__
+
+}  // namespace gpu
+}  // namespace aploss

@@ -1,0 +1,14 @@
+// The CUDA backend's kernel table (../aploss/kernels.h), used by the driver in
+// ../ap_loss.cpp for CUDA tensors.
+#include "../aploss/kernels.h"
+#include "cuda_common.cuh"
+
+namespace aploss {
+
+const Kernels& cuda_kernels() {
+  static const Kernels table{gpu::gather_positives, gpu::sorted_pass1, gpu::pairwise_pass1,
+                             gpu::sorted_pass2, gpu::pairwise_pass2};
+  return table;
+}
+
+}  // namespace aploss

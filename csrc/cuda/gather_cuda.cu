@@ -1,0 +1,138 @@
+// Gather pass on the GPU: validate every label, collect the positives' scores.
+//
+// One read of the labels (scores are read at positives only) and exactly ONE
+// device-to-host copy per call: a 3-entry int64 buffer {P, first invalid label,
+// first non-finite positive} copied with a single .cpu(). That copy is the one host
+// sync of the forward (it is where P is learned).
+//
+// Positives are appended to a buffer of a guessed capacity with a warp-aggregated
+// atomic counter (one global atomic per warp and iteration with a positive). If the
+// count exceeds the capacity, the kernel is run once more into a buffer of the exact
+// size: P is deterministic, so that rerun needs no second copy; it only costs a second
+// read of the labels, in the rare case P > capacity. The order of the positives in the
+// buffer is not deterministic; the driver sorts them, so q is.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <climits>
+
+#include "../aploss/dispatch.h"
+#include "../aploss/errors.h"
+#include "../aploss/math.h"
+#include "cuda_common.cuh"
+
+namespace aploss {
+namespace gpu {
+namespace {
+
+constexpr int kGatherBlock = 256;  // a multiple of the warp size (the warp-aligned loop needs it)
+constexpr int64_t kMinCapacity = int64_t(1) << 16;
+
+enum Meta : int { kMetaCount = 0, kMetaBadLabel = 1, kMetaBadScore = 2, kMetaSize = 3 };
+
+__global__ void init_meta_kernel(long long* meta) {
+  meta[kMetaCount] = 0;
+  meta[kMetaBadLabel] = LLONG_MAX;
+  meta[kMetaBadScore] = LLONG_MAX;
+}
+
+template <typename scalar_t, typename label_t>
+__global__ void __launch_bounds__(kGatherBlock)
+    gather_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
+                  int64_t n, double* __restrict__ out, int64_t capacity, long long* meta) {
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  // Warp-aligned grid-stride loop: every lane of a warp runs the same iterations, so the
+  // full-mask warp intrinsics below are legal; lanes past n just hold no positive.
+  const int64_t stride = grid_threads();
+  long long bad_label = LLONG_MAX;  // this thread's first (= smallest) bad index
+  long long bad_score = LLONG_MAX;
+  for (int64_t base = global_thread_index() - lane; base < n; base += stride) {
+    const int64_t i = base + lane;
+    bool positive = false;
+    double v = 0.0;
+    if (i < n) {
+      const int cls = classify_label(labels[i]);
+      if (cls == kPositive) {
+        positive = true;
+        v = static_cast<double>(scores[i]);
+        if (!is_finite_score(v) && bad_score == LLONG_MAX) bad_score = i;
+      } else if (cls == kInvalid && bad_label == LLONG_MAX) {
+        bad_label = i;
+      }
+    }
+    const unsigned mask = __ballot_sync(kFullMask, positive);
+    if (mask != 0u) {
+      const int leader = __ffs(static_cast<int>(mask)) - 1;
+      unsigned long long start = 0;
+      if (lane == leader) {
+        start = atomicAdd(reinterpret_cast<unsigned long long*>(meta + kMetaCount),
+                          static_cast<unsigned long long>(__popc(mask)));
+      }
+      start = __shfl_sync(kFullMask, start, leader);
+      if (positive) {
+        const unsigned long long slot =
+            start + static_cast<unsigned long long>(__popc(mask & ((1u << lane) - 1u)));
+        if (slot < static_cast<unsigned long long>(capacity)) out[slot] = v;
+      }
+    }
+  }
+  if (bad_label != LLONG_MAX) atomicMin(meta + kMetaBadLabel, bad_label);
+  if (bad_score != LLONG_MAX) atomicMin(meta + kMetaBadScore, bad_score);
+}
+
+// One run of the gather into `out` (capacity out.numel()); meta is reset first.
+void launch_gather(const at::Tensor& scores, const at::Tensor& labels, at::Tensor& out,
+                   at::Tensor& meta, int device, cudaStream_t stream) {
+  const int64_t n = scores.numel();
+  long long* meta_ptr = reinterpret_cast<long long*>(meta.data_ptr<int64_t>());
+  init_meta_kernel<<<1, 1, 0, stream>>>(meta_ptr);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_gather_positives_cuda", [&] {
+    const auto kernel = gather_kernel<scalar_t, label_t>;
+    const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGatherBlock, 0);
+    const int64_t grid = grid_size(device, per_sm, n, kGatherBlock);
+    kernel<<<static_cast<unsigned>(grid), kGatherBlock, 0, stream>>>(
+        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(), n,
+        out.data_ptr<double>(), out.numel(), meta_ptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace
+
+at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) {
+  check_flat_inputs(scores, labels, "aploss gather_positives");
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const int device = scores.get_device();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  const auto f64 = scores.options().dtype(at::kDouble);
+  const int64_t n = scores.numel();
+  if (n == 0) return at::empty({0}, f64);
+
+  // Capacity guess: detection batches have far fewer positives than 1 in 256 entries.
+  const int64_t capacity = std::min(n, std::max(kMinCapacity, n / 256));
+  at::Tensor out = at::empty({capacity}, f64);
+  at::Tensor meta = at::empty({kMetaSize}, scores.options().dtype(at::kLong));
+  launch_gather(scores, labels, out, meta, device, stream);
+
+  // The single device-to-host copy of the call (synchronises with the stream).
+  const at::Tensor host = meta.cpu();
+  const int64_t* h = host.const_data_ptr<int64_t>();
+  const int64_t num_pos = h[kMetaCount];
+  if (h[kMetaBadLabel] != LLONG_MAX) throw_invalid_label(labels, h[kMetaBadLabel]);
+  if (h[kMetaBadScore] != LLONG_MAX) throw_non_finite_score(scores, h[kMetaBadScore]);
+  TORCH_INTERNAL_ASSERT(num_pos >= 0 && num_pos <= n, "aploss: bad positive count ", num_pos);
+
+  if (num_pos > capacity) {
+    // Rare: more positives than the guess. Redo into the exact size; the count cannot
+    // change, so no second copy is needed.
+    out = at::empty({num_pos}, f64);
+    launch_gather(scores, labels, out, meta, device, stream);
+    return out;
+  }
+  return out.narrow(0, 0, num_pos);
+}
+
+}  // namespace gpu
+}  // namespace aploss
