@@ -238,6 +238,41 @@ class MemoryMeter:
         return max(0, _proc_status_kb("VmHWM") * 1024 - self.base)
 
 
+class CpuContention:
+    """Share of the machine's CPU time used by other processes (and stolen by the
+    hypervisor) between start() and stop(): /proc/stat busy time minus this process's
+    own user+system time, over wall time x CPUs. None where /proc is unreadable."""
+
+    def __init__(self):
+        self.tck = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.ncpu = os.cpu_count() or 1
+
+    def _snap(self):
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            busy = sum(v) - v[3] - (v[4] if len(v) > 4 else 0)  # all but idle and iowait
+            with open("/proc/self/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            own = int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+            return busy, own, time.perf_counter()
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def start(self):
+        self.s0 = self._snap()
+
+    def stop(self):
+        s1 = self._snap()
+        if self.s0 is None or s1 is None:
+            return None
+        wall = s1[2] - self.s0[2]
+        if wall <= 0:
+            return None
+        other = (s1[0] - self.s0[0]) - (s1[1] - self.s0[1])
+        return max(0.0, other / self.tck / (wall * self.ncpu))
+
+
 def copy_bandwidth(device):
     """Device-to-device copy bandwidth in bytes/s (one read + one write of each byte)."""
     if device.type != "cuda":

@@ -4,6 +4,7 @@ import os
 
 from harness import fmt_n
 
+BUSY_SHARE = 0.05  # other processes' share of the CPUs above which a point is flagged
 ORDER = ["sorted", "pairwise", "focal", "dense", "loop", "reference"]
 SWEEP_TITLES = {
     "N": "N sweep",
@@ -64,7 +65,7 @@ def _ratio(x, est=False, prefix="x"):
     return ("~" if est else "") + prefix + v
 
 
-def point_rows(point, cuda):
+def point_rows(point, cuda, copy_bw=None):
     rows = []
     by = {r["impl"]: r for r in point["rows"]}
     for name in ORDER:
@@ -80,17 +81,17 @@ def point_rows(point, cuda):
             _ratio(fb.get("vs_focal"), est_fb, prefix=""),
         ]
         if cuda:
-            g = fb.get("gbps")
-            cells.append("-" if g is None else f"{g:.0f}")
+            g, bw = fb.get("gbps"), copy_bw
+            cells.append("-" if g is None else f"{g:.4g} ({100 * g / bw:.2g}%)" if bw else f"{g:.4g}")
         rows.append(cells)
     return rows
 
 
 def headers(cuda, ref):
-    h = ["implementation", "fwd+bwd", "fwd only", "peak extra mem", f"|dloss| vs {ref}",
-         "max|dgrad|", "speedup vs loop", "t / t_focal"]
+    h = ["implementation", "fwd+bwd", "fwd only", "peak extra mem", f"loss err vs {ref}",
+         "grad err (max abs)", "speedup vs loop", "t / t_focal"]
     if cuda:
-        h.append("GB/s")
+        h.append("GB/s (% of copy)")
     return h
 
 
@@ -103,7 +104,7 @@ def _table_text(hdr, rows):
 
 def _table_md(hdr, rows):
     out = ["| " + " | ".join(hdr) + " |", "|" + "|".join(["---"] + ["--:"] * (len(hdr) - 1)) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(out)
 
 
@@ -120,8 +121,12 @@ def point_title(pt, meta):
     gb = ""
     if meta.get("copy_bandwidth_gbps"):
         gb = f", one pass = {fmt_bytes(pt['bytes_one_pass'])}"
+    busy = ""
+    share = pt.get("other_cpu_share")
+    if meta["device"].startswith("cpu") and share is not None and share > BUSY_SHARE:
+        busy = f" [BUSY: other processes used {100 * share:.0f}% of the CPUs meanwhile]"
     return (f"N = {pt['n']:,} ({fmt_n(pt['n'])}), P = {pt['p']:,}, relevant negatives "
-            f"{100 * pt['relevant_frac']:.3g}%{gb}; errors vs {pt.get('error_vs') or 'n/a'}")
+            f"{100 * pt['relevant_frac']:.3g}%{gb}; errors vs {pt.get('error_vs') or 'n/a'}{busy}")
 
 
 def _meta_lines(meta):
@@ -138,13 +143,13 @@ def _meta_lines(meta):
         f"load average at start {tuple(round(x, 2) for x in meta['loadavg_start'])}, at end "
         f"{tuple(round(x, 2) for x in meta.get('loadavg_end', []))}",
     ]
-    peak = meta.get("loadavg_max_during", 0.0)
-    if meta["device"].startswith("cpu") and (meta["loadavg_start"][0] > 0.5
-                                             or peak > meta["cpu_threads"] + 0.5):
-        lines.append(f"WARNING: other processes were using the CPU (1-min load average "
-                     f"{meta['loadavg_start'][0]:.2f} before the run, up to {peak:.2f} during it, "
-                     f"this run itself accounts for up to {meta['cpu_threads']}): CPU timings "
-                     "are inflated and noisy")
+    share, worst = meta.get("other_cpu_share"), meta.get("other_cpu_share_max_point") or 0.0
+    if share is not None:
+        lines.append(f"CPU used by other processes during the run: {100 * share:.1f}% of the "
+                     f"machine on average, {100 * worst:.1f}% at the worst point (from /proc/stat)")
+    if meta["device"].startswith("cpu") and worst > BUSY_SHARE:
+        lines.append(f"WARNING: other processes used more than {100 * BUSY_SHARE:.0f}% of the CPUs "
+                     "during some points (marked 'BUSY' below): their CPU timings are inflated")
     if meta.get("copy_bandwidth_gbps"):
         lines.append(f"device-to-device copy bandwidth: {meta['copy_bandwidth_gbps']:.0f} GB/s "
                      "(GB/s column: N x (score + label + grad bytes) / fwd+bwd time)")
@@ -182,7 +187,7 @@ def text_report(result):
         out += ["", f"## {SWEEP_TITLES[sweep]}, regime '{regime}'"]
         for pt in pts:
             out += ["", point_title(pt, meta)]
-            out.append(_table_text(headers(cuda, pt.get("error_vs") or "ref"), point_rows(pt, cuda)))
+            out.append(_table_text(headers(cuda, pt.get("error_vs") or "ref"), point_rows(pt, cuda, meta.get("copy_bandwidth_gbps"))))
     out += [""] + NOTES
     hl = headline_lines(result.get("headline", {}))
     if hl:
@@ -204,7 +209,7 @@ def markdown_report(result):
         out += ["", f"## {SWEEP_TITLES[sweep]}, regime '{regime}'"]
         for pt in pts:
             out += ["", f"**{point_title(pt, meta)}**", ""]
-            out.append(_table_md(headers(cuda, pt.get("error_vs") or "ref"), point_rows(pt, cuda)))
+            out.append(_table_md(headers(cuda, pt.get("error_vs") or "ref"), point_rows(pt, cuda, meta.get("copy_bandwidth_gbps"))))
     out += ["", "## Notes", ""] + ["- " + x for x in NOTES]
     if meta.get("plots"):
         out += [""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in meta["plots"]]

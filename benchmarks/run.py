@@ -245,21 +245,26 @@ class Runner:
             copies[0][0].grad = None
             return t, (self.meter.stop() if mem else None)
 
-        t0, _ = once(0)
+        def per_unit(tk, k, t0):
+            # noise can make tk - t0 <= 0: then charge the whole call to the k units,
+            # an upper bound
+            d = tk - t0
+            return d / k if d > 0.05 * tk else tk / k
+
+        t0 = min(once(0)[0], once(0)[0])
         k = min(units, 2)
         tk, mem = once(k, mem=True)
-        per = max(tk - t0, 0.0) / max(k, 1)
+        per = per_unit(tk, k, t0)
         est = t0 + per * units
         if est > self.policy.budget and k < units:
-            # refine on a larger subset: an eighth of the budget, at most 1.5 s
+            # refine on a larger subset: an eighth of the budget, at most 1.5 s, at most
+            # a quarter of the units (the full call is predicted over budget)
             target = min(self.policy.budget / 8, 1.5)
-            k2 = int(min(units, max(k + 1, target / max(per, 1e-9))))
+            k2 = int(min(units // 4, 128 * k, max(k + 1, target / per)))
             if k2 > k:
-                t0b, _ = once(0)
                 tk, mem = once(k2, mem=True)
-                t0 = min(t0, t0b)
                 k = k2
-                per = max(tk - t0, 0.0) / k
+                per = per_unit(tk, k, t0)
                 est = t0 + per * units
         how = (f"measured on the first {k} of {units} {unit_name} plus setup, scaled "
                f"linearly (exact for its cost model: every {unit_name[:-1]} costs the same)")
@@ -294,10 +299,11 @@ class Runner:
                     # forward of a call too slow to run: not run either, estimated from the
                     # forward/fwd+bwd ratio at the largest size where both were measured
                     ratio, where = self.cost.fwd_ratio(impl)
-                    row[key] = dict(status="skipped", est_s=fb_row["est_s"] * ratio if ratio else None,
+                    ok = bool(ratio) and fb_row.get("est_s") is not None
+                    row[key] = dict(status="skipped", est_s=fb_row["est_s"] * ratio if ok else None,
                                     est_method=(f"fwd+bwd estimate x the fwd/(fwd+bwd) ratio {ratio:.2f} "
-                                                f"measured at {where}") if ratio else "not estimated",
-                                    note="skipped (> budget)")
+                                                f"measured at {where}") if ok else "not estimated",
+                                    note=fb_row.get("note", "skipped (> budget)"))
                     continue
                 if impl.work == "PN" and time.perf_counter() > self.deadline:
                     pred, how = self.cost.predict(impl, regime, mode, n, p)
@@ -479,12 +485,17 @@ def main(argv=None):
                           dynamic_ncols=True, file=sys.stderr)
     elif not args.no_progress:
         print("(install tqdm for a progress bar)", file=sys.stderr)
+    contention = H.CpuContention()
+    whole = H.CpuContention()
+    whole.start()
     runner.calibrate()
     points = {}
     for i, (regime, n, p) in enumerate(unique):
         seed = args.seed * 1_000_003 + i
+        contention.start()
         points[(regime, n, p)] = runner.measure_point(regime, n, p, seed)
         points[(regime, n, p)]["loadavg_1min"] = os.getloadavg()[0]
+        points[(regime, n, p)]["other_cpu_share"] = contention.stop()
     if runner.bar is not None:
         runner.bar.close()
 
@@ -493,6 +504,8 @@ def main(argv=None):
         sweeps.append(dict(sweep=sweep, regime=regime, n=n, p=p))
     meta["loadavg_end"] = list(os.getloadavg())
     meta["loadavg_max_during"] = max([p["loadavg_1min"] for p in points.values()] + [0.0])
+    meta["other_cpu_share"] = whole.stop()
+    meta["other_cpu_share_max_point"] = max([p["other_cpu_share"] or 0.0 for p in points.values()] + [0.0])
     meta["wall_s"] = time.perf_counter() - t_start
     result = dict(meta=meta, sweeps=sweeps,
                   points=[dict(key=f"{r}-{n}-{p}", **points[(r, n, p)]) for (r, n, p) in unique])
