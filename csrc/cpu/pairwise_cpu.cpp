@@ -19,7 +19,7 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
   const int64_t n = scores.numel();
   const int64_t num_pos = positives.size(1);
   const double* qp = positives.const_data_ptr<double>();
-  const StepParams params = make_step_params(delta, qp[0], qp + num_pos);
+  const StepParams params = make_step_params(delta, qp[0], qp + num_pos, num_pos);
   const Chunks chunks = split_into_chunks(n, num_pos);
   at::Tensor partials = at::zeros({chunks.count, num_pos}, positives.options());
   double* acc = partials.data_ptr<double>();
@@ -59,7 +59,7 @@ void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at
   const double* qp = base + kRowQ * width;
   const double* weight = base + kRowW * width;
   const double* pos_grad = base + kRowPosGrad * width;
-  const StepParams params = make_step_params(delta, qp[0], base + kRowShift * width);
+  const StepParams params = make_step_params(delta, qp[0], base + kRowShift * width, num_pos);
   const double scale = grad_output.item<double>();
 
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),

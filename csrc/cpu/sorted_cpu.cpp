@@ -8,7 +8,7 @@
 #include "../aploss/errors.h"
 #include "../aploss/kernels.h"
 #include "../aploss/math.h"
-#include "bucket_index_cpu.h"
+#include "window_index_cpu.h"
 #include "chunks.h"
 #include "cpu_kernels.h"
 
@@ -28,8 +28,8 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
   const int64_t num_pos = positives.size(1);
   const int64_t width = num_pos + 1;
   const double* qp = positives.const_data_ptr<double>();
-  const StepParams params = make_step_params(delta, qp[0], qp + num_pos);
-  const OwnedBucketIndex index(qp, num_pos, delta);
+  const StepParams params = make_step_params(delta, qp[0], qp + num_pos, num_pos);
+  const OwnedWindowIndex index(qp, num_pos, delta);
   const Chunks chunks = split_into_chunks(n, kSlot * width);
   at::Tensor partials = at::zeros({chunks.count, width, kSlot}, positives.options());
   double* acc = partials.data_ptr<double>();
@@ -47,7 +47,7 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
       int64_t bad = -1;
       for (int64_t i = begin; i < end; ++i) {
         if (i + kPrefetchDistance < end) {
-          prefetch_window(index.get(), static_cast<double>(s[i + kPrefetchDistance]), delta);
+          index.prefetch(static_cast<double>(s[i + kPrefetchDistance]));
         }
         if (classify_label(y[i]) != kNegative) continue;
         const double v = static_cast<double>(s[i]);
@@ -83,8 +83,8 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
   const double* prefix_w = base + kRowPrefixW * width;
   const double* prefix_q = base + kRowPrefixQ * width;
   const double* pos_grad = base + kRowPosGrad * width;
-  const StepParams params = make_step_params(delta, qp[0], base + kRowShift * width);
-  const OwnedBucketIndex index(qp, num_pos, delta);
+  const StepParams params = make_step_params(delta, qp[0], base + kRowShift * width, num_pos);
+  const OwnedWindowIndex index(qp, num_pos, delta);
   const double scale = grad_output.item<double>();
 
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
@@ -95,7 +95,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
     at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         if (i + kPrefetchDistance < end) {
-          prefetch_window(index.get(), static_cast<double>(s[i + kPrefetchDistance]), delta);
+          index.prefetch(static_cast<double>(s[i + kPrefetchDistance]));
         }
         const int cls = classify_label(y[i]);
         double value = 0.0;

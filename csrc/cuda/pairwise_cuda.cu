@@ -42,7 +42,7 @@ __global__ void __launch_bounds__(kTile)
                           double delta, double* __restrict__ partials) {
   __shared__ double staged[kTile];
   const double* const q = positives;  // row 0: sorted q (row 1, the shifts, is not needed)
-  const StepParams params = make_step_params(delta, q[0], positives + num_pos);
+  const StepParams params = make_step_params(delta, q[0], positives + num_pos, num_pos);
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kTile + threadIdx.x;  // this thread's positive
   const double q_i = i < num_pos ? q[i] : q[0];
   const double minus_inf = -CUDART_INF;
@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(kTile)
   const double* const q = state + kRowQ * width;
   const double* const weight = state + kRowW * width;
   const double* const pos_grad = state + kRowPosGrad * width;
-  const StepParams params = make_step_params(delta, q[0], state + kRowShift * width);
+  const StepParams params = make_step_params(delta, q[0], state + kRowShift * width, num_pos);
   const double scale = *grad_output;
 
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kTile;

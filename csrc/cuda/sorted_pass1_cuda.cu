@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kPass1Block)
   double* const d1 = hist;
   double* const da = hist + width;
   double* const db = hist + 2 * width;
-  const StepParams params = make_step_params(delta, q[0], cluster_shift);
+  const StepParams params = make_step_params(delta, q[0], cluster_shift, num_pos);
 
   double ones = 0.0;     // the "+1 at 0" of d1
   double a_at_0 = 0.0;   // da[0] contributions

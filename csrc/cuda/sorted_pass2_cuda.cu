@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(kPass2Block)
     prefix_w = smem + width;
     prefix_q = smem + 2 * width;
   }
-  const StepParams params = make_step_params(delta, q[0], cluster_shift);
+  const StepParams params = make_step_params(delta, q[0], cluster_shift, num_pos);
   const double scale = *grad_output;
 
   const int64_t stride = grid_threads();
