@@ -22,7 +22,7 @@ $(VENV)/.deps: Makefile
 
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	MAX_JOBS=$${MAX_JOBS:-2} $(VPY) -m pip install --no-build-isolation --no-deps .
-	$(VPY) -c "import aploss_cuda; print(aploss_cuda.info())"
+	$(VPY) -I -c "import aploss_cuda; print(aploss_cuda.info())"  # -I: the installed package, not ./aploss_cuda
 	touch $@
 
 # The tests import the installed package (the pytest entry point does not put the
