@@ -38,7 +38,8 @@ def fmt_bytes(b):
         return "-"
     for div, suf in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
         if b >= div:
-            return f"{b / div:.3g} {suf}"
+            v = b / div
+            return (f"{v:.0f}" if v >= 100 else f"{v:.3g}") + f" {suf}"
     return f"{b} B"
 
 
@@ -49,7 +50,8 @@ def fmt_err(e):
 def time_cell(m):
     st = m.get("status")
     if st == "measured":
-        return fmt_t(m["median_s"]) + (" (1 run)" if m.get("reps") == 1 else "")
+        n = m.get("reps")
+        return fmt_t(m["median_s"]) + ("" if not n or n > 2 else " (1 run)" if n == 1 else f" ({n} runs)")
     if st == "skipped":
         note = m.get("note", "")
         why = ("small sizes only" if "P*N <=" in note else
@@ -134,6 +136,11 @@ def _meta_lines(meta):
         f"device: {meta['device_name']} ({meta['device']}), torch {meta['torch']}, "
         f"threads {meta['cpu_threads']}, aploss_cuda {meta['aploss_info']['version']} "
         f"(CUDA kernels usable: {meta['aploss_info']['cuda_kernels_usable']})",
+        "library: commit {}{}, extension {} built {}".format(
+            (meta.get("library", {}).get("git_commit") or "?")[:10],
+            " (csrc/aploss_cuda modified since)" if meta.get("library", {}).get("sources_modified") else "",
+            os.path.basename(meta.get("library", {}).get("extension") or "?"),
+            meta.get("library", {}).get("extension_mtime", "?")),
         f"scores {meta['score_dtype']}, labels {meta['label_dtype']}, ignored fraction "
         f"{meta['ignore_frac']}, delta {meta['delta']}, interpolated AP; budget "
         f"{meta['budget_s']} s per measurement",
@@ -199,7 +206,7 @@ def markdown_report(result):
     meta = result["meta"]
     cuda = bool(meta.get("copy_bandwidth_gbps"))
     out = [f"# aploss_cuda benchmark: {meta['device']}, {meta['date']}", ""]
-    out += [f"Command: `python benchmarks/run.py {' '.join(meta['argv'])}`; wall time "
+    out += [f"Command: `{' '.join(['python benchmarks/run.py'] + meta['argv'])}`; wall time "
             f"{meta['wall_s']:.0f} s.", ""]
     out += ["- " + x for x in _meta_lines(meta)]
     hl = headline_lines(result.get("headline", {}))

@@ -342,7 +342,8 @@ class Runner:
                     impl.fn, copies, backward=backward, returns_grad=impl.returns_grad,
                     clock=self.clock, meter=self.meter, policy=self.policy,
                     predicted=pred, want_output=backward, budget_left=max(budget_left, 0.0),
-                    warm_up=not (mode == "fwd" and fb_row.get("status") == "measured"))
+                    warm_up=not (mode == "fwd" and fb_row.get("status") == "measured"),
+                    repeat_slow=impl.repeat_slow)
                 self.cost.add(impl, regime, mode, n, p, t.median_s)
                 row[key] = dict(status="measured", median_s=t.median_s, samples=t.samples,
                                 reps=len(t.samples), note=t.note)
@@ -405,6 +406,28 @@ class Runner:
 # --------------------------------------------------------------------------- main
 
 
+def library_version():
+    """The git commit of the checkout and whether the library's sources differ from it
+    (the benchmark measures whatever extension is built in place or installed)."""
+    import subprocess
+
+    root = os.path.dirname(_HERE)
+    info = dict(extension=getattr(aploss_cuda._C, "__file__", None))
+    try:
+        info["extension_mtime"] = datetime.datetime.fromtimestamp(
+            os.path.getmtime(info["extension"])).isoformat(timespec="seconds")
+    except (OSError, TypeError):
+        pass
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True,
+                                        timeout=10).stdout.strip()
+        info["git_commit"] = run("rev-parse", "HEAD") or None
+        info["sources_modified"] = bool(run("status", "--porcelain", "--", "csrc", "aploss_cuda", "setup.py"))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
 def device_slug(device):
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -462,7 +485,7 @@ def main(argv=None):
         date=datetime.date.today().isoformat(),
         started=datetime.datetime.now().isoformat(timespec="seconds"),
         torch=torch.__version__, python=platform.python_version(),
-        aploss_info=aploss_cuda.info(), cpu_threads=torch.get_num_threads(),
+        aploss_info=aploss_cuda.info(), library=library_version(), cpu_threads=torch.get_num_threads(),
         argv=sys.argv[1:] if argv is None else list(argv), quick=args.quick,
         budget_s=args.budget, min_reps=args.min_reps, copies=args.copies,
         score_dtype=args.score_dtype, label_dtype=args.label_dtype, ignore_frac=args.ignore_frac,
@@ -473,7 +496,8 @@ def main(argv=None):
         "alpha=0.25, gamma=2, reduction='sum') + backward, all inside the timed region",
         timing=("CUDA events around each call" if dev == "cuda" else "time.perf_counter around each call")
         + f"; median over repetitions after one warm-up call, inputs rotated among {args.copies} copies; "
-        f"calls predicted slower than {runner.policy.slow_s} s are timed once without warm-up",
+        f"calls predicted slower than {runner.policy.slow_s} s are timed once without warm-up "
+        f"(the per-positive loop: up to {args.min_reps} times within the budget)",
         memory=runner.meter.method, loadavg_start=list(load0),
     )
     if dev == "cuda":
