@@ -25,6 +25,30 @@ enum StateRow : int64_t {
   kStateRows = 6,
 };
 
+// The rows of a contiguous state tensor as pointers (host side; the CUDA kernels take
+// the same layout from a device pointer).
+struct StateView {
+  int64_t num_pos;
+  const double* q;
+  const double* shift;
+  const double* w;
+  const double* prefix_w;
+  const double* prefix_q;
+  const double* pos_grad;
+};
+
+inline StateView view_state(const at::Tensor& state) {
+  const int64_t width = state.size(1);
+  const double* base = state.const_data_ptr<double>();
+  return {width - 1,
+          base + kRowQ * width,
+          base + kRowShift * width,
+          base + kRowW * width,
+          base + kRowPrefixW * width,
+          base + kRowPrefixQ * width,
+          base + kRowPosGrad * width};
+}
+
 struct Kernels {
   // Validates every label (ValueError naming the first bad value) and every positive's
   // score (ValueError on NaN/Inf); returns the positives' scores as float64, unsorted.

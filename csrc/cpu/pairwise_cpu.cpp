@@ -53,13 +53,12 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
 void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                     double delta, const at::Tensor& grad_output, at::Tensor& grad) {
   const int64_t n = scores.numel();
-  const int64_t num_pos = state.size(1) - 1;
-  const int64_t width = num_pos + 1;
-  const double* base = state.const_data_ptr<double>();
-  const double* qp = base + kRowQ * width;
-  const double* weight = base + kRowW * width;
-  const double* pos_grad = base + kRowPosGrad * width;
-  const StepParams params = make_step_params(delta, qp[0], base + kRowShift * width, num_pos);
+  const StateView st = view_state(state);
+  const int64_t num_pos = st.num_pos;
+  const double* qp = st.q;
+  const double* weight = st.w;
+  const double* pos_grad = st.pos_grad;
+  const StepParams params = make_step_params(delta, qp[0], st.shift, num_pos);
   const double scale = grad_output.item<double>();
 
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),

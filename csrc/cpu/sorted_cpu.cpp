@@ -76,14 +76,13 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
 void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                   double delta, const at::Tensor& grad_output, at::Tensor& grad) {
   const int64_t n = scores.numel();
-  const int64_t num_pos = state.size(1) - 1;
-  const int64_t width = num_pos + 1;
-  const double* base = state.const_data_ptr<double>();
-  const double* qp = base + kRowQ * width;
-  const double* prefix_w = base + kRowPrefixW * width;
-  const double* prefix_q = base + kRowPrefixQ * width;
-  const double* pos_grad = base + kRowPosGrad * width;
-  const StepParams params = make_step_params(delta, qp[0], base + kRowShift * width, num_pos);
+  const StateView st = view_state(state);
+  const int64_t num_pos = st.num_pos;
+  const double* qp = st.q;
+  const double* prefix_w = st.prefix_w;
+  const double* prefix_q = st.prefix_q;
+  const double* pos_grad = st.pos_grad;
+  const StepParams params = make_step_params(delta, qp[0], st.shift, num_pos);
   const OwnedWindowIndex index(qp, num_pos, delta);
   const double scale = grad_output.item<double>();
 

@@ -59,6 +59,10 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Checks shared by the entry points: 1-D contiguous views on one CUDA device.
 void check_flat_inputs(const at::Tensor& scores, const at::Tensor& labels, const char* what);
 void check_f64_on(const at::Tensor& t, const at::Tensor& like, const char* what);
+// Checks of a pass-2 entry point; returns grad_output as a float64 scalar on the device.
+at::Tensor check_pass2_and_scale(const at::Tensor& scores, const at::Tensor& labels,
+                                 const at::Tensor& state, const at::Tensor& grad_output,
+                                 const at::Tensor& grad, const char* what);
 // `positives` of kernels.h: (2, P) float64, P >= 1, contiguous, on scores' device.
 void check_positives(const at::Tensor& positives, const at::Tensor& scores, const char* what);
 

@@ -4,6 +4,7 @@
 #include <mutex>
 #include <utility>
 
+#include "../aploss/kernels.h"
 #include "cuda_common.cuh"
 
 namespace aploss {
@@ -88,6 +89,23 @@ void check_f64_on(const at::Tensor& t, const at::Tensor& like, const char* what)
   TORCH_CHECK(t.scalar_type() == at::kDouble && t.device() == like.device() && t.is_contiguous(),
               what, ": expected a contiguous float64 tensor on ", like.device(), ", got ",
               t.scalar_type(), " on ", t.device());
+}
+
+at::Tensor check_pass2_and_scale(const at::Tensor& scores, const at::Tensor& labels,
+                                 const at::Tensor& state, const at::Tensor& grad_output,
+                                 const at::Tensor& grad, const char* what) {
+  check_flat_inputs(scores, labels, what);
+  check_f64_on(state, scores, what);
+  TORCH_CHECK(state.dim() == 2 && state.size(0) == kStateRows && state.size(1) >= 2, what,
+              ": malformed state");
+  TORCH_CHECK(grad.scalar_type() == scores.scalar_type() && grad.device() == scores.device() &&
+                  grad.dim() == 1 && grad.numel() == scores.numel() && grad.is_contiguous(),
+              what, ": grad must be a contiguous 1-D tensor like scores");
+  // A 0-dim float64 scale on this device (a host scalar is moved without a sync).
+  at::Tensor scale =
+      grad_output.to(scores.device(), at::kDouble, /*non_blocking=*/true).contiguous();
+  TORCH_CHECK(scale.numel() == 1, what, ": grad_output must have one element");
+  return scale;
 }
 
 void check_positives(const at::Tensor& positives, const at::Tensor& scores, const char* what) {

@@ -159,13 +159,8 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
 
 void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                     double delta, const at::Tensor& grad_output, at::Tensor& grad) {
-  check_flat_inputs(scores, labels, "aploss pairwise_pass2");
-  check_f64_on(state, scores, "aploss pairwise_pass2 (state)");
-  TORCH_CHECK(state.dim() == 2 && state.size(0) == kStateRows && state.size(1) >= 2,
-              "aploss pairwise_pass2: malformed state");
-  TORCH_CHECK(grad.scalar_type() == scores.scalar_type() && grad.device() == scores.device() &&
-                  grad.dim() == 1 && grad.numel() == scores.numel() && grad.is_contiguous(),
-              "aploss pairwise_pass2: grad must be a contiguous 1-D tensor like scores");
+  const at::Tensor scale =
+      check_pass2_and_scale(scores, labels, state, grad_output, grad, "aploss pairwise_pass2");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = scores.get_device();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
@@ -173,9 +168,6 @@ void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at
   const int64_t n = scores.numel();
   if (n == 0) return;
   const int64_t num_pos = state.size(1) - 1;
-  const at::Tensor scale =
-      grad_output.to(scores.device(), at::kDouble, /*non_blocking=*/true).contiguous();
-  TORCH_CHECK(scale.numel() == 1, "aploss pairwise_pass2: grad_output must have one element");
 
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
                                     "aploss_pairwise_pass2_cuda", [&] {

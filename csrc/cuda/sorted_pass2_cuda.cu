@@ -70,13 +70,8 @@ __global__ void __launch_bounds__(kPass2Block)
 
 void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                   double delta, const at::Tensor& grad_output, at::Tensor& grad) {
-  check_flat_inputs(scores, labels, "aploss sorted_pass2");
-  check_f64_on(state, scores, "aploss sorted_pass2 (state)");
-  TORCH_CHECK(state.dim() == 2 && state.size(0) == kStateRows && state.size(1) >= 2,
-              "aploss sorted_pass2: malformed state");
-  TORCH_CHECK(grad.scalar_type() == scores.scalar_type() && grad.device() == scores.device() &&
-                  grad.dim() == 1 && grad.numel() == scores.numel() && grad.is_contiguous(),
-              "aploss sorted_pass2: grad must be a contiguous 1-D tensor like scores");
+  const at::Tensor scale =
+      check_pass2_and_scale(scores, labels, state, grad_output, grad, "aploss sorted_pass2");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = scores.get_device();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
@@ -85,10 +80,6 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
   if (n == 0) return;
   const int64_t num_pos = state.size(1) - 1;
   const int64_t width = num_pos + 1;
-  // A 0-dim float64 scale on this device (a host scalar is moved without a sync).
-  const at::Tensor scale =
-      grad_output.to(scores.device(), at::kDouble, /*non_blocking=*/true).contiguous();
-  TORCH_CHECK(scale.numel() == 1, "aploss sorted_pass2: grad_output must have one element");
 
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
                                     "aploss_sorted_pass2_cuda", [&] {
