@@ -25,7 +25,7 @@ at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& h
                                 double delta) {
   const int64_t num_pos = positives.size(1);
   const at::Tensor prefix = histograms.cumsum(1).narrow(1, 0, num_pos);
-  // C1 + A - B * (q - shift) / (2 delta): math.h's sum_from_prefix, vectorised.
+  // fp(i) = C1(i) + A(i) - B(i) * (q_i - shift_i) / (2 delta)  (math.h, accumulate_negative).
   const at::Tensor local = positives[0] - positives[1];
   return prefix[0] + prefix[1] - prefix[2] * local * (0.5 / delta);
 }

@@ -6,7 +6,8 @@
 
 #define APLOSS_LABEL_CASE(ENUM, ...) AT_PRIVATE_CASE_TYPE_USING_HINT(ENUM, label_t, __VA_ARGS__)
 
-// Label dtypes accepted by every kernel; keep in sync with aploss_cuda/_validate.py.
+// Label dtypes accepted by every kernel; keep in sync with LABEL_DTYPES in
+// aploss_cuda/loss.py and check_inputs in csrc/ap_loss.cpp.
 #define APLOSS_DISPATCH_LABELS(TYPE, NAME, ...)                            \
   AT_DISPATCH_SWITCH(TYPE, NAME,                                           \
                      APLOSS_LABEL_CASE(at::ScalarType::Bool, __VA_ARGS__)  \

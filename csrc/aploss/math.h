@@ -305,12 +305,6 @@ APLOSS_HD int negative_contributions(const Window& w, double* d1, double* da, do
   });
 }
 
-// fp(i) (or, fed with the positives themselves, sum_k H(q_k - q_i)) from the prefix sums.
-APLOSS_HD double sum_from_prefix(double c1, double a, double b, double q_i, double shift_i,
-                                 const StepParams& p) {
-  return c1 + a - b * (q_i - shift_i) * p.inv_2delta;
-}
-
 // Pass 2: gradient of one negative from the prefix sums W(k) = sum_{i<k} w_i / P and
 // Q(k) = sum_{i<k} (q_i - shift_i) w_i / P (the 1/P is folded into the prefix sums).
 APLOSS_HD double negative_gradient(const Window& w, const double* W, const double* Q,
