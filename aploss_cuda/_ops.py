@@ -59,3 +59,49 @@ def _setup_backward_context(ctx, inputs, output):
 torch.library.register_autograd(
     "aploss::ap_loss_backward", _no_double_backward, setup_context=_setup_backward_context
 )
+
+
+# ---- grouped rankings (group_ids) -------------------------------------------------------
+
+
+@torch.library.register_fake("aploss::ap_loss_grouped_forward")
+def _ap_loss_grouped_forward_fake(scores, labels, group_ids, delta, interpolate, method):
+    torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
+    ctx = torch.library.get_ctx()
+    width = ctx.new_dynamic_size(min=1)  # P + 1
+    num_offsets = ctx.new_dynamic_size(min=1)  # number of dense group codes + 1
+    state = scores.new_empty((STATE_ROWS, width), dtype=torch.float64)
+    offsets = scores.new_empty((num_offsets,), dtype=torch.int64)
+    codes = torch.empty_like(group_ids, dtype=torch.int32)
+    return scores.new_empty(()), state, offsets, codes
+
+
+@torch.library.register_fake("aploss::ap_loss_grouped_backward")
+def _ap_loss_grouped_backward_fake(grad_output, scores, labels, group_codes, state, offsets,
+                                   delta, method):
+    return torch.empty_like(scores)
+
+
+def _setup_grouped_context(ctx, inputs, output):
+    scores, labels, group_ids, delta, interpolate, method = inputs
+    _, state, offsets, codes = output
+    ctx.mark_non_differentiable(state, offsets, codes)
+    ctx.save_for_backward(scores, labels, codes, state, offsets)
+    ctx.delta = delta
+    ctx.method = method
+
+
+def _grouped_backward(ctx, grad_loss, grad_state, grad_offsets, grad_codes):
+    scores, labels, codes, state, offsets = ctx.saved_tensors
+    grad_scores = torch.ops.aploss.ap_loss_grouped_backward(
+        grad_loss, scores, labels, codes, state, offsets, ctx.delta, ctx.method
+    )
+    return grad_scores, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "aploss::ap_loss_grouped_forward", _grouped_backward, setup_context=_setup_grouped_context
+)
+torch.library.register_autograd(
+    "aploss::ap_loss_grouped_backward", _no_double_backward, setup_context=_setup_backward_context
+)

@@ -52,7 +52,43 @@ def _validate(scores, labels, delta, method):
         raise ValueError(f"ap_loss: method must be one of {METHODS}, got {method!r}")
 
 
-def ap_loss(scores, labels, *, delta=1.0, interpolate=True, method="auto"):
+def _validate_group_ids(group_ids, scores, method):
+    if group_ids is None:
+        return
+    if not isinstance(group_ids, torch.Tensor):
+        raise TypeError(f"ap_loss: group_ids must be a tensor, got {type(group_ids).__name__}")
+    if group_ids.dtype == torch.bool or group_ids.is_floating_point() or group_ids.is_complex():
+        raise TypeError(f"ap_loss: group_ids must be an integer tensor, got {group_ids.dtype}")
+    if group_ids.device != scores.device:
+        raise ValueError(
+            f"ap_loss: scores are on {scores.device} but group_ids are on {group_ids.device}"
+        )
+    try:
+        torch.broadcast_shapes(group_ids.shape, scores.shape)
+        broadcastable = group_ids.dim() <= scores.dim() and all(
+            g in (1, s) for g, s in zip(reversed(group_ids.shape), reversed(scores.shape))
+        )
+    except RuntimeError:
+        broadcastable = False
+    if not broadcastable:
+        raise ValueError(
+            f"ap_loss: group_ids.shape {tuple(group_ids.shape)} is not broadcastable to "
+            f"scores.shape {tuple(scores.shape)}"
+        )
+    if method == "pairwise":
+        raise ValueError("ap_loss: group_ids work with method 'sorted' or 'auto', not 'pairwise'")
+
+
+def ap_loss(
+    scores,
+    labels,
+    *,
+    delta=1.0,
+    interpolate=True,
+    method="auto",
+    group_ids=None,
+    process_group=None,
+):
     """AP-loss over every entry of ``scores``: 1 - AP of one ranking of the whole batch.
 
     Args:
@@ -63,12 +99,34 @@ def ap_loss(scores, labels, *, delta=1.0, interpolate=True, method="auto"):
         interpolate: use interpolated precision (the paper's default).
         method: "sorted" (O(N log P), two streaming passes), "pairwise" (direct
             O(P * N) sums, for checking) or "auto" (the fastest: sorted).
+        group_ids: optional integer tensor broadcastable to scores' shape (e.g.
+            ``torch.arange(B)[:, None, None]`` for one ranking per image). Entries with the
+            same id form one ranking; the loss is the mean of the AP-losses of the groups
+            that have a positive, and each group's gradient is its single-ranking gradient
+            divided by the number of such groups. Ids must be >= 0; they need not be
+            contiguous or sorted.
+        process_group: optional ``torch.distributed`` process group (or
+            ``torch.distributed.group.WORLD``): the ranking spans the entries of every rank;
+            the loss is the same on every rank and each rank gets its slice of the gradient
+            of the single-process loss over all ranks' entries. See ``aploss_cuda.distributed``.
 
     Returns:
         A 0-dim tensor in scores' dtype. Its backward is the paper's error-driven
         gradient (not the derivative of the loss), scaled by the incoming gradient.
     """
     _validate(scores, labels, delta, method)
+    _validate_group_ids(group_ids, scores, method)
+    if process_group is not None:
+        from .distributed import distributed_ap_loss
+
+        return distributed_ap_loss(
+            scores, labels, group_ids, process_group, float(delta), bool(interpolate), method
+        )
+    if group_ids is not None:
+        loss, *_ = torch.ops.aploss.ap_loss_grouped_forward(
+            scores, labels, group_ids, float(delta), bool(interpolate), method
+        )
+        return loss
     loss, _state = torch.ops.aploss.ap_loss_forward(
         scores, labels, float(delta), bool(interpolate), method
     )
@@ -85,9 +143,15 @@ class APLoss(torch.nn.Module):
         self.interpolate = bool(interpolate)
         self.method = method
 
-    def forward(self, scores, labels):
+    def forward(self, scores, labels, *, group_ids=None, process_group=None):
         return ap_loss(
-            scores, labels, delta=self.delta, interpolate=self.interpolate, method=self.method
+            scores,
+            labels,
+            delta=self.delta,
+            interpolate=self.interpolate,
+            method=self.method,
+            group_ids=group_ids,
+            process_group=process_group,
         )
 
     def extra_repr(self):

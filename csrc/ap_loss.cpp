@@ -7,13 +7,11 @@
 #include <string>
 
 #include "ap_loss.h"
+#include "flat_inputs.h"
 #include "aploss/kernels.h"
 #include "positive_stage.h"
 
 namespace aploss {
-namespace {
-
-enum class Method { kSorted, kPairwise };
 
 Method parse_method(c10::string_view method) {
   if (method == "sorted" || method == "auto") return Method::kSorted;
@@ -46,33 +44,6 @@ void check_inputs(const at::Tensor& scores, const at::Tensor& labels, double del
   TORCH_CHECK_VALUE(std::isfinite(delta) && delta > 0.0,
                     "ap_loss: delta must be finite and > 0, got ", delta);
 }
-
-// Both inputs can be read in memory order, with no copy, when they are dense and laid
-// out alike (contiguous, channels-last, any permutation). Otherwise: one copy each.
-bool same_dense_layout(const at::Tensor& a, const at::Tensor& b) {
-  return a.is_non_overlapping_and_dense() && b.is_non_overlapping_and_dense() &&
-         a.strides() == b.strides();
-}
-
-// A 1-D view of a dense tensor's storage, in memory order.
-at::Tensor memory_order_view(const at::Tensor& t) {
-  return t.as_strided({t.numel()}, {1}, t.storage_offset());
-}
-
-struct FlatInputs {
-  at::Tensor scores;  // 1-D, memory order
-  at::Tensor labels;  // 1-D, same order
-  bool scores_layout; // true: flat order is scores' own memory order
-};
-
-FlatInputs flatten(const at::Tensor& scores, const at::Tensor& labels) {
-  if (same_dense_layout(scores, labels)) {
-    return {memory_order_view(scores), memory_order_view(labels), true};
-  }
-  return {scores.contiguous().view({-1}), labels.contiguous().view({-1}), false};
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> ap_loss_forward(const at::Tensor& scores,
                                                    const at::Tensor& labels, double delta,
@@ -115,10 +86,9 @@ at::Tensor ap_loss_backward(const at::Tensor& grad_output, const at::Tensor& sco
   TORCH_CHECK(state.dim() == 2 && state.size(0) == kStateRows && state.scalar_type() == at::kDouble,
               "ap_loss_backward: malformed state");
   const FlatInputs in = flatten(scores, labels);
-  at::Tensor grad = in.scores_layout ? at::empty_like(scores) : at::empty(scores.sizes(), scores.options());
+  auto [grad, flat_grad] = gradient_like(scores, in);
   if (state.size(1) == 1 || scores.numel() == 0) return grad.zero_();
 
-  at::Tensor flat_grad = in.scores_layout ? memory_order_view(grad) : grad.view({-1});
   const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
   const Kernels& k = kernels_for(scores);
   if (m == Method::kSorted) {

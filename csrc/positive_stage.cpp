@@ -7,14 +7,17 @@
 
 namespace aploss {
 
-at::Tensor make_positives(const at::Tensor& sorted_q, double delta) {
+at::Tensor make_positives(const at::Tensor& sorted_q, double delta,
+                          const at::Tensor& positive_group) {
   const int64_t num_pos = sorted_q.numel();
-  // A cluster starts at 0 and after every gap of at least kClusterGap * delta; each
-  // positive's shift is the score where its cluster starts.
+  // A cluster starts at 0, after every gap of at least kClusterGap * delta and (grouped)
+  // at every group's first positive; each positive's shift is the score where its
+  // cluster starts.
   const at::Tensor starts = at::ones({num_pos}, sorted_q.options().dtype(at::kBool));
   if (num_pos > 1) {
-    starts.narrow(0, 1, num_pos - 1)
-        .copy_(sorted_q.diff() >= kClusterGap * delta);
+    at::Tensor after_gap = sorted_q.diff() >= kClusterGap * delta;
+    if (positive_group.defined()) after_gap.logical_or_(positive_group.diff() != 0);
+    starts.narrow(0, 1, num_pos - 1).copy_(after_gap);
   }
   const at::Tensor index = at::arange(num_pos, sorted_q.options().dtype(at::kLong));
   const at::Tensor start_of_cluster = std::get<0>(at::where(starts, index, 0).cummax(0));
@@ -30,20 +33,54 @@ at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& h
   return prefix[0] + prefix[1] - prefix[2] * local * (0.5 / delta);
 }
 
+namespace {
+
+// Running maximum within each run of equal `group` (sorted): Hillis-Steele doubling,
+// log2(P) rounds of P-sized ATen ops, since ATen has no segmented scan.
+at::Tensor segmented_cummax(const at::Tensor& values, const at::Tensor& group) {
+  at::Tensor out = values.clone();
+  const int64_t n = values.numel();
+  for (int64_t step = 1; step < n; step *= 2) {
+    at::Tensor head = out.narrow(0, step, n - step);
+    const at::Tensor prev = out.narrow(0, 0, n - step);
+    const at::Tensor same = group.narrow(0, step, n - step) == group.narrow(0, 0, n - step);
+    head.copy_(at::where(same, at::maximum(head, prev), head));  // built before it is written
+  }
+  return out;
+}
+
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives,
                                                      const at::Tensor& false_positives,
                                                      const at::Tensor& positive_sums,
                                                      bool interpolate,
-                                                     at::ScalarType loss_dtype) {
+                                                     at::ScalarType loss_dtype,
+                                                     const at::Tensor& positive_group,
+                                                     const at::Tensor& offsets) {
   const int64_t num_pos = positives.size(1);
-  const double inv_num_pos = 1.0 / static_cast<double>(num_pos);
+  const bool grouped = positive_group.defined();
+  // Each positive's weight in the loss: 1/P, or grouped 1 / (G * P_g) (the mean over the
+  // G groups that have a positive of each group's mean over its P_g positives).
+  at::Tensor inv_num_pos;
+  if (grouped) {
+    const at::Tensor group_sizes = (offsets.narrow(0, 1, offsets.numel() - 1) -
+                                    offsets.narrow(0, 0, offsets.numel() - 1))
+                                       .to(at::kDouble);
+    const at::Tensor num_groups = (group_sizes > 0).sum().to(at::kDouble);
+    inv_num_pos = 1.0 / (group_sizes.index_select(0, positive_group) * num_groups);
+  } else {
+    inv_num_pos = at::full({num_pos}, 1.0 / static_cast<double>(num_pos), positives.options());
+  }
 
   // positive_sums includes the self term H(0) = 1/2: rank_pos = 1 + sum_{k != i} H.
   const at::Tensor rank_pos = positive_sums + 0.5;
   const at::Tensor rank = rank_pos + false_positives;
   const at::Tensor prec = rank_pos / rank;
   // Interpolated precision: running max from the lowest-scored positive upward.
-  const at::Tensor ip = interpolate ? std::get<0>(prec.cummax(0)) : prec;
+  const at::Tensor ip = !interpolate ? prec
+                        : grouped   ? segmented_cummax(prec, positive_group)
+                                    : std::get<0>(prec.cummax(0));
   const at::Tensor one_minus_ip = 1.0 - ip;
   const at::Tensor c = at::where(ip > prec, one_minus_ip / (1.0 - prec), at::ones_like(prec));
   const at::Tensor w = c / rank * inv_num_pos;
@@ -57,7 +94,9 @@ std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives
   state[kRowPrefixQ].narrow(0, 1, num_pos).copy_(((positives[0] - positives[1]) * w).cumsum(0));
   state[kRowPosGrad].narrow(0, 0, num_pos).copy_(one_minus_ip * -inv_num_pos);
 
-  const at::Tensor loss = (1.0 - ip.sum() * inv_num_pos).to(loss_dtype);
+  const at::Tensor loss =
+      (grouped ? 1.0 - (ip * inv_num_pos).sum() : 1.0 - ip.sum() / static_cast<double>(num_pos))
+          .to(loss_dtype);
   return {loss, state};
 }
 

@@ -10,7 +10,9 @@
 namespace aploss {
 
 // (2, P) float64: sorted q and each positive's cluster shift (math.h, StepParams).
-at::Tensor make_positives(const at::Tensor& sorted_q, double delta);
+// Grouped: q sorted within each group, `positive_group` (P,) the groups, sorted.
+at::Tensor make_positives(const at::Tensor& sorted_q, double delta,
+                          const at::Tensor& positive_group = {});
 
 // fp(i) (or sum_k H(q_k - q_i) when the histograms came from the positives
 // themselves) from pass 1's (3, P+1) difference arrays.
@@ -18,11 +20,15 @@ at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& h
                                 double delta);
 
 // From the positives, fp(i) and sum_k H(q_k - q_i) (self included): the loss (0-dim,
-// loss_dtype) and the (kStateRows, P+1) float64 state of kernels.h.
+// loss_dtype) and the (kStateRows, P+1) float64 state of kernels.h. Grouped:
+// positive_group (P,) int64 and the groups' offsets (segments.h); the loss is then the
+// mean of the AP-losses of the groups that have a positive.
 std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives,
                                                      const at::Tensor& false_positives,
                                                      const at::Tensor& positive_sums,
                                                      bool interpolate,
-                                                     at::ScalarType loss_dtype);
+                                                     at::ScalarType loss_dtype,
+                                                     const at::Tensor& positive_group = {},
+                                                     const at::Tensor& offsets = {});
 
 }  // namespace aploss

@@ -71,6 +71,23 @@ struct Kernels {
   void (*pairwise_pass2)(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& state, double delta, const at::Tensor& grad_output,
                          at::Tensor& grad);
+
+  // Grouped rankings (segments.h). `codes`: 1-D int32, each entry's dense group code in
+  // [0, U), same order as scores. `offsets`: (U+1) int64, group u's positives are
+  // columns [offsets[u], offsets[u+1]) of `positives` / `state`.
+
+  // As gather_positives, plus each positive's code: (2, P) float64 [score; code].
+  at::Tensor (*grouped_gather)(const at::Tensor& scores, const at::Tensor& labels,
+                               const at::Tensor& codes);
+  // As sorted_pass1, each negative against its own group's segment.
+  at::Tensor (*grouped_pass1)(const at::Tensor& scores, const at::Tensor& labels,
+                              const at::Tensor& codes, const at::Tensor& positives,
+                              const at::Tensor& offsets, double delta);
+  // As sorted_pass2, each entry against its own group's segment.
+  void (*grouped_pass2)(const at::Tensor& scores, const at::Tensor& labels,
+                        const at::Tensor& codes, const at::Tensor& state,
+                        const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
+                        at::Tensor& grad);
 };
 
 const Kernels& cpu_kernels();

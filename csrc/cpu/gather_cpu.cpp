@@ -1,5 +1,6 @@
-// Gather pass on the CPU: validate every label, collect the positives' scores.
-// One read of the labels; scores are read at positives only.
+// Gather pass on the CPU: validate every label, collect the positives' scores (and,
+// for grouped rankings, their group codes). One read of the labels; scores and codes
+// are read at positives only.
 #include <ATen/ATen.h>
 
 #include <vector>
@@ -12,11 +13,13 @@
 
 namespace aploss {
 namespace cpu {
+namespace {
 
-at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) {
+// Returns (P,) scores, or (2, P) [scores; codes] when `codes` is given.
+at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes) {
   const int64_t n = scores.numel();
   const Chunks chunks = split_into_chunks(n, 0);
-  std::vector<std::vector<double>> found(chunks.count);
+  std::vector<std::vector<double>> found(chunks.count), found_codes(chunks.count);
   std::vector<int64_t> bad_label(chunks.count, -1), bad_score(chunks.count, -1);
 
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
@@ -31,6 +34,7 @@ at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) 
           const double v = static_cast<double>(s[i]);
           if (!is_finite_score(v) && bad_score[c] < 0) bad_score[c] = i;
           out.push_back(v);
+          if (codes != nullptr) found_codes[c].push_back(static_cast<double>(codes[i]));
         } else if (cls == kInvalid && bad_label[c] < 0) {
           bad_label[c] = i;
         }
@@ -45,10 +49,23 @@ at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) 
 
   int64_t num_pos = 0;
   for (const auto& v : found) num_pos += static_cast<int64_t>(v.size());
-  at::Tensor q = at::empty({num_pos}, scores.options().dtype(at::kDouble));
-  double* dst = q.data_ptr<double>();
+  const int64_t rows = codes != nullptr ? 2 : 1;
+  at::Tensor out = at::empty({rows, num_pos}, scores.options().dtype(at::kDouble));
+  double* dst = out.data_ptr<double>();
   for (const auto& v : found) dst = std::copy(v.begin(), v.end(), dst);
-  return q;
+  for (const auto& v : found_codes) dst = std::copy(v.begin(), v.end(), dst);
+  return codes != nullptr ? out : out[0];
+}
+
+}  // namespace
+
+at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) {
+  return gather(scores, labels, nullptr);
+}
+
+at::Tensor grouped_gather(const at::Tensor& scores, const at::Tensor& labels,
+                          const at::Tensor& codes) {
+  return gather(scores, labels, codes.const_data_ptr<int32_t>());
 }
 
 }  // namespace cpu

@@ -1,0 +1,66 @@
+// Grouped rankings (group_ids): the per-entry math of math.h applied to one segment of
+// the positives. Shared unchanged by the CPU and CUDA kernels.
+//
+// The positives are sorted by (group, score); group u owns the segment
+// [offsets[u], offsets[u+1]) of q (empty when the group has no positive). An entry of
+// group u is ranked against its segment only, exactly as an ungrouped entry is ranked
+// against all of q: the segment's first score is its "smallest", its cluster shifts
+// start at offsets[u] (clusters never cross a segment boundary, see make_positives),
+// and every index found in the segment is shifted by offsets[u] into the shared
+// (P+1)-long arrays. Prefix sums over those arrays run across segments, so a segment's
+// own sums are differences from its first index.
+#pragma once
+
+#include "math.h"
+
+namespace aploss {
+
+struct Segment {
+  int64_t begin;
+  int64_t end;
+  APLOSS_HD bool empty() const { return end <= begin; }
+  APLOSS_HD int64_t size() const { return end - begin; }
+};
+
+// The segment of an entry with dense group code `code`. An out-of-range code (which the
+// driver never produces) reads as an empty segment instead of out of bounds.
+APLOSS_HD Segment segment_of(const int64_t* offsets, int64_t num_groups, int64_t code) {
+  if (code < 0 || code >= num_groups) return {0, 0};
+  return {offsets[code], offsets[code + 1]};
+}
+
+// StepParams of a non-empty segment: its first positive is the smallest.
+APLOSS_HD StepParams segment_params(double delta, const double* q, const double* cluster_shift,
+                                    Segment seg) {
+  return make_step_params(delta, q[seg.begin], cluster_shift + seg.begin, seg.size());
+}
+
+// Pass 1 contributions of a negative of this segment (non-pruned, finite), with
+// `add(array, index, value)` on the shared arrays. The ungrouped "+1 at 0" of d1 becomes
+// "+1 at the segment's first index".
+template <typename Add>
+APLOSS_HD void accumulate_segment_negative(const double* q, Segment seg, double s,
+                                           const StepParams& p, Add add) {
+  const Window w = find_window(q + seg.begin, seg.size(), s, p);
+  const int64_t base = seg.begin;
+  const int full = accumulate_negative(
+      w, [&](int array, int64_t index, double value) { add(array, base + index, value); });
+  if (full) add(kD1, base, 1.0);
+}
+
+// Pass 2 gradient of a negative of this segment (non-pruned): W's prefix sums start at
+// the segment's first index, Q only enters as differences.
+APLOSS_HD double segment_negative_gradient(const double* q, Segment seg, double s,
+                                           const double* W, const double* Q,
+                                           const StepParams& p) {
+  const Window w = find_window(q + seg.begin, seg.size(), s, p);
+  return negative_gradient(w, W + seg.begin, Q + seg.begin, p) - W[seg.begin];
+}
+
+// Pass 2 gradient of a positive of this segment (its own score is in the segment).
+APLOSS_HD double segment_positive_gradient(const double* q, Segment seg, const double* pos_grad,
+                                           double s) {
+  return positive_gradient(q + seg.begin, seg.size(), pos_grad + seg.begin, s);
+}
+
+}  // namespace aploss

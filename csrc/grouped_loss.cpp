@@ -1,0 +1,158 @@
+// Grouped rankings: ap_loss with group_ids. Entries with the same id form one ranking;
+// the loss is the mean of the AP-losses of the groups that have a positive. The same two
+// streaming passes as the single ranking, each entry searched against its own group's
+// segment of the positives (aploss/segments.h); the only extra work is a sort of the P
+// positives by (group, score) and one int32 code per entry.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <string>
+
+#include "ap_loss.h"
+#include "aploss/kernels.h"
+#include "flat_inputs.h"
+#include "positive_stage.h"
+
+namespace aploss {
+namespace {
+
+void check_group_ids(const at::Tensor& group_ids, const at::Tensor& scores) {
+  const auto type = group_ids.scalar_type();
+  TORCH_CHECK_TYPE(at::isIntegralType(type, /*includeBool=*/false),
+                   "ap_loss: group_ids must be an integer tensor, got ", type);
+  TORCH_CHECK_VALUE(group_ids.device() == scores.device(), "ap_loss: scores are on ",
+                    scores.device(), " but group_ids are on ", group_ids.device());
+  bool broadcastable = group_ids.dim() <= scores.dim();
+  for (int64_t d = 1; broadcastable && d <= group_ids.dim(); ++d) {
+    const int64_t size = group_ids.size(-d);
+    broadcastable = size == 1 || size == scores.size(-d);
+  }
+  TORCH_CHECK_VALUE(broadcastable, "ap_loss: group_ids.shape ", group_ids.sizes(),
+                    " is not broadcastable to scores.shape ", scores.sizes());
+}
+
+struct GroupCodes {
+  at::Tensor codes;    // int32, shaped like group_ids, values in [0, num_groups)
+  int64_t num_groups;
+};
+
+// Dense codes for arbitrary non-negative ids: the ids themselves when they are small
+// (no sort), else their rank among the distinct ids. One host sync (min and max).
+GroupCodes dense_group_codes(const at::Tensor& group_ids) {
+  if (group_ids.numel() == 0) return {group_ids.to(at::kInt), 0};
+  const auto [lowest, highest] = at::aminmax(group_ids);
+  const at::Tensor bounds = at::stack({lowest, highest}).to(at::kLong).cpu();
+  const int64_t min_id = bounds[0].item<int64_t>(), max_id = bounds[1].item<int64_t>();
+  TORCH_CHECK_VALUE(min_id >= 0, "ap_loss: group_ids must be >= 0, found ", min_id);
+  const int64_t direct_limit = std::max<int64_t>(int64_t(1) << 16, 2 * group_ids.numel());
+  if (max_id < direct_limit) return {group_ids.to(at::kInt), max_id + 1};
+  const auto unique = at::_unique(group_ids, /*sorted=*/true, /*return_inverse=*/true);
+  return {std::get<1>(unique).to(at::kInt), std::get<0>(unique).numel()};
+}
+
+struct GroupedPositives {
+  at::Tensor positives;       // (2, P) float64: q sorted by (group, score); cluster shifts
+  at::Tensor offsets;         // (U+1) int64: group u owns columns [offsets[u], offsets[u+1])
+  at::Tensor positive_group;  // (P,) int64, non-decreasing
+};
+
+// From the gather's (2, P) [score; code]: sort by (group, score), then segment offsets.
+GroupedPositives group_positives(const at::Tensor& gathered, int64_t num_groups, double delta) {
+  const at::Tensor score = gathered[0];
+  const at::Tensor code = gathered[1].to(at::kLong);
+  const at::Tensor by_score = std::get<1>(score.sort(/*stable=*/true, 0, false));
+  const at::Tensor by_group =
+      by_score.index_select(0, std::get<1>(code.index_select(0, by_score).sort(true, 0, false)));
+  const at::Tensor q = score.index_select(0, by_group);
+  const at::Tensor group = code.index_select(0, by_group);
+  at::Tensor offsets = at::zeros({num_groups + 1}, code.options());
+  offsets.narrow(0, 1, num_groups).copy_(at::bincount(group, {}, num_groups).cumsum(0));
+  return {make_positives(q, delta, group), offsets, group};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ap_loss_grouped_forward(
+    const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& group_ids,
+    double delta, bool interpolate, c10::string_view method) {
+  check_inputs(scores, labels, delta);
+  check_group_ids(group_ids, scores);
+  TORCH_CHECK_VALUE(parse_method(method) == Method::kSorted,
+                    "ap_loss: group_ids work with method 'sorted' or 'auto', not '",
+                    std::string(method), "'");
+  const Kernels& k = kernels_for(scores);
+  const GroupCodes groups = dense_group_codes(group_ids);
+  const auto f64 = scores.options().dtype(at::kDouble);
+  const at::Tensor no_positive_offsets = at::zeros({groups.num_groups + 1}, f64.dtype(at::kLong));
+  if (scores.numel() == 0) {
+    return {at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64), no_positive_offsets,
+            groups.codes};
+  }
+  const FlatInputs in = flatten(scores, labels);
+  const at::Tensor codes = flatten_like(groups.codes, scores, in);
+
+  const at::Tensor gathered = k.grouped_gather(in.scores, in.labels, codes);  // the host sync
+  const int64_t num_pos = gathered.size(1);
+  TORCH_CHECK_VALUE(num_pos < (int64_t(1) << 31), "ap_loss: at most 2^31 - 1 positives, got ",
+                    num_pos);
+  if (num_pos == 0) {
+    return {at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64), no_positive_offsets,
+            groups.codes};
+  }
+  const GroupedPositives gp = group_positives(gathered, groups.num_groups, delta);
+  const at::Tensor q = gp.positives[0];
+  const at::Tensor false_positives = sums_from_histograms(
+      gp.positives, k.grouped_pass1(in.scores, in.labels, codes, gp.positives, gp.offsets, delta),
+      delta);
+  // Ranks among the positives: pass 1 with the positives as the "negatives".
+  const at::Tensor all_negative = at::zeros({num_pos}, q.options().dtype(at::kChar));
+  const at::Tensor positive_sums = sums_from_histograms(
+      gp.positives,
+      k.grouped_pass1(q, all_negative, gp.positive_group.to(at::kInt), gp.positives, gp.offsets,
+                      delta),
+      delta);
+  auto [loss, state] = ap_positive_stage(gp.positives, false_positives, positive_sums,
+                                         interpolate, scores.scalar_type(), gp.positive_group,
+                                         gp.offsets);
+  return {loss, state, gp.offsets, groups.codes};
+}
+
+at::Tensor ap_loss_grouped_backward(const at::Tensor& grad_output, const at::Tensor& scores,
+                                    const at::Tensor& labels, const at::Tensor& group_codes,
+                                    const at::Tensor& state, const at::Tensor& offsets,
+                                    double delta, c10::string_view method) {
+  check_inputs(scores, labels, delta);
+  check_group_ids(group_codes, scores);
+  TORCH_CHECK(group_codes.scalar_type() == at::kInt, "ap_loss_grouped_backward: codes must be int32");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1 && offsets.scalar_type() == at::kLong,
+              "ap_loss_grouped_backward: malformed offsets");
+  TORCH_CHECK(state.dim() == 2 && state.size(0) == kStateRows && state.scalar_type() == at::kDouble,
+              "ap_loss_grouped_backward: malformed state");
+  (void)parse_method(method);
+  const FlatInputs in = flatten(scores, labels);
+  auto [grad, flat_grad] = gradient_like(scores, in);
+  if (state.size(1) == 1 || scores.numel() == 0) return grad.zero_();
+
+  const at::Tensor codes = flatten_like(group_codes, scores, in);
+  const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
+  kernels_for(scores).grouped_pass2(in.scores, in.labels, codes, state, offsets.contiguous(),
+                                    delta, scale, flat_grad);
+  return grad;
+}
+
+TORCH_LIBRARY_FRAGMENT(aploss, m) {
+  m.def(
+      "ap_loss_grouped_forward(Tensor scores, Tensor labels, Tensor group_ids, float delta,"
+      " bool interpolate, str method) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "ap_loss_grouped_backward(Tensor grad_output, Tensor scores, Tensor labels,"
+      " Tensor group_codes, Tensor state, Tensor offsets, float delta, str method) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(aploss, CPU, m) {
+  m.impl("ap_loss_grouped_forward", &ap_loss_grouped_forward);
+  m.impl("ap_loss_grouped_backward", &ap_loss_grouped_backward);
+}
+
+}  // namespace aploss
