@@ -114,14 +114,16 @@ def ap_loss(
         A 0-dim tensor in scores' dtype. Its backward is the paper's error-driven
         gradient (not the derivative of the loss), scaled by the incoming gradient.
     """
-    _validate(scores, labels, delta, method)
-    _validate_group_ids(group_ids, scores, method)
     if process_group is not None:
+        # Validates on every rank and tells the others when one rank's input is invalid,
+        # so an error cannot leave the other ranks waiting in a collective.
         from .distributed import distributed_ap_loss
 
         return distributed_ap_loss(
-            scores, labels, group_ids, process_group, float(delta), bool(interpolate), method
+            scores, labels, group_ids, process_group, delta, bool(interpolate), method
         )
+    _validate(scores, labels, delta, method)
+    _validate_group_ids(group_ids, scores, method)
     if group_ids is not None:
         loss, *_ = torch.ops.aploss.ap_loss_grouped_forward(
             scores, labels, group_ids, float(delta), bool(interpolate), method

@@ -71,6 +71,50 @@ GroupedPositives group_positives(const at::Tensor& gathered, int64_t num_groups,
   return {make_positives(q, delta, group), offsets, group};
 }
 
+// Pass 1 of the entries against their groups' segments: fp(i) for every positive.
+at::Tensor false_positives_flat(const Kernels& k, const FlatInputs& in, const at::Tensor& codes,
+                                const GroupedPositives& gp, double delta) {
+  return sums_from_histograms(
+      gp.positives, k.grouped_pass1(in.scores, in.labels, codes, gp.positives, gp.offsets, delta),
+      delta);
+}
+
+// Ranks among the positives (pass 1 with the positives as the "negatives"), then the
+// positive stage: (loss, state).
+std::tuple<at::Tensor, at::Tensor> finish(const Kernels& k, const GroupedPositives& gp,
+                                          const at::Tensor& false_positives, double delta,
+                                          bool interpolate, at::ScalarType loss_dtype) {
+  const at::Tensor q = gp.positives[0];
+  const at::Tensor all_negative = at::zeros({q.numel()}, q.options().dtype(at::kChar));
+  const at::Tensor positive_sums = sums_from_histograms(
+      gp.positives,
+      k.grouped_pass1(q, all_negative, gp.positive_group.to(at::kInt), gp.positives, gp.offsets,
+                      delta),
+      delta);
+  return ap_positive_stage(gp.positives, false_positives, positive_sums, interpolate, loss_dtype,
+                           gp.positive_group, gp.offsets);
+}
+
+void check_codes(const at::Tensor& codes, const at::Tensor& scores, const char* what) {
+  check_group_ids(codes, scores);
+  TORCH_CHECK(codes.scalar_type() == at::kInt, what, ": codes must be int32");
+}
+
+GroupedPositives check_positives(const at::Tensor& positives, const at::Tensor& offsets,
+                                 const at::Tensor& positive_group, const at::Tensor& scores,
+                                 const char* what) {
+  TORCH_CHECK(positives.dim() == 2 && positives.size(0) == 2 && positives.size(1) >= 1 &&
+                  positives.scalar_type() == at::kDouble && positives.device() == scores.device(),
+              what, ": malformed positives");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 2 && offsets.scalar_type() == at::kLong &&
+                  offsets.device() == scores.device(),
+              what, ": malformed offsets");
+  TORCH_CHECK(positive_group.dim() == 1 && positive_group.numel() == positives.size(1) &&
+                  positive_group.scalar_type() == at::kLong,
+              what, ": malformed positive_group");
+  return {positives.contiguous(), offsets.contiguous(), positive_group.contiguous()};
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ap_loss_grouped_forward(
@@ -85,37 +129,71 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ap_loss_grouped_forwa
   const GroupCodes groups = dense_group_codes(group_ids);
   const auto f64 = scores.options().dtype(at::kDouble);
   const at::Tensor no_positive_offsets = at::zeros({groups.num_groups + 1}, f64.dtype(at::kLong));
-  if (scores.numel() == 0) {
-    return {at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64), no_positive_offsets,
-            groups.codes};
-  }
+  const auto no_positive = [&] {
+    return std::make_tuple(at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64),
+                           no_positive_offsets, groups.codes);
+  };
+  if (scores.numel() == 0) return no_positive();
   const FlatInputs in = flatten(scores, labels);
   const at::Tensor codes = flatten_like(groups.codes, scores, in);
 
   const at::Tensor gathered = k.grouped_gather(in.scores, in.labels, codes);  // the host sync
-  const int64_t num_pos = gathered.size(1);
-  TORCH_CHECK_VALUE(num_pos < (int64_t(1) << 31), "ap_loss: at most 2^31 - 1 positives, got ",
-                    num_pos);
-  if (num_pos == 0) {
-    return {at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64), no_positive_offsets,
-            groups.codes};
-  }
+  if (gathered.size(1) == 0) return no_positive();
   const GroupedPositives gp = group_positives(gathered, groups.num_groups, delta);
-  const at::Tensor q = gp.positives[0];
-  const at::Tensor false_positives = sums_from_histograms(
-      gp.positives, k.grouped_pass1(in.scores, in.labels, codes, gp.positives, gp.offsets, delta),
-      delta);
-  // Ranks among the positives: pass 1 with the positives as the "negatives".
-  const at::Tensor all_negative = at::zeros({num_pos}, q.options().dtype(at::kChar));
-  const at::Tensor positive_sums = sums_from_histograms(
-      gp.positives,
-      k.grouped_pass1(q, all_negative, gp.positive_group.to(at::kInt), gp.positives, gp.offsets,
-                      delta),
-      delta);
-  auto [loss, state] = ap_positive_stage(gp.positives, false_positives, positive_sums,
-                                         interpolate, scores.scalar_type(), gp.positive_group,
-                                         gp.offsets);
+  auto [loss, state] = finish(k, gp, false_positives_flat(k, in, codes, gp, delta), delta,
+                              interpolate, scores.scalar_type());
   return {loss, state, gp.offsets, groups.codes};
+}
+
+// ---- the stages as operators, for callers that insert communication between them
+// (aploss_cuda/distributed.py). `codes` are dense int32 codes broadcastable to scores;
+// a code outside [0, U) is a group without positives.
+
+at::Tensor grouped_gather_op(const at::Tensor& scores, const at::Tensor& labels,
+                             const at::Tensor& codes) {
+  check_inputs(scores, labels, 1.0);
+  check_codes(codes, scores, "aploss::_grouped_gather");
+  const auto f64 = scores.options().dtype(at::kDouble);
+  if (scores.numel() == 0) return at::empty({2, 0}, f64);
+  const FlatInputs in = flatten(scores, labels);
+  return kernels_for(scores).grouped_gather(in.scores, in.labels, flatten_like(codes, scores, in));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> group_positives_op(const at::Tensor& gathered,
+                                                                  int64_t num_groups,
+                                                                  double delta) {
+  TORCH_CHECK(gathered.dim() == 2 && gathered.size(0) == 2 && gathered.size(1) >= 1 &&
+                  gathered.scalar_type() == at::kDouble,
+              "aploss::_group_positives: expected (2, P) float64 [scores; codes], P >= 1");
+  TORCH_CHECK(num_groups >= 1, "aploss::_group_positives: num_groups must be >= 1");
+  const GroupedPositives gp = group_positives(gathered, num_groups, delta);
+  return {gp.positives, gp.offsets, gp.positive_group};
+}
+
+at::Tensor grouped_false_positives_op(const at::Tensor& scores, const at::Tensor& labels,
+                                      const at::Tensor& codes, const at::Tensor& positives,
+                                      const at::Tensor& offsets, const at::Tensor& positive_group,
+                                      double delta) {
+  check_inputs(scores, labels, delta);
+  check_codes(codes, scores, "aploss::_grouped_false_positives");
+  const GroupedPositives gp =
+      check_positives(positives, offsets, positive_group, scores, "aploss::_grouped_false_positives");
+  if (scores.numel() == 0) return at::zeros({positives.size(1)}, positives.options());
+  const FlatInputs in = flatten(scores, labels);
+  return false_positives_flat(kernels_for(scores), in, flatten_like(codes, scores, in), gp, delta);
+}
+
+std::tuple<at::Tensor, at::Tensor> grouped_positive_stage_op(
+    const at::Tensor& positives, const at::Tensor& offsets, const at::Tensor& positive_group,
+    const at::Tensor& false_positives, double delta, bool interpolate,
+    at::ScalarType loss_dtype) {
+  const GroupedPositives gp = check_positives(positives, offsets, positive_group, positives,
+                                              "aploss::_grouped_positive_stage");
+  TORCH_CHECK(false_positives.dim() == 1 && false_positives.numel() == positives.size(1) &&
+                  false_positives.scalar_type() == at::kDouble,
+              "aploss::_grouped_positive_stage: malformed false_positives");
+  return finish(kernels_for(positives), gp, false_positives.contiguous(), delta, interpolate,
+                loss_dtype);
 }
 
 at::Tensor ap_loss_grouped_backward(const at::Tensor& grad_output, const at::Tensor& scores,
@@ -142,6 +220,15 @@ at::Tensor ap_loss_grouped_backward(const at::Tensor& grad_output, const at::Ten
 }
 
 TORCH_LIBRARY_FRAGMENT(aploss, m) {
+  m.def("_grouped_gather(Tensor scores, Tensor labels, Tensor codes) -> Tensor");
+  m.def("_group_positives(Tensor gathered, int num_groups, float delta) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "_grouped_false_positives(Tensor scores, Tensor labels, Tensor codes, Tensor positives,"
+      " Tensor offsets, Tensor positive_group, float delta) -> Tensor");
+  m.def(
+      "_grouped_positive_stage(Tensor positives, Tensor offsets, Tensor positive_group,"
+      " Tensor false_positives, float delta, bool interpolate, ScalarType loss_dtype)"
+      " -> (Tensor, Tensor)");
   m.def(
       "ap_loss_grouped_forward(Tensor scores, Tensor labels, Tensor group_ids, float delta,"
       " bool interpolate, str method) -> (Tensor, Tensor, Tensor, Tensor)");
@@ -153,6 +240,14 @@ TORCH_LIBRARY_FRAGMENT(aploss, m) {
 TORCH_LIBRARY_IMPL(aploss, CPU, m) {
   m.impl("ap_loss_grouped_forward", &ap_loss_grouped_forward);
   m.impl("ap_loss_grouped_backward", &ap_loss_grouped_backward);
+}
+
+// The stages call the kernels of their inputs' device themselves (kernels_for).
+TORCH_LIBRARY_IMPL(aploss, CompositeExplicitAutograd, m) {
+  m.impl("_grouped_gather", &grouped_gather_op);
+  m.impl("_group_positives", &group_positives_op);
+  m.impl("_grouped_false_positives", &grouped_false_positives_op);
+  m.impl("_grouped_positive_stage", &grouped_positive_stage_op);
 }
 
 }  // namespace aploss

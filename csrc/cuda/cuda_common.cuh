@@ -34,6 +34,14 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
                           const at::Tensor& positives, double delta);
 void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                     double delta, const at::Tensor& grad_output, at::Tensor& grad);
+at::Tensor grouped_gather(const at::Tensor& scores, const at::Tensor& labels,
+                          const at::Tensor& codes);
+at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                         const at::Tensor& codes, const at::Tensor& positives,
+                         const at::Tensor& offsets, double delta);
+void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
+                   const at::Tensor& state, const at::Tensor& offsets, double delta,
+                   const at::Tensor& grad_output, at::Tensor& grad);
 
 // ---- launch configuration (launch_config_cuda.cu) ----------------------------------------
 

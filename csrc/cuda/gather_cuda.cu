@@ -1,4 +1,5 @@
-// Gather pass on the GPU: validate every label, collect the positives' scores.
+// Gather pass on the GPU: validate every label, collect the positives' scores (and, for
+// grouped rankings, their group codes, into a second row of the output).
 //
 // One read of the labels (scores are read at positives only) and exactly ONE
 // device-to-host copy per call: a 3-entry int64 buffer {P, first invalid label,
@@ -39,7 +40,8 @@ __global__ void init_meta_kernel(long long* meta) {
 template <typename scalar_t, typename label_t>
 __global__ void __launch_bounds__(kGatherBlock)
     gather_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
-                  int64_t n, double* __restrict__ out, int64_t capacity, long long* meta) {
+                  const int32_t* __restrict__ codes, int64_t n, double* __restrict__ out,
+                  int64_t capacity, long long* meta) {
   const int lane = static_cast<int>(threadIdx.x & 31);
   // Warp-aligned grid-stride loop: every lane of a warp runs the same iterations, so the
   // full-mask warp intrinsics below are legal; lanes past n just hold no positive.
@@ -72,7 +74,10 @@ __global__ void __launch_bounds__(kGatherBlock)
       if (positive) {
         const unsigned long long slot =
             start + static_cast<unsigned long long>(__popc(mask & ((1u << lane) - 1u)));
-        if (slot < static_cast<unsigned long long>(capacity)) out[slot] = v;
+        if (slot < static_cast<unsigned long long>(capacity)) {
+          out[slot] = v;
+          if (codes != nullptr) out[capacity + slot] = static_cast<double>(codes[i]);
+        }
       }
     }
   }
@@ -80,9 +85,10 @@ __global__ void __launch_bounds__(kGatherBlock)
   if (bad_score != LLONG_MAX) atomicMin(meta + kMetaBadScore, bad_score);
 }
 
-// One run of the gather into `out` (capacity out.numel()); meta is reset first.
-void launch_gather(const at::Tensor& scores, const at::Tensor& labels, at::Tensor& out,
-                   at::Tensor& meta, int device, cudaStream_t stream) {
+// One run of the gather into `out` ((rows, capacity); rows 2 with codes); meta is reset
+// first.
+void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes,
+                   at::Tensor& out, at::Tensor& meta, int device, cudaStream_t stream) {
   const int64_t n = scores.numel();
   long long* meta_ptr = reinterpret_cast<long long*>(meta.data_ptr<int64_t>());
   init_meta_kernel<<<1, 1, 0, stream>>>(meta_ptr);
@@ -93,28 +99,28 @@ void launch_gather(const at::Tensor& scores, const at::Tensor& labels, at::Tenso
     const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGatherBlock, 0);
     const int64_t grid = grid_size(device, per_sm, n, kGatherBlock);
     kernel<<<static_cast<unsigned>(grid), kGatherBlock, 0, stream>>>(
-        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(), n,
-        out.data_ptr<double>(), out.numel(), meta_ptr);
+        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(), codes, n,
+        out.data_ptr<double>(), out.size(1), meta_ptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
-}  // namespace
-
-at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) {
+// Returns (P,) scores, or (2, P) [scores; codes] when `codes` is given.
+at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes) {
   check_flat_inputs(scores, labels, "aploss gather_positives");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = scores.get_device();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   const auto f64 = scores.options().dtype(at::kDouble);
   const int64_t n = scores.numel();
-  if (n == 0) return at::empty({0}, f64);
+  const int64_t rows = codes != nullptr ? 2 : 1;
+  if (n == 0) return codes != nullptr ? at::empty({2, 0}, f64) : at::empty({0}, f64);
 
   // Capacity guess: detection batches have far fewer positives than 1 in 256 entries.
   const int64_t capacity = std::min(n, std::max(kMinCapacity, n / 256));
-  at::Tensor out = at::empty({capacity}, f64);
+  at::Tensor out = at::empty({rows, capacity}, f64);
   at::Tensor meta = at::empty({kMetaSize}, scores.options().dtype(at::kLong));
-  launch_gather(scores, labels, out, meta, device, stream);
+  launch_gather(scores, labels, codes, out, meta, device, stream);
 
   // The single device-to-host copy of the call (synchronises with the stream).
   const at::Tensor host = meta.cpu();
@@ -127,11 +133,26 @@ at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) 
   if (num_pos > capacity) {
     // Rare: more positives than the guess. Redo into the exact size; the count cannot
     // change, so no second copy is needed.
-    out = at::empty({num_pos}, f64);
-    launch_gather(scores, labels, out, meta, device, stream);
-    return out;
+    out = at::empty({rows, num_pos}, f64);
+    launch_gather(scores, labels, codes, out, meta, device, stream);
+  } else {
+    out = out.narrow(1, 0, num_pos);
   }
-  return out.narrow(0, 0, num_pos);
+  return codes != nullptr ? out : out[0];
+}
+
+}  // namespace
+
+at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) {
+  return gather(scores, labels, nullptr);
+}
+
+at::Tensor grouped_gather(const at::Tensor& scores, const at::Tensor& labels,
+                          const at::Tensor& codes) {
+  TORCH_CHECK(codes.is_cuda() && codes.scalar_type() == at::kInt && codes.is_contiguous() &&
+                  codes.numel() == scores.numel() && codes.device() == scores.device(),
+              "aploss grouped_gather: codes must be contiguous int32 like scores");
+  return gather(scores, labels, codes.const_data_ptr<int32_t>());
 }
 
 }  // namespace gpu

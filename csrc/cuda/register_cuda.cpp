@@ -9,6 +9,8 @@ namespace aploss {
 TORCH_LIBRARY_IMPL(aploss, CUDA, m) {
   m.impl("ap_loss_forward", &ap_loss_forward);
   m.impl("ap_loss_backward", &ap_loss_backward);
+  m.impl("ap_loss_grouped_forward", &ap_loss_grouped_forward);
+  m.impl("ap_loss_grouped_backward", &ap_loss_grouped_backward);
 }
 
 }  // namespace aploss

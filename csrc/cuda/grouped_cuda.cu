@@ -1,0 +1,160 @@
+// Grouped rankings on the GPU: pass 1 and pass 2 with each entry searched against its
+// own group's segment of the positives (../aploss/segments.h).
+//
+// The segments differ from entry to entry, so q is not staged in shared memory: the
+// binary searches read q from global memory (P doubles, L2-resident for any realistic
+// P), and pass 1 adds into the (3, P+1) output with global float64 atomics. Per-image
+// and per-class groups spread the atomics over many segments, which keeps contention
+// low. As in sorted_pass1_cuda.cu, a non-finite negative adds NaN to d1[0] (so the loss
+// is NaN instead of an exception needing a second sync), and the float64 atomics make
+// da's last bits order-dependent: alertNotDeterministic.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+
+#include <math_constants.h>
+
+#include "../aploss/dispatch.h"
+#include "../aploss/kernels.h"
+#include "../aploss/segments.h"
+#include "cuda_common.cuh"
+
+namespace aploss {
+namespace gpu {
+namespace {
+
+constexpr int kGroupedBlock = 256;
+
+template <typename scalar_t, typename label_t>
+__global__ void __launch_bounds__(kGroupedBlock)
+    grouped_pass1_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
+                         const int32_t* __restrict__ codes, int64_t n,
+                         const double* __restrict__ positives, int64_t num_pos,
+                         const int64_t* __restrict__ offsets, int64_t num_groups, double delta,
+                         double* __restrict__ out) {
+  const int64_t width = num_pos + 1;
+  const double* const q = positives;
+  const double* const shift = positives + num_pos;
+  const auto add = [out, width](int array, int64_t index, double value) {
+    atomicAdd(out + array * width + index, value);
+  };
+  bool non_finite = false;
+  const int64_t stride = grid_threads();
+  for (int64_t i = global_thread_index(); i < n; i += stride) {
+    if (classify_label(labels[i]) != kNegative) continue;
+    const double v = static_cast<double>(scores[i]);
+    if (!is_finite_score(v)) {
+      non_finite = true;
+      continue;
+    }
+    const Segment seg = segment_of(offsets, num_groups, codes[i]);
+    if (seg.empty()) continue;
+    const StepParams params = segment_params(delta, q, shift, seg);
+    if (is_pruned(v, params)) continue;
+    accumulate_segment_negative(q, seg, v, params, add);
+  }
+  if (non_finite) atomicAdd(out, CUDART_NAN);
+}
+
+template <typename scalar_t, typename label_t>
+__global__ void __launch_bounds__(kGroupedBlock)
+    grouped_pass2_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
+                         const int32_t* __restrict__ codes, int64_t n,
+                         const double* __restrict__ state, int64_t num_pos,
+                         const int64_t* __restrict__ offsets, int64_t num_groups, double delta,
+                         const double* __restrict__ grad_output, scalar_t* __restrict__ grad) {
+  const int64_t width = num_pos + 1;
+  const double* const q = state + kRowQ * width;
+  const double* const shift = state + kRowShift * width;
+  const double* const prefix_w = state + kRowPrefixW * width;
+  const double* const prefix_q = state + kRowPrefixQ * width;
+  const double* const pos_grad = state + kRowPosGrad * width;
+  const double scale = *grad_output;
+  const int64_t stride = grid_threads();
+  for (int64_t i = global_thread_index(); i < n; i += stride) {
+    const int cls = classify_label(labels[i]);
+    double value = 0.0;
+    if (cls == kNegative || cls == kPositive) {
+      const Segment seg = segment_of(offsets, num_groups, codes[i]);
+      const double v = static_cast<double>(scores[i]);
+      if (!seg.empty() && cls == kPositive) {
+        value = segment_positive_gradient(q, seg, pos_grad, v);
+      } else if (!seg.empty()) {
+        const StepParams params = segment_params(delta, q, shift, seg);
+        if (!is_pruned(v, params)) {
+          value = segment_negative_gradient(q, seg, v, prefix_w, prefix_q, params);
+        }
+      }
+    }
+    grad[i] = static_cast<scalar_t>(scale * value);
+  }
+}
+
+void check_groups(const at::Tensor& codes, const at::Tensor& offsets, const at::Tensor& scores,
+                  const char* what) {
+  TORCH_CHECK(codes.scalar_type() == at::kInt && codes.device() == scores.device() &&
+                  codes.is_contiguous() && codes.numel() == scores.numel(),
+              what, ": codes must be contiguous int32 like scores");
+  TORCH_CHECK(offsets.scalar_type() == at::kLong && offsets.device() == scores.device() &&
+                  offsets.is_contiguous() && offsets.dim() == 1 && offsets.numel() >= 1,
+              what, ": offsets must be a contiguous 1-D int64 tensor on ", scores.device());
+}
+
+}  // namespace
+
+at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                         const at::Tensor& codes, const at::Tensor& positives,
+                         const at::Tensor& offsets, double delta) {
+  check_flat_inputs(scores, labels, "aploss grouped_pass1");
+  check_positives(positives, scores, "aploss grouped_pass1");
+  check_groups(codes, offsets, scores, "aploss grouped_pass1");
+  at::globalContext().alertNotDeterministic("ap_loss (CUDA, group_ids): pass 1");
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const int device = scores.get_device();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+
+  const int64_t n = scores.numel();
+  const int64_t num_pos = positives.size(1);
+  at::Tensor out = at::zeros({3, num_pos + 1}, positives.options());
+  if (n == 0) return out;
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_grouped_pass1_cuda", [&] {
+    const auto kernel = grouped_pass1_kernel<scalar_t, label_t>;
+    const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGroupedBlock, 0);
+    const int64_t grid = grid_size(device, per_sm, n, kGroupedBlock);
+    kernel<<<static_cast<unsigned>(grid), kGroupedBlock, 0, stream>>>(
+        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(),
+        codes.const_data_ptr<int32_t>(), n, positives.const_data_ptr<double>(), num_pos,
+        offsets.const_data_ptr<int64_t>(), offsets.numel() - 1, delta, out.data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
+                   const at::Tensor& state, const at::Tensor& offsets, double delta,
+                   const at::Tensor& grad_output, at::Tensor& grad) {
+  const at::Tensor scale =
+      check_pass2_and_scale(scores, labels, state, grad_output, grad, "aploss grouped_pass2");
+  check_groups(codes, offsets, scores, "aploss grouped_pass2");
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const int device = scores.get_device();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+
+  const int64_t n = scores.numel();
+  if (n == 0) return;
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_grouped_pass2_cuda", [&] {
+    const auto kernel = grouped_pass2_kernel<scalar_t, label_t>;
+    const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGroupedBlock, 0);
+    const int64_t grid = grid_size(device, per_sm, n, kGroupedBlock);
+    kernel<<<static_cast<unsigned>(grid), kGroupedBlock, 0, stream>>>(
+        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(),
+        codes.const_data_ptr<int32_t>(), n, state.const_data_ptr<double>(), state.size(1) - 1,
+        offsets.const_data_ptr<int64_t>(), offsets.numel() - 1, delta,
+        scale.const_data_ptr<double>(), grad.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace gpu
+}  // namespace aploss

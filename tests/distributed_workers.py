@@ -1,0 +1,81 @@
+"""Worker processes of tests/test_distributed.py (a module of its own so that
+torch.multiprocessing's spawn can import it in the children)."""
+
+import os
+import traceback
+
+import torch
+import torch.distributed as dist
+
+import aploss_cuda
+
+
+def _init(rank, world, port):
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+
+
+def run_scenarios(rank, world, port, scenarios_path, out_dir):
+    """Each scenario: this rank's slice of scores/labels/group_ids; records loss and grad."""
+    _init(rank, world, port)
+    results = []
+    try:
+        for sc in torch.load(scenarios_path):
+            part = sc["parts"][rank]
+            scores = part["scores"].clone().requires_grad_()
+            record = {}
+            try:
+                loss = aploss_cuda.ap_loss(
+                    scores,
+                    part["labels"],
+                    delta=sc["delta"],
+                    interpolate=sc["interpolate"],
+                    group_ids=part.get("group_ids"),
+                    process_group=dist.group.WORLD,
+                )
+                loss.backward()
+                record = {"loss": loss.detach(), "grad": scores.grad}
+            except Exception as e:  # the test checks which error each rank saw
+                record = {"error": type(e).__name__, "message": str(e)}
+            record["bytes"] = dict(aploss_cuda.distributed.last_call_bytes)
+            results.append(record)
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    except Exception:
+        with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as f:
+            f.write(traceback.format_exc())
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+class TinyDetectorHead(torch.nn.Module):
+    """Logits for (anchors, classes) from (anchors, features)."""
+
+    def __init__(self, features=6, classes=3):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(features, 8), torch.nn.Tanh())
+        self.cls = torch.nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.cls(self.body(x))
+
+
+def run_ddp(rank, world, port, data_path, out_dir):
+    """One DDP step on this rank's slice; saves the parameter gradients."""
+    _init(rank, world, port)
+    try:
+        data = torch.load(data_path)
+        torch.manual_seed(0)
+        model = TinyDetectorHead()
+        model.load_state_dict(data["state"])
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        part = data["parts"][rank]
+        scores = ddp(part["features"])
+        loss = aploss_cuda.ap_loss(scores, part["labels"], process_group=dist.group.WORLD)
+        (loss * dist.get_world_size()).backward()  # DDP averages: undo it (see README)
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        torch.save({"loss": loss.detach(), "grads": grads}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
