@@ -35,6 +35,10 @@ inline FlatInputs flatten(const at::Tensor& scores, const at::Tensor& labels) {
 // `in` (scores' memory order, or row-major after a copy).
 inline at::Tensor flatten_like(const at::Tensor& small, const at::Tensor& scores,
                                const FlatInputs& in) {
+  if (small.sizes() == scores.sizes()) {  // already full size: a view when laid out alike
+    if (in.scores_layout && same_dense_layout(small, scores)) return memory_order_view(small);
+    if (!in.scores_layout && small.is_contiguous()) return small.view({-1});
+  }
   at::Tensor full = in.scores_layout ? at::empty_like(scores, small.options())
                                      : at::empty(scores.sizes(), small.options());
   full.copy_(small.expand(scores.sizes()));

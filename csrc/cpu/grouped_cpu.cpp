@@ -1,8 +1,7 @@
 // Grouped rankings on the CPU: sorted pass 1 and pass 2 with each entry ranked against
 // its own group's segment of the positives (../aploss/segments.h). The structure is
 // that of sorted_cpu.cpp (private per-chunk accumulators merged in chunk order, so the
-// result is bitwise reproducible); the window search is the plain binary search over
-// the segment, as on the GPU.
+// result is bitwise reproducible), with one window index per segment.
 #include <ATen/ATen.h>
 
 #include <vector>
@@ -13,6 +12,7 @@
 #include "../aploss/segments.h"
 #include "chunks.h"
 #include "cpu_kernels.h"
+#include "window_index_cpu.h"
 
 namespace aploss {
 namespace cpu {
@@ -29,6 +29,7 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
   const double* shift = qp + num_pos;
   const int64_t* off = offsets.const_data_ptr<int64_t>();
   const int32_t* g = codes.const_data_ptr<int32_t>();
+  const OwnedSegmentedWindowIndex index(qp, shift, off, num_groups, delta);
   const Chunks chunks = split_into_chunks(n, kSlot * width);
   at::Tensor partials = at::zeros({chunks.count, width, kSlot}, positives.options());
   double* acc = partials.data_ptr<double>();
@@ -49,11 +50,10 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
           if (bad < 0) bad = i;
           continue;
         }
-        const Segment seg = segment_of(off, num_groups, g[i]);
-        if (seg.empty()) continue;  // a group without positives ranks nothing
-        const StepParams params = segment_params(delta, qp, shift, seg);
-        if (is_pruned(v, params)) continue;
-        accumulate_segment_negative(qp, seg, v, params, add);
+        const SegmentSearch& group = index.group(g[i]);
+        if (group.seg.empty()) continue;  // a group without positives ranks nothing
+        if (is_pruned(v, group.params)) continue;
+        accumulate_segment_window(find_window(group.index, v, group.params), group.seg, add);
       }
       bad_score[c] = bad;
     });
@@ -74,6 +74,7 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
   const int64_t* off = offsets.const_data_ptr<int64_t>();
   const int32_t* gc = codes.const_data_ptr<int32_t>();
   const double scale = grad_output.item<double>();
+  const OwnedSegmentedWindowIndex index(st.q, st.shift, off, num_groups, delta);
 
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
                                     "aploss_grouped_pass2_cpu", [&] {
@@ -83,16 +84,18 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
     at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int cls = classify_label(y[i]);
-        const Segment seg = segment_of(off, num_groups, gc[i]);
         double value = 0.0;
-        if (!seg.empty() && cls == kNegative) {
+        if (cls == kNegative || cls == kPositive) {
+          const SegmentSearch& group = index.group(gc[i]);
           const double v = static_cast<double>(s[i]);
-          const StepParams params = segment_params(delta, st.q, st.shift, seg);
-          if (!is_pruned(v, params)) {
-            value = segment_negative_gradient(st.q, seg, v, st.prefix_w, st.prefix_q, params);
+          if (group.seg.empty()) {
+            // a group without positives ranks nothing
+          } else if (cls == kPositive) {
+            value = segment_positive_gradient(st.q, group.seg, st.pos_grad, v);
+          } else if (!is_pruned(v, group.params)) {
+            value = segment_window_gradient(find_window(group.index, v, group.params), group.seg,
+                                            st.prefix_w, st.prefix_q, group.params);
           }
-        } else if (!seg.empty() && cls == kPositive) {
-          value = segment_positive_gradient(st.q, seg, st.pos_grad, static_cast<double>(s[i]));
         }
         g[i] = static_cast<scalar_t>(scale * value);
       }

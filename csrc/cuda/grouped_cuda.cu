@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kGroupedBlock)
     if (seg.empty()) continue;
     const StepParams params = segment_params(delta, q, shift, seg);
     if (is_pruned(v, params)) continue;
-    accumulate_segment_negative(q, seg, v, params, add);
+    accumulate_segment_window(find_segment_window(q, seg, v, params), seg, add);
   }
   if (non_finite) atomicAdd(out, CUDART_NAN);
 }
@@ -81,7 +81,8 @@ __global__ void __launch_bounds__(kGroupedBlock)
       } else if (!seg.empty()) {
         const StepParams params = segment_params(delta, q, shift, seg);
         if (!is_pruned(v, params)) {
-          value = segment_negative_gradient(q, seg, v, prefix_w, prefix_q, params);
+          value = segment_window_gradient(find_segment_window(q, seg, v, params), seg, prefix_w,
+                                          prefix_q, params);
         }
       }
     }
