@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ap_loss.h"
+#include "deterministic_pass1.h"
 #include "flat_inputs.h"
 #include "aploss/kernels.h"
 #include "positive_stage.h"
@@ -67,10 +68,14 @@ std::tuple<at::Tensor, at::Tensor> ap_loss_forward(const at::Tensor& scores,
   const at::Tensor all_negative = at::zeros({num_pos}, q.options().dtype(at::kChar));
   at::Tensor false_positives, positive_sums;
   if (m == Method::kSorted) {
-    false_positives = sums_from_histograms(
-        positives, k.sorted_pass1(in.scores, in.labels, positives, delta), delta);
-    positive_sums =
-        sums_from_histograms(positives, k.sorted_pass1(q, all_negative, positives, delta), delta);
+    // Float atomics (CUDA) are replaced by a deterministic reduction when asked for.
+    const auto pass1 = [&](const at::Tensor& s, const at::Tensor& y) {
+      return needs_deterministic_pass1(s)
+                 ? deterministic_pass1(k, s, y, {}, positives, {}, delta)
+                 : k.sorted_pass1(s, y, positives, delta);
+    };
+    false_positives = sums_from_histograms(positives, pass1(in.scores, in.labels), delta);
+    positive_sums = sums_from_histograms(positives, pass1(q, all_negative), delta);
   } else {
     false_positives = k.pairwise_pass1(in.scores, in.labels, positives, delta);
     positive_sums = k.pairwise_pass1(q, all_negative, positives, delta);

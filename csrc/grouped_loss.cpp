@@ -10,6 +10,7 @@
 #include <string>
 
 #include "ap_loss.h"
+#include "deterministic_pass1.h"
 #include "aploss/kernels.h"
 #include "flat_inputs.h"
 #include "positive_stage.h"
@@ -71,12 +72,20 @@ GroupedPositives group_positives(const at::Tensor& gathered, int64_t num_groups,
   return {make_positives(q, delta, group), offsets, group};
 }
 
+// Pass 1 over 1-D entries with their codes: the (3, P+1) difference arrays. Float
+// atomics (CUDA) are replaced by a deterministic reduction when asked for.
+at::Tensor grouped_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+                              const at::Tensor& codes, const GroupedPositives& gp, double delta) {
+  return needs_deterministic_pass1(scores)
+             ? deterministic_pass1(k, scores, labels, codes, gp.positives, gp.offsets, delta)
+             : k.grouped_pass1(scores, labels, codes, gp.positives, gp.offsets, delta);
+}
+
 // Pass 1 of the entries against their groups' segments: fp(i) for every positive.
 at::Tensor false_positives_flat(const Kernels& k, const FlatInputs& in, const at::Tensor& codes,
                                 const GroupedPositives& gp, double delta) {
-  return sums_from_histograms(
-      gp.positives, k.grouped_pass1(in.scores, in.labels, codes, gp.positives, gp.offsets, delta),
-      delta);
+  return sums_from_histograms(gp.positives,
+                              grouped_histograms(k, in.scores, in.labels, codes, gp, delta), delta);
 }
 
 // Ranks among the positives (pass 1 with the positives as the "negatives"), then the
@@ -87,9 +96,7 @@ std::tuple<at::Tensor, at::Tensor> finish(const Kernels& k, const GroupedPositiv
   const at::Tensor q = gp.positives[0];
   const at::Tensor all_negative = at::zeros({q.numel()}, q.options().dtype(at::kChar));
   const at::Tensor positive_sums = sums_from_histograms(
-      gp.positives,
-      k.grouped_pass1(q, all_negative, gp.positive_group.to(at::kInt), gp.positives, gp.offsets,
-                      delta),
+      gp.positives, grouped_histograms(k, q, all_negative, gp.positive_group.to(at::kInt), gp, delta),
       delta);
   return ap_positive_stage(gp.positives, false_positives, positive_sums, interpolate, loss_dtype,
                            gp.positive_group, gp.offsets);

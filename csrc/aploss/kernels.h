@@ -88,6 +88,12 @@ struct Kernels {
                         const at::Tensor& codes, const at::Tensor& state,
                         const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
                         at::Tensor& grad);
+
+  // Deterministic pass 1 (segments.h, PassOneRecord): (4, N) float64 rows begin, lo, hi,
+  // a of every entry. `codes` and `offsets` undefined: the single ranking.
+  at::Tensor (*pass1_records)(const at::Tensor& scores, const at::Tensor& labels,
+                              const at::Tensor& codes, const at::Tensor& positives,
+                              const at::Tensor& offsets, double delta);
 };
 
 const Kernels& cpu_kernels();

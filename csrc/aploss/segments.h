@@ -64,4 +64,41 @@ APLOSS_HD double segment_positive_gradient(const double* q, Segment seg, const d
   return positive_gradient(q + seg.begin, seg.size(), pos_grad + seg.begin, s);
 }
 
+// ---------------------------------------------------------------------------------
+// Deterministic pass 1 (../deterministic_pass1.cpp): instead of adding its contributions
+// with atomics, each entry writes down where they go, and ATen's deterministic
+// index_add sums them in a fixed order. Indices are global (segment offset included):
+//   d1: +full at begin, -full at lo        (full = lo > begin)
+//   da: +a at lo, -a at hi
+//   db: +1 at lo, -1 at hi                 (when hi > lo)
+// An entry that contributes nothing writes {0, 0, 0, 0}; a non-finite negative writes
+// a = NaN, so the sums (hence the loss) cannot be silently wrong.
+struct PassOneRecord {
+  double begin, lo, hi, a;
+};
+
+// `offsets` null: the single ranking, one segment [0, P).
+template <typename label_t>
+APLOSS_HD PassOneRecord pass1_record(label_t label, double s, int64_t code, const double* q,
+                                     const double* cluster_shift, int64_t num_pos,
+                                     const int64_t* offsets, int64_t num_groups, double delta) {
+  PassOneRecord r{0.0, 0.0, 0.0, 0.0};
+  if (classify_label(label) != kNegative) return r;
+  if (!is_finite_score(s)) {
+    r.a = s - s;  // NaN for NaN and +-Inf
+    return r;
+  }
+  const Segment seg = offsets != nullptr ? segment_of(offsets, num_groups, code)
+                                         : Segment{0, num_pos};
+  if (seg.empty()) return r;
+  const StepParams p = segment_params(delta, q, cluster_shift, seg);
+  if (is_pruned(s, p)) return r;
+  const Window w = find_segment_window(q, seg, s, p);
+  r.begin = static_cast<double>(seg.begin);
+  r.lo = static_cast<double>(seg.begin + w.lo);
+  r.hi = static_cast<double>(seg.begin + w.hi);
+  r.a = w.a;
+  return r;
+}
+
 }  // namespace aploss

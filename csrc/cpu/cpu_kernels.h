@@ -23,6 +23,9 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
 void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
                    const at::Tensor& state, const at::Tensor& offsets, double delta,
                    const at::Tensor& grad_output, at::Tensor& grad);
+at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
+                         const at::Tensor& codes, const at::Tensor& positives,
+                         const at::Tensor& offsets, double delta);
 
 }  // namespace cpu
 }  // namespace aploss

@@ -8,7 +8,8 @@ namespace aploss {
 const Kernels& cuda_kernels() {
   static const Kernels table{gpu::gather_positives, gpu::sorted_pass1, gpu::pairwise_pass1,
                              gpu::sorted_pass2, gpu::pairwise_pass2,
-                             gpu::grouped_gather, gpu::grouped_pass1, gpu::grouped_pass2};
+                             gpu::grouped_gather, gpu::grouped_pass1, gpu::grouped_pass2,
+                             gpu::pass1_records};
   return table;
 }
 

@@ -1,10 +1,11 @@
 // Gather pass on the GPU: validate every label, collect the positives' scores (and, for
 // grouped rankings, their group codes, into a second row of the output).
 //
-// One read of the labels (scores are read at positives only) and exactly ONE
-// device-to-host copy per call: a 3-entry int64 buffer {P, first invalid label,
-// first non-finite positive} copied with a single .cpu(). That copy is the one host
-// sync of the forward (it is where P is learned).
+// One read of the labels and of the scores of the non-ignored entries (every score that
+// takes part is checked for NaN/Inf here, so that pass 1, which runs after the sync,
+// never has to report an error), and exactly ONE device-to-host copy per call: a
+// 3-entry int64 buffer {P, first invalid label, first non-finite score} copied with a
+// single .cpu(). That copy is the one host sync of the forward (it is where P is learned).
 //
 // Positives are appended to a buffer of a guessed capacity with a warp-aggregated
 // atomic counter (one global atomic per warp and iteration with a positive). If the
@@ -58,6 +59,10 @@ __global__ void __launch_bounds__(kGatherBlock)
         positive = true;
         v = static_cast<double>(scores[i]);
         if (!is_finite_score(v) && bad_score == LLONG_MAX) bad_score = i;
+      } else if (cls == kNegative) {
+        // Validated here, in the pass that ends in the call's one host sync, so that a
+        // non-finite negative raises ValueError as on the CPU (pass 1 comes after the sync).
+        if (!is_finite_score(static_cast<double>(scores[i])) && bad_score == LLONG_MAX) bad_score = i;
       } else if (cls == kInvalid && bad_label == LLONG_MAX) {
         bad_label = i;
       }

@@ -5,8 +5,8 @@
 // binary searches read q from global memory (P doubles, L2-resident for any realistic
 // P), and pass 1 adds into the (3, P+1) output with global float64 atomics. Per-image
 // and per-class groups spread the atomics over many segments, which keeps contention
-// low. As in sorted_pass1_cuda.cu, a non-finite negative adds NaN to d1[0] (so the loss
-// is NaN instead of an exception needing a second sync), and the float64 atomics make
+// low. As in sorted_pass1_cuda.cu, a non-finite negative (already rejected by the gather)
+// adds NaN to d1[0] as a second line of defence, and the float64 atomics make
 // da's last bits order-dependent: alertNotDeterministic.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>

@@ -14,9 +14,9 @@
 // w are streamed through shared memory kTile at a time and each negative sums
 // H(s - q_i) w_i; positives get positive_gradient(); ignored entries 0.
 //
-// Non-finite NEGATIVE scores: like the sorted kernels, pass 1 does not raise (that
-// would cost a second host sync) but makes fp NaN for every positive, so the loss is
-// NaN. The CPU kernels raise ValueError.
+// Non-finite NEGATIVE scores are rejected with ValueError by gather_positives before
+// this pass; should one get here anyway, fp becomes NaN for every positive (so does the
+// loss) rather than silently wrong.
 #include <ATen/ATen.h>
 
 #include <math_constants.h>

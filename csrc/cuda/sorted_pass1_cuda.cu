@@ -18,10 +18,10 @@
 // (every negative below q_0 + delta has lo = 0) are summed in registers, reduced per
 // warp and added once per warp.
 //
-// Non-finite NEGATIVE scores (NaN, +inf, -inf): the CPU kernel raises ValueError. Here,
-// raising would need a second host sync per call, so instead the block that sees one
-// adds NaN to d1[0]: every prefix sum, hence every fp(i), hence the loss, is NaN.
-// (Non-finite POSITIVE scores still raise: gather_positives checks them with its sync.)
+// Non-finite NEGATIVE scores (NaN, +inf, -inf) are rejected with ValueError by
+// gather_positives, before this pass runs. As a second line of defence (a caller of the
+// kernel table that skipped the gather), the block that sees one adds NaN to d1[0], so
+// every fp(i), hence the loss, is NaN rather than silently wrong.
 //
 // Summation order of the float64 atomics is not deterministic: d1 and db are integer
 // counts (exact), da may differ in the last bits between runs. So this kernel calls

@@ -1,0 +1,23 @@
+// Pass 1 with a deterministic reduction, for torch.use_deterministic_algorithms(True) on
+// backends whose pass 1 adds with float atomics (CUDA).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace aploss {
+
+struct Kernels;
+
+// Whether the driver must use deterministic_pass1 for tensors like `scores`.
+bool needs_deterministic_pass1(const at::Tensor& scores);
+
+// The (3, P+1) difference arrays of sorted_pass1 / grouped_pass1 (kernels.h), summed
+// from per-entry records (segments.h, PassOneRecord) with ATen's deterministic
+// index_add, in chunks so that the records stay small. `codes`/`offsets` undefined: the
+// single ranking. Equal to the atomics' result to rounding, and bitwise reproducible.
+at::Tensor deterministic_pass1(const Kernels& k, const at::Tensor& scores,
+                               const at::Tensor& labels, const at::Tensor& codes,
+                               const at::Tensor& positives, const at::Tensor& offsets,
+                               double delta);
+
+}  // namespace aploss
