@@ -452,3 +452,29 @@ def test_deterministic_pass1_equals_atomics(grouped):
 
     atomics, deterministic = pass1_pair(DEVICE, grouped)
     torch.testing.assert_close(deterministic, atomics, rtol=1e-12, atol=1e-9)
+
+
+# ---- grouped rankings (group_ids) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["per-image", "per-class", "random", "one"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_grouped_cuda_matches_cpu(layout, dtype):
+    scores, labels = cuda_problem((6, 4000, 5), seed=11, p_pos=0.01, dtype=dtype)
+    group_ids = {
+        "per-image": torch.arange(6, device=DEVICE)[:, None, None],
+        "per-class": torch.arange(5, device=DEVICE) * 1000,
+        "random": torch.randint(0, 40, (6, 4000, 5), device=DEVICE) * (2**40),
+        "one": torch.zeros((), dtype=torch.int64, device=DEVICE),
+    }[layout]
+    got = loss_and_grad(scores, labels, group_ids=group_ids)
+    expected = loss_and_grad(scores.cpu(), labels.cpu(), group_ids=group_ids.cpu())
+    assert_same_result(got, expected, dtype)
+
+
+def test_grouped_non_finite_negative_raises():
+    scores, labels = cuda_problem((3, 2000), seed=12, p_pos=0.05)
+    index = int((labels.view(-1) == 0).nonzero()[5])
+    scores.view(-1)[index] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        aploss_cuda.ap_loss(scores, labels, group_ids=torch.arange(3, device=DEVICE)[:, None])
