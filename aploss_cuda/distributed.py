@@ -113,7 +113,8 @@ def _global_codes(group_ids, positive_ids, device):
 class _DistributedAPLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, labels, group_ids, group, delta, interpolate, method):
-        device = scores.device
+        # (a non-tensor `scores` is reported by the validation below)
+        device = scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")
         local, error = None, None
         try:
             local = _gather_local(scores, labels, group_ids, delta, interpolate, method)

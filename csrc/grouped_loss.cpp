@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <string>
 
 #include "ap_loss.h"
@@ -47,9 +48,13 @@ GroupCodes dense_group_codes(const at::Tensor& group_ids) {
   const int64_t min_id = bounds[0].item<int64_t>(), max_id = bounds[1].item<int64_t>();
   TORCH_CHECK_VALUE(min_id >= 0, "ap_loss: group_ids must be >= 0, found ", min_id);
   const int64_t direct_limit = std::max<int64_t>(int64_t(1) << 16, 2 * group_ids.numel());
-  if (max_id < direct_limit) return {group_ids.to(at::kInt), max_id + 1};
+  constexpr int64_t kMaxCode = std::numeric_limits<int32_t>::max();
+  if (max_id < std::min(direct_limit, kMaxCode)) return {group_ids.to(at::kInt), max_id + 1};
   const auto unique = at::_unique(group_ids, /*sorted=*/true, /*return_inverse=*/true);
-  return {std::get<1>(unique).to(at::kInt), std::get<0>(unique).numel()};
+  const int64_t num_groups = std::get<0>(unique).numel();
+  TORCH_CHECK_VALUE(num_groups <= kMaxCode, "ap_loss: at most 2^31 - 1 distinct group ids, got ",
+                    num_groups);
+  return {std::get<1>(unique).to(at::kInt), num_groups};
 }
 
 struct GroupedPositives {
