@@ -1,0 +1,623 @@
+"""ap_loss with group_ids (CPU) against a Python loop of single-ranking reference calls.
+
+Spec: entries with the same id form one ranking; the loss is the mean, over the groups
+with at least one positive, of that group's AP-loss; an entry's gradient is its group's
+single-ranking gradient divided by G, the number of such groups; groups without a
+positive get zero gradient; no such group at all: loss 0 and zero gradient.
+"""
+
+import math
+
+import pytest
+import torch
+from helpers import TOLERANCE, loss_and_grad, random_problem
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import aploss_cuda
+from aploss_cuda.reference import ap_loss_reference
+
+FWD = torch.ops.aploss.ap_loss_grouped_forward
+BWD = torch.ops.aploss.ap_loss_grouped_backward
+
+# Ids at or above max(2**16, 2 * group_ids.numel()) take the sort-based (non-direct) path
+# of the dense group codes; smaller ids are used as codes directly.
+BIG = 1_000_003
+HUGE = 2**40
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def grouped_reference(scores, labels, group_ids, delta=1.0, interpolate=True):
+    """(loss, grad, per_group) in float64 from one ap_loss_reference call per group with a
+    positive; per_group maps id -> (flat indices, that group's single-ranking loss)."""
+    shape = scores.shape
+    s = scores.detach().cpu().reshape(-1)
+    y = labels.detach().cpu().reshape(-1)
+    g = group_ids.detach().cpu().to(torch.int64).expand(shape).reshape(-1)
+    grad = torch.zeros(s.numel(), dtype=torch.float64)
+    if s.numel() == 0:
+        return torch.zeros((), dtype=torch.float64), grad.reshape(shape), {}
+    order = torch.argsort(g, stable=True)
+    ids, counts = torch.unique_consecutive(g[order], return_counts=True)
+    per_group = {}
+    for gid, idx in zip(ids.tolist(), torch.split(order, counts.tolist())):
+        if (y[idx] == 1).any():
+            loss_g, grad_g = ap_loss_reference(s[idx], y[idx], delta, interpolate)
+            per_group[gid] = (idx, loss_g.item(), grad_g)
+    num = len(per_group)
+    losses = []
+    for idx, loss_g, grad_g in per_group.values():
+        grad[idx] = grad_g / num
+        losses.append(loss_g)
+    loss = torch.tensor(math.fsum(losses) / num if num else 0.0, dtype=torch.float64)
+    return loss, grad.reshape(shape), {k: (v[0], v[1]) for k, v in per_group.items()}
+
+
+def assert_grouped_matches(scores, labels, group_ids, *, delta=1.0, interpolate=True, tol=None):
+    """Our grouped loss and gradient against the reference loop; returns ours and the
+    reference's per-group data."""
+    loss, grad = loss_and_grad(
+        scores, labels, group_ids=group_ids, delta=delta, interpolate=interpolate
+    )
+    ref_loss, ref_grad, per_group = grouped_reference(scores, labels, group_ids, delta, interpolate)
+    tol = tol or TOLERANCE[scores.dtype]
+    assert loss.dtype == scores.dtype and loss.dim() == 0
+    assert grad.dtype == scores.dtype and grad.shape == scores.shape
+    torch.testing.assert_close(loss.double(), ref_loss, **tol)
+    scale = ref_grad.abs().max().item() if ref_grad.numel() else 0.0
+    torch.testing.assert_close(
+        grad.double(), ref_grad, rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * scale
+    )
+    return loss, grad, per_group
+
+
+def image_class_problem(seed, B=4, A=30, C=5, **kwargs):
+    kwargs.setdefault("p_pos", 0.1)
+    return random_problem((B, A, C), seed=seed, **kwargs)
+
+
+def full_ids(shape, num_groups, seed, scale=1, offset=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, num_groups, shape, generator=g) * scale + offset
+
+
+B, A, C = 4, 30, 5
+LAYOUTS = {
+    "per-image": lambda: torch.arange(B)[:, None, None],
+    "per-class": lambda: torch.arange(C),
+    "per-image-class": lambda: (torch.arange(B)[:, None, None] * C + torch.arange(C)),
+    "per-anchor": lambda: torch.arange(A)[:, None],
+    "merged-images": lambda: torch.tensor([3, 3, 0, 7])[:, None, None],  # images 0 and 1 share
+    "class-big-ids": lambda: torch.tensor([5, 0, 2, 9, 4]) * BIG,  # non-direct codes
+    "image-huge-ids": lambda: torch.tensor([HUGE + 17, 3, HUGE, 2**62])[:, None, None],
+    "full-size": lambda: full_ids((B, A, C), 7, seed=1),
+    "full-size-sparse": lambda: full_ids((B, A, C), 6, seed=2, scale=9973),  # direct, gaps
+    "full-size-huge": lambda: full_ids((B, A, C), 9, seed=3, scale=HUGE, offset=11),
+    "scalar": lambda: torch.tensor(4),
+    "leading-one": lambda: torch.arange(C)[None, None, :] % 2,
+}
+
+
+# ---------------------------------------------------------------------------- agreement
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("interpolate", [True, False])
+@pytest.mark.parametrize("delta", [0.25, 1.0, 3.0])
+def test_layouts(layout, interpolate, delta):
+    seed = sorted(LAYOUTS).index(layout)
+    scores, labels = image_class_problem(seed, dtype=torch.float64, ties=seed % 3 == 0)
+    assert_grouped_matches(scores, labels, LAYOUTS[layout](), delta=delta, interpolate=interpolate)
+
+
+@pytest.mark.parametrize("layout", ["per-image", "per-class", "full-size-huge"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_score_dtypes(layout, dtype):
+    scores, labels = image_class_problem(20, dtype=dtype, ties=True, p_pos=0.15)
+    assert_grouped_matches(scores, labels, LAYOUTS[layout]())
+    assert_grouped_matches(scores, labels, LAYOUTS[layout](), delta=0.5, interpolate=False)
+
+
+@pytest.mark.parametrize(
+    "label_dtype",
+    [torch.bool, torch.int8, torch.uint8, torch.int32, torch.int64, torch.float32, torch.float64],
+)
+def test_label_dtypes(label_dtype):
+    p_ignore = 0.0 if label_dtype in (torch.uint8, torch.bool) else 0.1
+    scores, labels = image_class_problem(21, label_dtype=label_dtype, p_ignore=p_ignore)
+    group_ids = LAYOUTS["per-image-class"]()
+    loss, grad, _ = assert_grouped_matches(scores, labels, group_ids)
+    as_int64 = labels.to(torch.int64)
+    expected, expected_grad = loss_and_grad(scores, as_int64, group_ids=group_ids)
+    assert loss.item() == expected.item()
+    assert torch.equal(grad, expected_grad)
+
+
+@pytest.mark.parametrize("id_dtype", [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8])
+def test_group_id_dtypes(id_dtype):
+    scores, labels = image_class_problem(22, dtype=torch.float64)
+    ids = torch.tensor([3, 0, 100, 7])[:, None, None]
+    loss, grad, _ = assert_grouped_matches(scores, labels, ids.to(id_dtype))
+    expected, expected_grad = loss_and_grad(scores, labels, group_ids=ids)
+    assert loss.item() == expected.item() and torch.equal(grad, expected_grad)
+
+
+def test_non_contiguous_scores_with_broadcast_ids():
+    g = torch.Generator().manual_seed(23)
+    base = torch.randn(6, 8, 5, 7, generator=g, dtype=torch.float64)  # (B, C, H, W)
+    base_labels = (torch.rand(6, 8, 5, 7, generator=g) < 0.1).long()
+    base_labels[torch.rand(6, 8, 5, 7, generator=g) < 0.1] = -1
+    per_image = torch.arange(6)[:, None, None, None]
+    per_class = torch.arange(8)[:, None, None]
+    views = {
+        "channels-last": (lambda t: t.contiguous(memory_format=torch.channels_last), per_class),
+        "transposed": (lambda t: t.transpose(1, 3), torch.arange(7)[:, None, None]),  # (B, W, H, C)
+        "permuted": (lambda t: t.permute(0, 2, 3, 1), torch.arange(8)),  # (B, H, W, C)
+        "sliced": (lambda t: t[:, 1::2, :, ::3], per_image),
+        "expanded": (lambda t: t[:, :, :1, :].expand(6, 8, 4, 7), per_class),
+    }
+    for name, (view, ids) in views.items():
+        scores, labels = view(base), view(base_labels)
+        if name == "channels-last":
+            labels = labels.contiguous()  # labels in the default layout, scores channels-last
+        loss, grad, _ = assert_grouped_matches(scores, labels, ids)
+        expected, expected_grad = loss_and_grad(
+            scores.contiguous(), labels.contiguous(), group_ids=ids
+        )
+        # the same ranking in another memory order: equal up to summation order
+        torch.testing.assert_close(loss, expected, rtol=1e-13, atol=1e-15, msg=name)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-15, msg=name)
+        assert grad.shape == scores.shape
+
+
+def test_non_contiguous_full_size_ids():
+    scores, labels = image_class_problem(24, dtype=torch.float64)
+    ids_t = full_ids((C, A, B), 6, seed=5).permute(2, 1, 0)  # (B, A, C), not contiguous
+    assert_grouped_matches(scores, labels, ids_t)
+    assert_grouped_matches(scores, labels, ids_t * BIG)
+    # a full-size id tensor broadcast along one dimension (stride 0)
+    assert_grouped_matches(scores, labels, full_ids((B, 1, C), 6, seed=6).expand(B, A, C) * BIG)
+
+
+@pytest.mark.parametrize("interpolate", [True, False])
+def test_ties_within_and_across_groups(interpolate):
+    g = torch.Generator().manual_seed(25)
+    scores = torch.randint(-3, 4, (8, 40), generator=g).double() * 0.5  # delta-grid ties
+    labels = (torch.rand(8, 40, generator=g) < 0.25).long()
+    labels[torch.rand(8, 40, generator=g) < 0.1] = -1
+    for ids in (torch.arange(8)[:, None] % 3, torch.arange(40) % 4, full_ids((8, 40), 5, seed=7)):
+        for delta in (0.5, 1.0, 2.0):
+            assert_grouped_matches(scores, labels, ids, delta=delta, interpolate=interpolate)
+    # every score equal
+    zeros = torch.zeros(8, 40, dtype=torch.float64)
+    assert_grouped_matches(zeros, labels, torch.arange(8)[:, None], interpolate=interpolate)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_large_scores_groups_far_apart(dtype):
+    # Groups at wildly different scales must not see each other's positives.
+    g = torch.Generator().manual_seed(26)
+    scores = torch.randn(5, 60, generator=g, dtype=torch.float64)
+    scores[1] = 1e30 * (1 + 1e-3 * torch.arange(60, dtype=torch.float64))  # > delta apart
+    scores[2] = -1e30 * (1 + 1e-3 * torch.randperm(60, generator=g).double())
+    scores[3] += 1e30  # rounds to exactly 1e30 in float64 / float32: all tied
+    scores[4] *= 1e-30  # all within delta of each other
+    labels = (torch.rand(5, 60, generator=g) < 0.2).long()
+    labels[:, 0] = 1
+    labels[:, 1] = 0
+    ids = torch.tensor([4, 0, 3, 1, 2])[:, None]
+    scores = scores.to(dtype)
+    assert_grouped_matches(scores, labels, ids)
+    assert_grouped_matches(scores, labels, ids, delta=0.5, interpolate=False)
+    # the same five rankings each run alone
+    loss, grad = loss_and_grad(scores, labels, group_ids=ids)
+    losses = [loss_and_grad(scores[i], labels[i])[0].double().item() for i in range(5)]
+    assert loss.double().item() == pytest.approx(sum(losses) / 5, rel=TOLERANCE[dtype]["rtol"])
+    for i in range(5):
+        _, grad_i = loss_and_grad(scores[i], labels[i])
+        torch.testing.assert_close(grad[i] * 5, grad_i, **TOLERANCE[dtype])
+
+
+def test_shift_invariance():
+    scores, labels = random_problem((6, 500), seed=27, p_pos=0.05, dtype=torch.float64, ties=True)
+    ids = torch.arange(6)[:, None] % 4
+    loss, grad = loss_and_grad(scores, labels, group_ids=ids)
+    for shift in (1000.0, -1e6):
+        loss_s, grad_s = loss_and_grad(scores + shift, labels, group_ids=ids)
+        torch.testing.assert_close(loss_s, loss, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(grad_s, grad, rtol=1e-7, atol=1e-12)
+    # rankings are independent: shifting each group by its own amount changes nothing
+    per_group_shift = (ids.double() * 1e5 - 2e5).expand_as(scores)
+    loss_g, grad_g = loss_and_grad(scores + per_group_shift, labels, group_ids=ids)
+    torch.testing.assert_close(loss_g, loss, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grad_g, grad, rtol=1e-7, atol=1e-12)
+
+
+# ------------------------------------------------------------------------ edge cases
+
+
+def test_zero_dim():
+    for label, expected_loss in ((1, 0.0), (0, 0.0), (-1, 0.0)):
+        loss, grad = loss_and_grad(
+            torch.tensor(0.3), torch.tensor(label), group_ids=torch.tensor(5)
+        )
+        assert loss.item() == expected_loss and grad.shape == () and grad.item() == 0.0
+    loss, grad = loss_and_grad(torch.tensor(0.3), torch.tensor(1), group_ids=torch.tensor(HUGE))
+    assert loss.item() == 0.0 and grad.shape == ()
+    # a 0-dim id broadcast over a whole tensor is one group: the ungrouped loss
+    scores, labels = image_class_problem(28, dtype=torch.float64)
+    for gid in (torch.tensor(0), torch.tensor(HUGE, dtype=torch.int64)):
+        assert_grouped_matches(scores, labels, gid)
+
+
+@pytest.mark.parametrize(
+    "shape,ids",
+    [
+        ((0,), torch.zeros(0, dtype=torch.int64)),
+        ((0,), torch.tensor([3])),
+        ((0,), torch.tensor(3)),
+        ((5, 0, 3), torch.arange(5)[:, None, None]),
+        ((5, 0, 3), torch.arange(3) * BIG),
+        ((5, 0, 3), torch.zeros(0, 3, dtype=torch.int64)),
+        ((0, 4), torch.arange(4)),
+    ],
+)
+def test_empty(shape, ids):
+    scores = torch.randn(shape, dtype=torch.float32)
+    labels = torch.ones(shape, dtype=torch.int64)
+    loss, grad = loss_and_grad(scores, labels, group_ids=ids)
+    assert loss.item() == 0.0 and loss.dtype == torch.float32 and loss.dim() == 0
+    assert grad.shape == scores.shape and grad.dtype == torch.float32
+
+
+def test_groups_without_positives_get_zero_gradient():
+    scores, labels = image_class_problem(29, dtype=torch.float64, p_pos=0.1, p_ignore=0.1)
+    ids = LAYOUTS["per-image-class"]()  # 20 groups
+    labels = labels.clone()
+    labels[:, 0, :] = 1  # every group has a positive, but for the eight below
+    labels[0, :, 1][labels[0, :, 1] == 1] = 0  # negatives and ignored only
+    labels[1, :, 2] = 0  # negatives only
+    labels[2, :, 3] = -1  # ignored only
+    labels[3] = 0  # a whole image without positives: five groups
+    labels[2, :, 0] = 1  # positives only: loss 0, but it counts in G
+    loss, grad, per_group = assert_grouped_matches(scores, labels, ids)
+    assert len(per_group) == 20 - 8
+    full = ids.expand(B, A, C)
+    for gid in ((0 * C + 1), (1 * C + 2), (2 * C + 3)) + tuple(3 * C + c for c in range(C)):
+        assert gid not in per_group
+        assert grad[full == gid].abs().sum().item() == 0.0
+    # positives only: loss 0 and gradient 0, to rounding (the segmented prefix sums of
+    # the other groups leave residuals of ~1e-18 here)
+    assert per_group[2 * C + 0][1] == 0.0
+    assert grad[full == 2 * C].abs().max().item() <= 1e-15
+    # the mean is over the 12 groups with a positive, the positives-only one included
+    losses = [v[1] for v in per_group.values()]
+    assert loss.item() == pytest.approx(sum(losses) / 12, rel=1e-12)
+
+
+def test_positives_only_group_counts_in_the_mean():
+    scores = torch.tensor([0.3, 0.5, 0.1, 0.9, 0.2], dtype=torch.float64)
+    labels = torch.tensor([1, 0, 0, 1, 1])
+    single, single_grad = loss_and_grad(scores[:3], labels[:3])
+    assert single.item() > 0
+    loss, grad = loss_and_grad(scores, labels, group_ids=torch.tensor([0, 0, 0, 1, 1]))
+    assert loss.item() == pytest.approx(single.item() / 2, rel=1e-15)
+    torch.testing.assert_close(grad[:3], single_grad / 2, rtol=1e-15, atol=0)
+    assert grad[3:].abs().sum().item() == 0.0
+
+
+@pytest.mark.parametrize("n", [5, 140, 1000])
+def test_group_without_negatives_has_zero_loss(n):
+    # Every entry positive: each group's AP is exactly 1 and its gradient exactly 0; the
+    # ungrouped kernel returns exactly 0, the grouped one must not return -2e-16.
+    scores = torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64) * 0.3
+    labels = torch.ones(n, dtype=torch.int64)
+    expected, expected_grad = loss_and_grad(scores, labels)
+    assert expected.item() == 0.0 and expected_grad.abs().max().item() == 0.0
+    wrong = []
+    for name, ids in [("one group", torch.tensor(3)), ("one group, huge id", torch.tensor(HUGE)),
+                      ("two groups", torch.arange(n) % 2)]:
+        for delta, interpolate in ((1.0, True), (0.1, False)):
+            loss, grad = loss_and_grad(scores, labels, group_ids=ids, delta=delta, interpolate=interpolate)
+            assert grad.abs().max().item() == 0.0
+            if loss.item() != 0.0:
+                wrong.append(f"{name}, delta={delta}, interpolate={interpolate}: loss {loss.item():.3g}")
+    assert not wrong, "; ".join(wrong)
+
+
+def test_duplicated_group_halves_the_gradient():
+    scores, labels = random_problem((300,), seed=30, dtype=torch.float64, p_pos=0.1)
+    single, single_grad = loss_and_grad(scores, labels)
+    ids = torch.arange(2).repeat_interleave(300)
+    loss, grad = loss_and_grad(scores.repeat(2), labels.repeat(2), group_ids=ids)
+    torch.testing.assert_close(loss, single, rtol=1e-14, atol=0)
+    torch.testing.assert_close(grad, single_grad.repeat(2) / 2, rtol=1e-13, atol=1e-18)
+
+
+@pytest.mark.parametrize("name", ["all negative", "all ignored", "negatives and ignored"])
+def test_no_group_with_a_positive(name):
+    scores = torch.randn(4, 30, 5, generator=torch.Generator().manual_seed(31))
+    labels = {
+        "all negative": torch.zeros(4, 30, 5, dtype=torch.int64),
+        "all ignored": torch.full((4, 30, 5), -1),
+        "negatives and ignored": (torch.arange(600).reshape(4, 30, 5) % 3 == 0).long() - 1,
+    }[name]
+    for ids in (LAYOUTS["per-image"](), LAYOUTS["class-big-ids"](), LAYOUTS["full-size-huge"]()):
+        loss, grad = loss_and_grad(scores, labels, group_ids=ids)
+        assert loss.item() == 0.0 and grad.abs().sum().item() == 0.0
+        assert grad.shape == scores.shape and grad.dtype == scores.dtype
+    # bool labels without a True
+    loss, grad = loss_and_grad(scores, labels == 1, group_ids=LAYOUTS["per-class"]())
+    assert loss.item() == 0.0 and grad.abs().sum().item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_single_group_equals_ungrouped(dtype):
+    scores, labels = random_problem((40, 50), seed=32, dtype=dtype, ties=True, p_pos=0.05)
+    expected, expected_grad = loss_and_grad(scores, labels)
+    for ids in (
+        torch.tensor(0),
+        torch.zeros(50, dtype=torch.int64),
+        torch.full((40, 50), 7),
+        torch.full((40, 1), HUGE),  # all equal but large: the non-direct path
+        torch.full((40, 50), 2**62, dtype=torch.int64),
+        torch.full((1,), 123456789, dtype=torch.int32),
+    ):
+        loss, grad = loss_and_grad(scores, labels, group_ids=ids)
+        # bitwise in practice; the spec asks for rounding
+        torch.testing.assert_close(loss, expected, rtol=4 * torch.finfo(dtype).eps, atol=0)
+        torch.testing.assert_close(grad, expected_grad, rtol=4 * torch.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("ids_kind", ["contiguous", "sparse-direct", "huge"])
+def test_many_groups_retrieval(ids_kind):
+    # 2000 queries x 40 candidates, shuffled, ~1-2 positives per query, some queries
+    # without a positive; the ids are full-size.
+    num_queries, per_query = 2000, 40
+    g = torch.Generator().manual_seed(33)
+    query = torch.arange(num_queries).repeat_interleave(per_query)
+    query = query[torch.randperm(query.numel(), generator=g)]
+    if ids_kind == "contiguous":
+        id_of = torch.arange(num_queries)
+    elif ids_kind == "sparse-direct":
+        id_of = torch.randperm(60000, generator=g)[:num_queries]  # < 2**16: direct codes
+    else:
+        id_of = torch.randint(0, 2**40, (num_queries,), generator=g)
+        id_of = torch.unique(id_of)[torch.randperm(num_queries, generator=g)]
+    ids = id_of[query]
+    scores = torch.randn(query.numel(), generator=g, dtype=torch.float64)
+    labels = (torch.rand(query.numel(), generator=g) < 0.035).long()
+    labels[torch.rand(query.numel(), generator=g) < 0.05] = -1
+    loss, grad, per_group = assert_grouped_matches(scores, labels, ids)
+    assert 1000 < len(per_group) < num_queries  # some queries have no positive
+    if ids_kind == "huge":
+        assert_grouped_matches(scores.float(), labels, ids, delta=0.5, interpolate=False)
+
+
+def test_balance_invariant_per_group():
+    scores, labels = random_problem((8, 400), seed=34, p_pos=0.03, dtype=torch.float64, loc=-2)
+    ids = full_ids((8, 400), 11, seed=8, scale=BIG)
+    for interpolate in (True, False):
+        loss, grad, per_group = assert_grouped_matches(scores, labels, ids, interpolate=interpolate)
+        num = len(per_group)
+        flat_grad, flat_labels = grad.reshape(-1), labels.reshape(-1)
+        assert num >= 5
+        for idx, loss_g in per_group.values():
+            y, gr = flat_labels[idx], flat_grad[idx]
+            assert gr[y == 0].sum().item() == pytest.approx(loss_g / num, rel=1e-10, abs=1e-15)
+            assert gr[y == 1].sum().item() == pytest.approx(-loss_g / num, rel=1e-10, abs=1e-15)
+            assert gr[y == -1].abs().sum().item() == 0.0
+        assert grad[labels == 0].sum().item() == pytest.approx(loss.item(), rel=1e-10)
+        assert grad[labels == 1].sum().item() == pytest.approx(-loss.item(), rel=1e-10)
+
+
+def test_permutation_and_relabelling():
+    scores, labels = random_problem((600,), seed=35, p_pos=0.08, dtype=torch.float64, ties=True)
+    ids = full_ids((600,), 9, seed=9)
+    loss, grad = loss_and_grad(scores, labels, group_ids=ids)
+    perm = torch.randperm(600, generator=torch.Generator().manual_seed(36))
+    loss_p, grad_p = loss_and_grad(scores[perm], labels[perm], group_ids=ids[perm])
+    torch.testing.assert_close(loss_p, loss, rtol=1e-13, atol=0)
+    torch.testing.assert_close(grad_p, grad[perm], rtol=1e-12, atol=1e-18)
+    relabel = torch.tensor([HUGE, 0, 77, 5, 2**33, 12, 1, 999, 3])  # a bijection of the ids
+    loss_r, grad_r = loss_and_grad(scores, labels, group_ids=relabel[ids])
+    torch.testing.assert_close(loss_r, loss, rtol=1e-13, atol=0)
+    torch.testing.assert_close(grad_r, grad, rtol=1e-12, atol=1e-18)
+
+
+def test_grad_output_scaling_and_threads():
+    scores, labels = random_problem((50_000,), seed=37, p_pos=0.01, dtype=torch.float64)
+    ids = full_ids((50_000,), 64, seed=10)
+    _, grad = loss_and_grad(scores, labels, group_ids=ids)
+    x = scores.clone().requires_grad_(True)
+    (3 * aploss_cuda.ap_loss(x, labels, group_ids=ids)).backward()
+    torch.testing.assert_close(x.grad, 3 * grad, rtol=1e-12, atol=0)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        loss_1, grad_1 = loss_and_grad(scores, labels, group_ids=ids)
+    finally:
+        torch.set_num_threads(old)
+    loss_n, grad_n = loss_and_grad(scores, labels, group_ids=ids)
+    assert loss_1.item() == loss_n.item() and torch.equal(grad_1, grad_n)  # CPU: bitwise
+
+
+# ---------------------------------------------------------------------------- API
+
+
+def test_forward_without_grad():
+    scores, labels = image_class_problem(38)
+    ids = LAYOUTS["per-class"]()
+    assert not scores.requires_grad
+    loss = aploss_cuda.ap_loss(scores, labels, group_ids=ids)
+    assert loss.grad_fn is None and not loss.requires_grad
+    expected, _ = loss_and_grad(scores, labels, group_ids=ids)
+    assert loss.item() == expected.item()
+    with torch.no_grad():
+        loss = aploss_cuda.ap_loss(scores.clone().requires_grad_(True), labels, group_ids=ids)
+    assert loss.grad_fn is None and loss.item() == expected.item()
+
+
+def test_module_with_group_ids():
+    scores, labels = image_class_problem(39, dtype=torch.float64)
+    ids = LAYOUTS["per-image"]()
+    module = aploss_cuda.APLoss(delta=0.5, interpolate=False)
+    got = module(scores, labels, group_ids=ids)
+    assert got.item() == aploss_cuda.ap_loss(
+        scores, labels, delta=0.5, interpolate=False, group_ids=ids
+    ).item()
+    ref, _, _ = grouped_reference(scores, labels, ids, 0.5, False)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-12)
+    x = scores.clone().requires_grad_(True)
+    module(x, labels, group_ids=ids).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_op_outputs_stay_small():
+    # broadcast ids are never materialised: the codes are shaped like group_ids
+    scores, labels = image_class_problem(40, dtype=torch.float64)
+    num_pos = int((labels == 1).sum())
+    for ids in (LAYOUTS["per-image"](), LAYOUTS["class-big-ids"](), LAYOUTS["full-size-huge"]()):
+        loss, state, offsets, codes = FWD(scores, labels, ids, 1.0, True, "sorted")
+        assert codes.shape == ids.shape and codes.dtype == torch.int32
+        assert state.shape == (6, num_pos + 1) and state.dtype == torch.float64
+        assert offsets.dtype == torch.int64 and offsets.dim() == 1
+        assert int(offsets[-1]) == num_pos
+
+
+# ------------------------------------------------------------------------- errors
+
+
+def test_errors():
+    scores, labels = image_class_problem(41)
+    cases = [
+        (torch.arange(5).float(), TypeError, r"group_ids must be an integer tensor, got torch.float32"),
+        (torch.arange(5).double(), TypeError, r"integer tensor, got torch.float64"),
+        (torch.ones(5, dtype=torch.bool), TypeError, r"integer tensor, got torch.bool"),
+        ([0, 1, 2, 3, 4], TypeError, r"group_ids must be a tensor, got list"),
+        (torch.tensor([0, 1, -3, 2, 1]), ValueError, r"group_ids must be >= 0, found -3"),
+        (torch.tensor([-1], dtype=torch.int8), ValueError, r">= 0, found -1"),
+        (torch.full((B, A, C), -(2**40)), ValueError, r">= 0, found -1099511627776"),
+        (torch.arange(4), ValueError, r"group_ids.shape \(4,\) is not broadcastable to scores.shape \(4, 30, 5\)"),
+        (torch.zeros(4, 1, dtype=torch.int64), ValueError, r"\(4, 1\).*\(4, 30, 5\)"),
+        (torch.zeros(4, 2, dtype=torch.int64), ValueError, r"\(4, 2\).*\(4, 30, 5\)"),
+        (torch.zeros(2, 4, 30, 5, dtype=torch.int64), ValueError, r"\(2, 4, 30, 5\).*\(4, 30, 5\)"),
+        (torch.zeros(1, 4, 30, 5, dtype=torch.int64), ValueError, r"\(1, 4, 30, 5\).*\(4, 30, 5\)"),
+        (torch.arange(5, device="meta"), ValueError, r"scores are on cpu but group_ids are on meta"),
+    ]
+    for ids, error, match in cases:
+        with pytest.raises(error, match=match):
+            aploss_cuda.ap_loss(scores, labels, group_ids=ids)
+    with pytest.raises(ValueError, match="pairwise"):
+        aploss_cuda.ap_loss(scores, labels, group_ids=torch.arange(5), method="pairwise")
+    with pytest.raises(ValueError, match="pairwise"):
+        aploss_cuda.APLoss(method="pairwise")(scores, labels, group_ids=torch.arange(5))
+    # the operator checks too (torch.compile and direct callers bypass the Python checks)
+    with pytest.raises(TypeError, match="integer"):
+        FWD(scores, labels, torch.arange(5).float(), 1.0, True, "sorted")
+    with pytest.raises(ValueError, match=r"not broadcastable"):
+        FWD(scores, labels, torch.arange(4), 1.0, True, "sorted")
+    with pytest.raises(ValueError, match="pairwise"):
+        FWD(scores, labels, torch.arange(5), 1.0, True, "pairwise")
+    with pytest.raises(ValueError, match=r">= 0, found -2"):
+        FWD(scores, labels, torch.tensor([0, -2, 1, 1, 1]), 1.0, True, "sorted")
+
+
+# ------------------------------------------------------------------------- opcheck
+
+OPCHECK_IDS = {
+    "per-image": lambda: torch.arange(B)[:, None, None],
+    "per-class-big": lambda: torch.arange(C) * BIG,
+    "full-size": lambda: full_ids((B, A, C), 5, seed=11),
+    "full-size-huge": lambda: full_ids((B, A, C), 5, seed=12, scale=HUGE),
+    # int32 ids: the direct codes are group_ids.to(int32), which must not return the input
+    "per-image-int32": lambda: torch.arange(B, dtype=torch.int32)[:, None, None],
+    # non-contiguous ids on the non-direct path: the fake must predict the codes' strides
+    "transposed-big": lambda: (full_ids((C, A), 5, seed=13) * BIG).t()[None],
+}
+
+
+@pytest.mark.parametrize("layout", sorted(OPCHECK_IDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_forward(layout, dtype):
+    scores, labels = image_class_problem(42, dtype=dtype)
+    for requires_grad in (False, True):
+        args = (scores.clone().requires_grad_(requires_grad), labels, OPCHECK_IDS[layout](), 1.0, True, "sorted")
+        torch.library.opcheck(FWD.default, args)
+
+
+def test_opcheck_forward_no_positive_and_empty():
+    scores = torch.randn(4, 30, 5, requires_grad=True)
+    labels = torch.zeros(4, 30, 5, dtype=torch.int64)
+    torch.library.opcheck(FWD.default, (scores, labels, torch.arange(C), 1.0, True, "sorted"))
+    empty = torch.randn(0, 5, requires_grad=True)
+    torch.library.opcheck(
+        FWD.default, (empty, torch.zeros(0, 5, dtype=torch.int64), torch.arange(C), 1.0, True, "sorted")
+    )
+
+
+@pytest.mark.parametrize("layout", ["per-image", "per-class-big", "full-size-huge"])
+def test_opcheck_backward(layout):
+    scores, labels = image_class_problem(43)
+    _, state, offsets, codes = FWD(scores, labels, OPCHECK_IDS[layout](), 1.0, True, "sorted")
+    args = (torch.tensor(2.0), scores, labels, codes, state, offsets, 1.0, "sorted")
+    torch.library.opcheck(BWD.default, args)
+
+
+# ---------------------------------------------------------------------- hypothesis
+
+
+@st.composite
+def grouped_problems(draw):
+    shape = tuple(draw(st.lists(st.integers(0, 12), min_size=0, max_size=3)))
+    numel = math.prod(shape)
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    # group layout: ids vary along a subset of the dimensions, leading ones may be dropped
+    dropped = draw(st.integers(0, len(shape)))
+    id_shape = tuple(
+        s if draw(st.booleans()) else 1 for s in shape[dropped:]
+    )
+    num_ids = draw(st.integers(1, 6))
+    id_map = draw(st.sampled_from(["small", "big", "huge"]))
+    ids = torch.randint(0, num_ids, id_shape, generator=gen)
+    ids = {"small": ids, "big": ids * BIG + 3, "huge": ids * HUGE + 2**40}[id_map]
+    ids = ids.to(draw(st.sampled_from([torch.int64, torch.int32]))) if id_map == "small" else ids
+    # label mix
+    p_pos = draw(st.sampled_from([0.0, 0.1, 0.3, 0.6, 1.0]))
+    p_ignore = draw(st.sampled_from([0.0, 0.15, 0.5]))
+    u = torch.rand(shape, generator=gen)
+    labels = torch.zeros(shape, dtype=torch.int64)
+    labels[u < p_pos] = 1
+    labels[(u >= p_pos) & (u < p_pos + p_ignore)] = -1
+    # scores, with exact ties on a coarse grid
+    grid = draw(st.sampled_from([None, 0.5, 0.25]))
+    scores = torch.randn(shape, generator=gen, dtype=torch.float64) * draw(st.sampled_from([0.3, 1.0, 4.0]))
+    if grid is not None:
+        scores = (scores / grid).round() * grid
+    delta = draw(st.sampled_from([0.1, 0.5, 1.0, 2.5]))
+    interpolate = draw(st.booleans())
+    dtype = draw(st.sampled_from([torch.float64] * 3 + [torch.float32, torch.float16, torch.bfloat16]))
+    return scores.to(dtype), labels, ids, delta, interpolate
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=grouped_problems())
+def test_hypothesis_matches_reference_loop(problem):
+    scores, labels, ids, delta, interpolate = problem
+    loss, grad, per_group = assert_grouped_matches(
+        scores, labels, ids, delta=delta, interpolate=interpolate
+    )
+    # in [0, 1] to rounding (test_group_without_negatives_has_zero_loss asks for exactly 0)
+    assert -1e-15 <= loss.item() <= 1.0 + 1e-15
+    if not per_group:
+        assert loss.item() == 0.0 and (grad.numel() == 0 or grad.abs().max().item() == 0.0)
+    if scores.dtype == torch.float64 and per_group:
+        flat_grad, flat_labels = grad.reshape(-1), labels.reshape(-1)
+        for idx, loss_g in per_group.values():
+            y, gr = flat_labels[idx], flat_grad[idx]
+            if (y == 0).any():
+                assert gr[y == 0].sum().item() == pytest.approx(loss_g / len(per_group), abs=1e-12)
+            assert gr[y == 1].sum().item() == pytest.approx(-loss_g / len(per_group), abs=1e-12)
