@@ -72,7 +72,7 @@ def _ap_loss_grouped_forward_fake(scores, labels, group_ids, delta, interpolate,
     num_offsets = ctx.new_dynamic_size(min=1)  # number of dense group codes + 1
     state = scores.new_empty((STATE_ROWS, width), dtype=torch.float64)
     offsets = scores.new_empty((num_offsets,), dtype=torch.int64)
-    codes = torch.empty_like(group_ids, dtype=torch.int32)
+    codes = group_ids.new_empty(group_ids.shape, dtype=torch.int32)  # contiguous
     return scores.new_empty(()), state, offsets, codes
 
 

@@ -42,19 +42,24 @@ struct GroupCodes {
 // Dense codes for arbitrary non-negative ids: the ids themselves when they are small
 // (no sort), else their rank among the distinct ids. One host sync (min and max).
 GroupCodes dense_group_codes(const at::Tensor& group_ids) {
-  if (group_ids.numel() == 0) return {group_ids.to(at::kInt), 0};
+  // Always a new, contiguous tensor: the codes are an output of the operator, so they
+  // must not alias its input and their layout must not depend on the ids' values.
+  const auto as_codes = [](const at::Tensor& t) {
+    return at::empty(t.sizes(), t.options().dtype(at::kInt)).copy_(t);
+  };
+  if (group_ids.numel() == 0) return {as_codes(group_ids), 0};
   const auto [lowest, highest] = at::aminmax(group_ids);
   const at::Tensor bounds = at::stack({lowest, highest}).to(at::kLong).cpu();
   const int64_t min_id = bounds[0].item<int64_t>(), max_id = bounds[1].item<int64_t>();
   TORCH_CHECK_VALUE(min_id >= 0, "ap_loss: group_ids must be >= 0, found ", min_id);
   const int64_t direct_limit = std::max<int64_t>(int64_t(1) << 16, 2 * group_ids.numel());
   constexpr int64_t kMaxCode = std::numeric_limits<int32_t>::max();
-  if (max_id < std::min(direct_limit, kMaxCode)) return {group_ids.to(at::kInt), max_id + 1};
+  if (max_id < std::min(direct_limit, kMaxCode)) return {as_codes(group_ids), max_id + 1};
   const auto unique = at::_unique(group_ids, /*sorted=*/true, /*return_inverse=*/true);
   const int64_t num_groups = std::get<0>(unique).numel();
   TORCH_CHECK_VALUE(num_groups <= kMaxCode, "ap_loss: at most 2^31 - 1 distinct group ids, got ",
                     num_groups);
-  return {std::get<1>(unique).to(at::kInt), num_groups};
+  return {as_codes(std::get<1>(unique)), num_groups};
 }
 
 struct GroupedPositives {

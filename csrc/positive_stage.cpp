@@ -95,7 +95,9 @@ std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives
   state[kRowPosGrad].narrow(0, 0, num_pos).copy_(one_minus_ip * -inv_num_pos);
 
   const at::Tensor loss =
-      (grouped ? 1.0 - (ip * inv_num_pos).sum() : 1.0 - ip.sum() / static_cast<double>(num_pos))
+      // Grouped: sum of (1 - ip) / (G P_g), exactly 0 when every ip is 1 (1 minus a sum of
+      // G P_g weights would leave rounding behind).
+      (grouped ? (one_minus_ip * inv_num_pos).sum() : 1.0 - ip.sum() / static_cast<double>(num_pos))
           .to(loss_dtype);
   return {loss, state};
 }
