@@ -179,7 +179,7 @@ NOTES = [
 
 def headline_lines(hl):
     lines = []
-    for key in ("a", "b"):
+    for key in ("a", "b", "c"):
         h = hl.get(key)
         if h:
             lines.append(f"({key}) {h['text']}")
@@ -195,7 +195,13 @@ def text_report(result):
         for pt in pts:
             out += ["", point_title(pt, meta)]
             out.append(_table_text(headers(cuda, pt.get("error_vs") or "ref"), point_rows(pt, cuda, meta.get("copy_bandwidth_gbps"))))
-    out += [""] + NOTES
+    gr = result.get("grouped")
+    if gr:
+        out += ["", f"## {GROUPED_TITLE}, regime '{gr['regime']}'", ""] + _wrap(grouped_intro(gr))
+        for pt in gr["points"]:
+            out += ["", grouped_point_title(pt, meta)]
+            out.append(_table_text(GROUPED_HEADERS, grouped_rows(pt)))
+    out += [""] + (NOTES if result["points"] else []) + (GROUPED_NOTES if gr else [])
     hl = headline_lines(result.get("headline", {}))
     if hl:
         out += ["", "=" * 100, "HEADLINE CHECKS (this run)", "=" * 100] + hl
@@ -217,7 +223,13 @@ def markdown_report(result):
         for pt in pts:
             out += ["", f"**{point_title(pt, meta)}**", ""]
             out.append(_table_md(headers(cuda, pt.get("error_vs") or "ref"), point_rows(pt, cuda, meta.get("copy_bandwidth_gbps"))))
-    out += ["", "## Notes", ""] + ["- " + x for x in NOTES]
+    gr = result.get("grouped")
+    if gr:
+        out += ["", f"## {GROUPED_TITLE}, regime '{gr['regime']}'", "", grouped_intro(gr)]
+        for pt in gr["points"]:
+            out += ["", f"**{grouped_point_title(pt, meta)}**", ""]
+            out.append(_table_md(GROUPED_HEADERS, grouped_rows(pt)))
+    out += ["", "## Notes", ""] + ["- " + x for x in (NOTES if result["points"] else []) + (GROUPED_NOTES if gr else [])]
     if meta.get("plots"):
         out += [""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in meta["plots"]]
     return "\n".join(out) + "\n"
@@ -283,7 +295,85 @@ def headlines(result, spec):
                           f"{fmt_t(tl)} ({how}): speedup x{sp:.0f} "
                           f"(target >= 100: {'PASS' if sp >= 100 else 'FAIL'})"),
                 )
+    c = grouped_headline(result)
+    if c:
+        out["c"] = c
     return out
+
+
+# --------------------------------------------------------------------------- grouped section
+
+GROUPED_TITLE = "Grouped vs ungrouped (group_ids)"
+GROUPED_HEADERS = ["configuration", "group_ids", "groups (with a positive)", "fwd+bwd",
+                   "grouped / ungrouped", "peak extra mem", "loop of per-group calls",
+                   "speedup vs loop", "loss err vs loop", "grad err vs loop"]
+GROUPED_NOTES = [
+    "grouped section: 'grouped / ungrouped' = this configuration's fwd+bwd median / the"
+    " ungrouped call's median on the same scores and labels (the goal: <= 1.3);"
+    " 'loop of per-group calls' = one ungrouped ap_loss call per group with a positive on"
+    " a permuted copy split by group (the permutation and split sizes prepared outside the"
+    " timing), its mean over those groups, and its backward; the errors are the max"
+    " absolute differences between the grouped call and that loop (the same definition).",
+]
+# the configurations the goal applies to (large ids are reported, not part of the goal)
+GROUPED_GOAL = ("per-image", "per-class", "retrieval")
+
+
+def _wrap(text, width=100):
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+def grouped_intro(gr):
+    return (f"B = {gr['images']} images, C = {gr['classes']} classes, Q = {gr['queries']} "
+            f"retrieval queries (each entry's query at random). {gr['method']}. Section wall "
+            f"time {gr['wall_s']:.0f} s.")
+
+
+def grouped_point_title(pt, meta):
+    busy = ""
+    share = pt.get("other_cpu_share")
+    if meta["device"].startswith("cpu") and share is not None and share > BUSY_SHARE:
+        busy = f" [BUSY: other processes used {100 * share:.0f}% of the CPUs meanwhile]"
+    return (f"N = {pt['n']:,} ({fmt_n(pt['n'])}), P = {pt['p']:,}, {pt['rounds']} interleaved "
+            f"rounds{busy}")
+
+
+def grouped_rows(pt):
+    rows = []
+    for e in pt["entries"]:
+        ids = "-" if e["group_ids_shape"] is None else (
+            f"{tuple(e['group_ids_shape'])} {e['group_ids_dtype']} over {tuple(e['view_shape'])}")
+        groups = "1" if e.get("groups") is None else f"{e['groups']:,} ({e['groups_with_positive']:,})"
+        rows.append([
+            e["label"], ids, groups, fmt_t(e.get("grouped_median_s")),
+            f"{e['ratio_vs_ungrouped']:.3f}", fmt_bytes(e.get("grouped_mem_bytes")),
+            fmt_t(e.get("loop_median_s")),
+            _ratio(e.get("speedup_vs_loop")),
+            fmt_err(e.get("err_loss_vs_loop")), fmt_err(e.get("err_grad_vs_loop")),
+        ])
+    return rows
+
+
+def grouped_headline(result):
+    gr = result.get("grouped")
+    if not gr or not gr.get("points"):
+        return None
+    pt = max(gr["points"], key=lambda p: p["n"])
+    by = {e["name"]: e for e in pt["entries"]}
+    ratios = {k: by[k]["ratio_vs_ungrouped"] for k in GROUPED_GOAL if k in by}
+    if not ratios:
+        return None
+    target = gr.get("target_ratio", 1.3)
+    worst = max(ratios.values())
+    meta = result["meta"]
+    text = (f"{gr['regime']} regime, {meta['score_dtype']} scores, N = {pt['n']:,}, P = {pt['p']:,} "
+            f"on {meta['device']}: grouped fwd+bwd / ungrouped fwd+bwd (medians, interleaved): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items())
+            + f" (target <= {target}: {'PASS' if worst <= target else 'FAIL'})")
+    return dict(n=pt["n"], p=pt["p"], ratios=ratios, target=f"<= {target}",
+                passed=worst <= target, text=text)
 
 
 # --------------------------------------------------------------------------- plots

@@ -6,10 +6,12 @@ released code, the pure-PyTorch float64 reference, a dense P x N vectorization, 
 C++ CPU kernels (method="sorted" and "pairwise"), our CUDA kernels when usable, and
 sigmoid focal loss forward+backward as the cost yardstick. Prints tables and the
 headline checks, writes <out>/<device>-<date>.json/.md and PNG plots (the .md's
-Notes say what every column means).
+Notes say what every column means). The "grouped" section times group_ids (per image,
+per class, retrieval-style) against the ungrouped call at the same N.
 
-    python benchmarks/run.py            # the default set (about 3 min on 2 CPU cores)
+    python benchmarks/run.py            # the default set (about 3.5 min on 2 CPU cores)
     python benchmarks/run.py --quick    # a small set, under a minute
+    python benchmarks/run.py --section grouped   # grouped vs ungrouped only (~30 s on CPU)
 """
 
 import argparse
@@ -52,6 +54,7 @@ def _import_aploss():
 
 aploss_cuda = _import_aploss()
 
+import grouped  # noqa: E402
 import harness as H  # noqa: E402
 import report  # noqa: E402
 
@@ -71,6 +74,13 @@ DEFAULTS = {
 }
 # The float64 reference is O(P*N) with an N-sized scatter per positive; past this work
 # it falls out of cache and its time grows faster than P*N: small sizes only.
+# device, quick: N values of the grouped-vs-ungrouped section (P as the N sweep)
+GROUPED_SIZES = {
+    ("cpu", False): "1M,4M",
+    ("cpu", True): "100k",
+    ("cuda", False): "4M,16M,64M",
+    ("cuda", True): "1M,16M",
+}
 REFERENCE_MAX_PN = 1e8  # (1e7 with --quick)
 QUICK_SOFT_LIMIT_S = 35.0
 HEADLINES = {
@@ -118,6 +128,16 @@ def build_parser():
         description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    ap.add_argument("--section", choices=["all", "sweeps", "grouped"], default="all",
+                    help="what to run: 'sweeps' = the N and P sweeps (and the RetinaNet preset) "
+                    "against the baselines; 'grouped' = group_ids (per image, per class, "
+                    "retrieval) vs the ungrouped call at the same N, written to "
+                    "<device>-<date>[-quick]-grouped.json/.md; 'all' (default) = both")
+    ap.add_argument("--grouped-sizes", default=None, metavar="N",
+                    help="N values of the grouped section, comma list (default CPU 1M,4M, "
+                    "--quick 100k; CUDA 4M,16M,64M); P as --nsweep-p")
+    ap.add_argument("--grouped-rounds", type=int, default=None,
+                    help="interleaved timed rounds of the grouped section (default 7, --quick 3)")
     ap.add_argument("--quick", action="store_true",
                     help="small sizes, budget 2 s, fewer repetitions, and after 35 s the O(P*N) "
                     "implementations are no longer run: finishes within 60 s")
@@ -455,6 +475,16 @@ def main(argv=None):
     if args.min_reps is None:
         args.min_reps = 2 if args.quick else 3
     regimes = ["init", "trained"] if args.regime == "both" else [args.regime]
+    do_sweeps = args.section in ("all", "sweeps")
+    do_grouped = args.section in ("all", "grouped")
+    grouped_regime = "trained" if args.regime == "trained" else "init"
+    if not do_sweeps:
+        regimes = [grouped_regime]
+    grouped_sizes = parse_list(args.grouped_sizes if args.grouped_sizes is not None
+                               else GROUPED_SIZES[(dev, args.quick)]) if do_grouped else []
+    grouped_rounds = args.grouped_rounds or (3 if args.quick else 7)
+    if grouped_rounds < 1:
+        raise SystemExit("--grouped-rounds must be >= 1")
     retinanet = args.retinanet == "on" or (args.retinanet == "auto" and dev == "cuda" and not args.quick)
     if LABEL_DTYPES[args.label_dtype] in (torch.bool, torch.uint8) and args.ignore_frac > 0:
         print(f"note: --label-dtype {args.label_dtype} cannot hold -1: no ignored entries",
@@ -462,7 +492,7 @@ def main(argv=None):
 
     # the list of points: (sweep, regime, n, p)
     plan = []
-    for regime in regimes:
+    for regime in regimes if do_sweeps else []:
         for n in sizes:
             p = max(1, int(round(n * nsweep_p[1]))) if nsweep_p[0] == "ratio" else nsweep_p[1]
             plan.append(("N", regime, n, min(p, n)))
@@ -486,7 +516,7 @@ def main(argv=None):
         started=datetime.datetime.now().isoformat(timespec="seconds"),
         torch=torch.__version__, python=platform.python_version(),
         aploss_info=aploss_cuda.info(), library=library_version(), cpu_threads=torch.get_num_threads(),
-        argv=sys.argv[1:] if argv is None else list(argv), quick=args.quick,
+        argv=sys.argv[1:] if argv is None else list(argv), quick=args.quick, section=args.section,
         budget_s=args.budget, min_reps=args.min_reps, copies=args.copies,
         score_dtype=args.score_dtype, label_dtype=args.label_dtype, ignore_frac=args.ignore_frac,
         delta=H.DELTA, interpolate=True, regimes={r: H.REGIMES[r] for r in regimes},
@@ -503,7 +533,7 @@ def main(argv=None):
     if dev == "cuda":
         meta["copy_bandwidth_gbps"] = H.copy_bandwidth(device) / 1e9
 
-    total = len(unique) * len(runner.impls)
+    total = len(unique) * len(runner.impls) + len(grouped_sizes)
     if tqdm is not None and not args.no_progress:
         runner.bar = tqdm(total=total, unit="meas", desc=f"aploss bench {meta['device']}",
                           dynamic_ncols=True, file=sys.stderr)
@@ -512,7 +542,8 @@ def main(argv=None):
     contention = H.CpuContention()
     whole = H.CpuContention()
     whole.start()
-    runner.calibrate()
+    if unique:
+        runner.calibrate()
     points = {}
     for i, (regime, n, p) in enumerate(unique):
         seed = args.seed * 1_000_003 + i
@@ -520,6 +551,11 @@ def main(argv=None):
         points[(regime, n, p)] = runner.measure_point(regime, n, p, seed)
         points[(regime, n, p)]["loadavg_1min"] = os.getloadavg()[0]
         points[(regime, n, p)]["other_cpu_share"] = contention.stop()
+    grouped_result = None
+    if grouped_sizes:
+        grouped_result = grouped.run_section(
+            runner, grouped_sizes, nsweep_p, grouped_regime, args.seed, grouped_rounds,
+            bar=runner.bar)
     if runner.bar is not None:
         runner.bar.close()
 
@@ -529,15 +565,20 @@ def main(argv=None):
     meta["loadavg_end"] = list(os.getloadavg())
     meta["loadavg_max_during"] = max([p["loadavg_1min"] for p in points.values()] + [0.0])
     meta["other_cpu_share"] = whole.stop()
-    meta["other_cpu_share_max_point"] = max([p["other_cpu_share"] or 0.0 for p in points.values()] + [0.0])
+    meta["other_cpu_share_max_point"] = max(
+        [p["other_cpu_share"] or 0.0 for p in points.values()]
+        + [p["other_cpu_share"] or 0.0 for p in (grouped_result or {}).get("points", [])] + [0.0])
     meta["wall_s"] = time.perf_counter() - t_start
     result = dict(meta=meta, sweeps=sweeps,
                   points=[dict(key=f"{r}-{n}-{p}", **points[(r, n, p)]) for (r, n, p) in unique])
+    if grouped_result is not None:
+        result["grouped"] = grouped_result
     result["headline"] = report.headlines(result, HEADLINES)
 
     out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     os.makedirs(out_dir, exist_ok=True)
-    stem = f"{meta['device']}-{meta['date']}" + ("-quick" if args.quick else "")
+    stem = (f"{meta['device']}-{meta['date']}" + ("-quick" if args.quick else "")
+            + ("-grouped" if args.section == "grouped" else "-sweeps" if args.section == "sweeps" else ""))
     if not args.no_plot:
         result["meta"]["plots"] = report.plots(result, out_dir, stem)
     meta["wall_s"] = time.perf_counter() - t_start
@@ -547,7 +588,7 @@ def main(argv=None):
         json.dump(result, f, indent=1, default=float)
     with open(os.path.join(out_dir, stem + ".md"), "w") as f:
         f.write(report.markdown_report(result))
-    print(f"\nwrote {os.path.join(out_dir, stem)}.json/.md" + ("" if args.no_plot else " and plots")
+    print(f"\nwrote {os.path.join(out_dir, stem)}.json/.md" + (" and plots" if meta.get("plots") else "")
           + f" in {meta['wall_s']:.0f} s")
     return 0
 

@@ -115,3 +115,57 @@ def test_quick_run(tmp_path):
     text = md[0].read_text()
     assert "| ours sorted (CPU)" in text or "| ours sorted (CUDA)" in text
     assert "fwd+bwd" in proc.stdout and "ours sorted" in proc.stdout
+    # the default run includes the grouped section
+    _check_grouped(result, text)
+
+
+GROUPED_NAMES = ["ungrouped", "per-image", "per-class", "retrieval", "retrieval-big-ids"]
+
+
+def _check_grouped(result, markdown):
+    gr = result["grouped"]
+    assert gr["points"]
+    for pt in gr["points"]:
+        by = {e["name"]: e for e in pt["entries"]}
+        assert sorted(by) == sorted(GROUPED_NAMES)
+        assert by["ungrouped"]["ratio_vs_ungrouped"] == 1.0
+        for name in GROUPED_NAMES:
+            e = by[name]
+            assert e["grouped_median_s"] > 0 and len(e["grouped_samples"]) == pt["rounds"]
+            assert e["ratio_vs_ungrouped"] > 0
+            if name == "ungrouped":
+                continue
+            assert e["loop_median_s"] > 0 and e["speedup_vs_loop"] > 0
+            assert 1 <= e["groups_with_positive"] <= e["groups"]
+            # the grouped call agrees with the loop of ungrouped calls (float32 scores)
+            assert e["err_loss_vs_loop"] < 1e-5 and e["err_grad_vs_loop"] < 1e-6
+        # the same scores and labels: the per-class and per-image views' groupings
+        assert by["per-class"]["groups"] == 80 and by["retrieval"]["groups"] <= 4096
+        assert by["retrieval"]["loss"] == by["retrieval-big-ids"]["loss"]
+    assert "(c) " in markdown and "grouped fwd+bwd / ungrouped" in markdown
+    assert "## Grouped vs ungrouped (group_ids)" in markdown
+    assert "| per class, 80 groups |" in markdown
+
+
+def test_grouped_section_only(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "run.py"), "--section", "grouped", "--quick",
+         "--grouped-sizes", "40k,64000", "--grouped-rounds", "2", "--no-progress",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    js = list(tmp_path.glob("*-grouped.json"))
+    md = list(tmp_path.glob("*-grouped.md"))
+    assert len(js) == 1 and len(md) == 1, os.listdir(tmp_path)
+    result = json.loads(js[0].read_text())
+    assert result["points"] == [] and result["meta"]["section"] == "grouped"
+    assert [pt["n"] for pt in result["grouped"]["points"]] == [40_000, 64_000]
+    assert [pt["p"] for pt in result["grouped"]["points"]] == [40, 64]
+    # 40k is not a multiple of B*C = 1280: per-image ids (B, 1); 64000 is: (B, 1, 1)
+    shapes = [{e["name"]: e["group_ids_shape"] for e in pt["entries"]} for pt in result["grouped"]["points"]]
+    assert shapes[0]["per-image"] == [16, 1] and shapes[1]["per-image"] == [16, 1, 1]
+    assert shapes[0]["per-class"] == [80] and shapes[0]["retrieval"] == [40_000]
+    assert result["headline"]["c"]["n"] == 64_000
+    _check_grouped(result, md[0].read_text())
+    assert "Grouped vs ungrouped" in proc.stdout and "ours sorted" not in proc.stdout
