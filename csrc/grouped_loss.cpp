@@ -13,6 +13,7 @@
 #include "ap_loss.h"
 #include "deterministic_pass1.h"
 #include "aploss/kernels.h"
+#include "cpu/cpu_kernels.h"
 #include "flat_inputs.h"
 #include "positive_stage.h"
 
@@ -55,6 +56,12 @@ GroupCodes dense_group_codes(const at::Tensor& group_ids) {
   const int64_t direct_limit = std::max<int64_t>(int64_t(1) << 16, 2 * group_ids.numel());
   constexpr int64_t kMaxCode = std::numeric_limits<int32_t>::max();
   if (max_id < std::min(direct_limit, kMaxCode)) return {as_codes(group_ids), max_id + 1};
+  // Any dense numbering works (the codes never leave this call): on the CPU a hash
+  // table in order of first appearance, elsewhere ATen's unique.
+  if (group_ids.is_cpu()) {
+    auto [codes, num_groups] = cpu::dense_codes(group_ids);
+    return {codes, num_groups};
+  }
   const auto unique = at::_unique(group_ids, /*sorted=*/true, /*return_inverse=*/true);
   const int64_t num_groups = std::get<0>(unique).numel();
   TORCH_CHECK_VALUE(num_groups <= kMaxCode, "ap_loss: at most 2^31 - 1 distinct group ids, got ",

@@ -3,6 +3,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <tuple>
+
 namespace aploss {
 namespace cpu {
 
@@ -26,6 +28,10 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
 at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& codes, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta);
+
+// Dense int32 codes of arbitrary non-negative ids (contiguous, shaped like ids), and
+// how many distinct ids there are.
+std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids);
 
 }  // namespace cpu
 }  // namespace aploss

@@ -16,6 +16,19 @@
 
 namespace aploss {
 namespace cpu {
+namespace {
+
+// As in sorted_cpu.cpp: the bucket-table entry an entry's window search will read is
+// pulled in this many entries ahead (the tables are larger than L1 and read at random).
+constexpr int64_t kPrefetchDistance = 16;
+
+template <typename scalar_t>
+void prefetch(const OwnedSegmentedWindowIndex& index, int32_t code, scalar_t score) {
+  const SegmentSearch& group = index.group(code);
+  if (!group.seg.empty()) __builtin_prefetch(window_entry(group.index, static_cast<double>(score)));
+}
+
+}  // namespace
 
 at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& codes, const at::Tensor& positives,
@@ -44,6 +57,7 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
       const auto add = [slots](int array, int64_t at, double v) { slots[at * kSlot + array] += v; };
       int64_t bad = -1;
       for (int64_t i = begin; i < end; ++i) {
+        if (i + kPrefetchDistance < end) prefetch(index, g[i + kPrefetchDistance], s[i + kPrefetchDistance]);
         if (classify_label(y[i]) != kNegative) continue;
         const double v = static_cast<double>(s[i]);
         if (!is_finite_score(v)) {  // checked before the segment: every group is validated
@@ -83,6 +97,7 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
     scalar_t* g = grad.data_ptr<scalar_t>();
     at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
+        if (i + kPrefetchDistance < end) prefetch(index, gc[i + kPrefetchDistance], s[i + kPrefetchDistance]);
         const int cls = classify_label(y[i]);
         double value = 0.0;
         if (cls == kNegative || cls == kPositive) {

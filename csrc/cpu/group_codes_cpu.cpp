@@ -1,0 +1,81 @@
+// Dense group codes on the CPU: arbitrary int64 ids -> 0, 1, 2, ... in order of first
+// appearance, with an open-addressing hash table. One pass over the ids; the table
+// holds the distinct ids only (a few thousand for retrieval-style groups), so every
+// probe hits cache, where at::_unique sorts or hashes through the allocator.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "cpu_kernels.h"
+
+namespace aploss {
+namespace cpu {
+namespace {
+
+class IdTable {
+ public:
+  IdTable() : keys_(kInitialSlots), codes_(kInitialSlots, kEmpty) {}
+
+  int32_t code_of(int64_t id) {
+    size_t slot = hash(id) & (keys_.size() - 1);
+    while (codes_[slot] != kEmpty) {
+      if (keys_[slot] == id) return codes_[slot];
+      slot = (slot + 1) & (keys_.size() - 1);
+    }
+    const int32_t code = static_cast<int32_t>(count_++);
+    keys_[slot] = id;
+    codes_[slot] = code;
+    if (2 * count_ > keys_.size()) grow();  // load factor <= 1/2
+    return code;
+  }
+  int64_t size() const { return count_; }
+
+ private:
+  static constexpr size_t kInitialSlots = 1024;
+  static constexpr int32_t kEmpty = -1;
+
+  static size_t hash(int64_t id) {  // splitmix64 finaliser: ids that are multiples spread out
+    uint64_t x = static_cast<uint64_t>(id);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return static_cast<size_t>(x ^ (x >> 31));
+  }
+
+  void grow() {
+    std::vector<int64_t> old_keys(2 * keys_.size());
+    std::vector<int32_t> old_codes(2 * keys_.size(), kEmpty);
+    old_keys.swap(keys_);
+    old_codes.swap(codes_);
+    for (size_t i = 0; i < old_keys.size(); ++i) {
+      if (old_codes[i] == kEmpty) continue;
+      size_t slot = hash(old_keys[i]) & (keys_.size() - 1);
+      while (codes_[slot] != kEmpty) slot = (slot + 1) & (keys_.size() - 1);
+      keys_[slot] = old_keys[i];
+      codes_[slot] = old_codes[i];
+    }
+  }
+
+  std::vector<int64_t> keys_;
+  std::vector<int32_t> codes_;
+  size_t count_ = 0;
+};
+
+}  // namespace
+
+std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
+  const at::Tensor values = ids.to(at::kLong).contiguous();
+  at::Tensor codes = at::empty(ids.sizes(), ids.options().dtype(at::kInt));
+  const int64_t* v = values.const_data_ptr<int64_t>();
+  int32_t* c = codes.data_ptr<int32_t>();
+  IdTable table;
+  const int64_t n = values.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    c[i] = table.code_of(v[i]);
+    TORCH_CHECK_VALUE(table.size() < (int64_t(1) << 31), "ap_loss: at most 2^31 - 1 distinct group ids");
+  }
+  return {codes, table.size()};
+}
+
+}  // namespace cpu
+}  // namespace aploss
