@@ -28,6 +28,15 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 
+DESCRIPTION = (
+    "Each rank holds half of an init-regime problem (fp32 scores, int64 labels, P = N/1000). "
+    "Bytes are what each rank puts into each collective of one ap_loss forward "
+    "(all_gather of the counts, all_gather of the positives, all_reduce of fp); the "
+    "N-sized alternative is gathering every rank's scores and labels. Times: median "
+    "fwd+bwd, one thread per process, the distributed one including gloo's latency."
+)
+
+
 def parse_count(text):
     text = text.strip().lower()
     scale = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)

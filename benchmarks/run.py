@@ -12,6 +12,7 @@ per class, retrieval-style) against the ungrouped call at the same N.
     python benchmarks/run.py            # the default set (about 3.5 min on 2 CPU cores)
     python benchmarks/run.py --quick    # a small set, under a minute
     python benchmarks/run.py --section grouped   # grouped vs ungrouped only (~30 s on CPU)
+    python benchmarks/run.py --section distributed   # bytes per call under process_group (CPU, gloo)
 """
 
 import argparse
@@ -54,6 +55,7 @@ def _import_aploss():
 
 aploss_cuda = _import_aploss()
 
+import distributed_comm  # noqa: E402
 import grouped  # noqa: E402
 import harness as H  # noqa: E402
 import report  # noqa: E402
@@ -74,6 +76,8 @@ DEFAULTS = {
 }
 # The float64 reference is O(P*N) with an N-sized scatter per positive; past this work
 # it falls out of cache and its time grows faster than P*N: small sizes only.
+# quick: N values of the distributed section (2 gloo ranks, P = N/1000)
+DISTRIBUTED_SIZES = {False: [100_000, 1_000_000, 4_000_000], True: [20_000, 200_000]}
 # device, quick: N values of the grouped-vs-ungrouped section (P as the N sweep)
 GROUPED_SIZES = {
     ("cpu", False): "1M,4M",
@@ -128,11 +132,14 @@ def build_parser():
         description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--section", choices=["all", "sweeps", "grouped"], default="all",
+    ap.add_argument("--section", choices=["all", "sweeps", "grouped", "distributed"], default="all",
                     help="what to run: 'sweeps' = the N and P sweeps (and the RetinaNet preset) "
                     "against the baselines; 'grouped' = group_ids (per image, per class, "
                     "retrieval) vs the ungrouped call at the same N, written to "
-                    "<device>-<date>[-quick]-grouped.json/.md; 'all' (default) = both")
+                    "<device>-<date>[-quick]-grouped.json/.md; 'distributed' = bytes "
+                    "communicated per call under process_group against N (2 gloo processes, "
+                    "CPU), written to <device>-<date>[-quick]-distributed.json/.md; 'all' "
+                    "(default) = all of them (distributed: CPU only)")
     ap.add_argument("--grouped-sizes", default=None, metavar="N",
                     help="N values of the grouped section, comma list (default CPU 1M,4M, "
                     "--quick 100k; CUDA 4M,16M,64M); P as --nsweep-p")
@@ -551,6 +558,12 @@ def main(argv=None):
         points[(regime, n, p)] = runner.measure_point(regime, n, p, seed)
         points[(regime, n, p)]["loadavg_1min"] = os.getloadavg()[0]
         points[(regime, n, p)]["other_cpu_share"] = contention.stop()
+    distributed_rows = None
+    if args.section == "distributed" or (args.section == "all" and dev == "cpu"):
+        if dev != "cpu" or not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+            raise SystemExit("the distributed section runs gloo processes on the CPU")
+        distributed_rows = distributed_comm.measure(
+            DISTRIBUTED_SIZES[args.quick], world=2, reps=3 if args.quick else 5)
     grouped_result = None
     if grouped_sizes:
         grouped_result = grouped.run_section(
@@ -577,6 +590,18 @@ def main(argv=None):
 
     out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     os.makedirs(out_dir, exist_ok=True)
+    if distributed_rows is not None:
+        dstem = f"{meta['device']}-{meta['date']}" + ("-quick" if args.quick else "") + "-distributed"
+        with open(os.path.join(out_dir, dstem + ".json"), "w") as f:
+            json.dump(dict(meta=meta, rows=distributed_rows), f, indent=1, default=float)
+        with open(os.path.join(out_dir, dstem + ".md"), "w") as f:
+            f.write(f"# process_group: bytes per call ({meta['device_name']}, {meta['date']}, "
+                    f"library {meta['library']})\n\n" + distributed_comm.DESCRIPTION + "\n\n"
+                    + distributed_comm.markdown(distributed_rows) + "\n")
+        print(distributed_comm.markdown(distributed_rows))
+        if args.section == "distributed":
+            print(f"\nwrote {os.path.join(out_dir, dstem)}.json/.md")
+            return 0
     stem = (f"{meta['device']}-{meta['date']}" + ("-quick" if args.quick else "")
             + ("-grouped" if args.section == "grouped" else "-sweeps" if args.section == "sweeps" else ""))
     if not args.no_plot:
