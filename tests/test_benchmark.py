@@ -95,9 +95,13 @@ def test_quick_run(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    js = list(tmp_path.glob("*.json"))
-    md = list(tmp_path.glob("*.md"))
+    js = [p for p in tmp_path.glob("*.json") if not p.stem.endswith("-distributed")]
+    md = [p for p in tmp_path.glob("*.md") if not p.stem.endswith("-distributed")]
     assert len(js) == 1 and len(md) == 1, os.listdir(tmp_path)
+    # the distributed section (CPU) writes its own pair
+    distributed = json.loads(next(tmp_path.glob("*-distributed.json")).read_text())
+    assert [r["n"] for r in distributed["rows"]] == [20_000, 200_000]
+    assert all(r["bytes_per_rank_total"] < r["n_sized_alternative_bytes"] for r in distributed["rows"])
     result = json.loads(js[0].read_text())
     assert result["points"], "no measured points"
     names = {r["impl"] for pt in result["points"] for r in pt["rows"]}
