@@ -2,9 +2,13 @@
 
     loss = aploss_cuda.ap_loss(scores, labels)   # labels: 1 positive, 0 negative, -1 ignored
     loss.backward()                              # the paper's error-driven gradient
+
+    ap_loss(scores, labels, group_ids=...)       # one ranking per image / class / query
+    ap_loss(scores, labels, process_group=pg)    # one ranking across torch.distributed ranks
 """
 
 from . import _ops  # noqa: F401  (loads the kernels, registers fake and autograd)
+from . import distributed  # noqa: F401  (distributed.RemoteRankError, last_call_bytes)
 from ._info import info
 from .loss import METHODS, APLoss, ap_loss
 

@@ -117,7 +117,7 @@ def ap_loss(
     if process_group is not None:
         # Validates on every rank and tells the others when one rank's input is invalid,
         # so an error cannot leave the other ranks waiting in a collective.
-        from .distributed import distributed_ap_loss
+        from .distributed import distributed_ap_loss  # (imports this module: not at the top)
 
         return distributed_ap_loss(
             scores, labels, group_ids, process_group, delta, bool(interpolate), method
