@@ -23,12 +23,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def spawn(fn, world, payload, tmp_path):
+def spawn(fn, world, payload, tmp_path, *extra):
     path = tmp_path / "payload.pt"
     torch.save(payload, path)
     mp.start_processes(
-        fn, args=(world, free_port(), str(path), str(tmp_path)), nprocs=world, join=True,
-        start_method="spawn",
+        fn, args=(world, free_port(), str(path), str(tmp_path), *extra), nprocs=world,
+        join=True, start_method="spawn",
     )
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
 
@@ -104,6 +104,15 @@ def test_two_ranks_match_one_process(tmp_path):
     results = spawn(run_scenarios, 2, SCENARIOS_2, tmp_path)
     check_against_single_process(SCENARIOS_2, results)
     assert float(results[0][3]["loss"]) == 0.0
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2 or not dist.is_nccl_available(),
+    reason="needs 2 GPUs and nccl",
+)
+def test_nccl_two_gpus_match_one_process(tmp_path):
+    results = spawn(run_scenarios, 2, SCENARIOS_2, tmp_path, "nccl")
+    check_against_single_process(SCENARIOS_2, results)
 
 
 def test_three_ranks_uneven_and_empty(tmp_path):
