@@ -33,7 +33,7 @@ import plots  # noqa: E402
 import shapes  # noqa: E402
 from model import small_retinanet  # noqa: E402
 
-# Tuned on the val split with seed 99 (see examples/results/compare.md): per loss, since
+# Tuned on the val split with seed 99 (examples/tune.py, results/tuning.md): per loss, since
 # the two losses' gradients differ in scale.
 DEFAULT_LR = {"focal": 0.08, "ap": 0.04}
 
