@@ -5,6 +5,7 @@ torchmetrics and pycocotools (the example's evaluation).
 """
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -118,6 +119,28 @@ def test_retinanet_with_ap_loss_trains_on_a_repeated_batch():
         history.append(losses["classification"].item())
     assert 0.9 < history[0] <= 1.0  # 1 - AP of a random ranking of a few positives
     assert history[-1] < 0.8 * history[0], history
+
+
+def test_without_torchvision_the_integration_names_the_extra(tmp_path):
+    # A fresh interpreter in which torchvision cannot be imported, importing the same
+    # aploss_cuda as this process (run from an empty directory, so not a checkout's copy).
+    code = (
+        "import sys; sys.modules['torchvision'] = None\n"
+        "import aploss_cuda.integrations\n"
+        "try:\n"
+        "    import aploss_cuda.integrations.torchvision\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    import aploss_cuda
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(aploss_cuda.__file__)))
+    env = {**os.environ, "PYTHONPATH": package_parent}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[torchvision]" in result.stdout
 
 
 def test_synthetic_data_set_is_deterministic():

@@ -19,7 +19,14 @@ with a low ``score_thresh`` (``model.score_thresh = 0.0`` keeps the top-k per le
 """
 
 import torch
-import torchvision  # noqa: F401  (ImportError here: install the [torchvision] extra)
+
+try:
+    import torchvision  # noqa: F401
+except ImportError as error:
+    raise ImportError(
+        "aploss_cuda.integrations.torchvision needs torchvision (the [torchvision] extra: "
+        "pip install --no-build-isolation '.[torchvision]')"
+    ) from error
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetClassificationHead
 
