@@ -20,9 +20,6 @@ import sys
 import tempfile
 import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(_HERE))
-
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
@@ -53,8 +50,22 @@ def problem(n, seed):
     return scores, labels
 
 
+def _import_aploss():
+    """The installed aploss_cuda, or the checkout's (extension built in place) when none
+    is installed. Never put the checkout first on sys.path: spawned ranks inherit it and
+    would import the source tree, which has no compiled _C after `pip install .`."""
+    try:
+        import aploss_cuda
+    except ModuleNotFoundError as e:
+        if e.name != "aploss_cuda":
+            raise
+        sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        import aploss_cuda
+    return aploss_cuda
+
+
 def _worker(rank, world, port, sizes, reps, out_dir):
-    import aploss_cuda
+    aploss_cuda = _import_aploss()
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -79,7 +90,7 @@ def _worker(rank, world, port, sizes, reps, out_dir):
 
 
 def single_process_time(n, reps):
-    import aploss_cuda
+    aploss_cuda = _import_aploss()
 
     torch.set_num_threads(1)
     scores, labels = problem(n, seed=n)
