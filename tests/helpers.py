@@ -1,5 +1,6 @@
 """Shared test utilities: random AP-loss problems and comparison with the reference."""
 
+import pytest
 import torch
 
 import aploss_cuda
@@ -67,3 +68,13 @@ def assert_matches_reference(scores, labels, *, delta=1.0, interpolate=True, met
         grad.double().cpu(), ref_grad, rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * scale
     )
     return loss, grad
+
+
+def opcheck(op, args, **kwargs):
+    """torch.library.opcheck, skipped with the reason where torch's test utilities that it
+    imports cannot load (they need the expecttest package)."""
+    try:
+        import torch.testing._internal.optests  # noqa: F401
+    except ModuleNotFoundError as e:
+        pytest.skip(f"torch.library.opcheck needs the {e.name} package, not installed")
+    torch.library.opcheck(op, args, **kwargs)

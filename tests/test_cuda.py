@@ -10,7 +10,13 @@ import warnings
 
 import pytest
 import torch
-from helpers import TOLERANCE, assert_matches_reference, loss_and_grad, random_problem
+from helpers import (
+    TOLERANCE,
+    assert_matches_reference,
+    loss_and_grad,
+    opcheck,
+    random_problem,
+)
 
 import aploss_cuda
 
@@ -372,7 +378,7 @@ def test_opcheck_forward(method, dtype):
     scores, labels = cuda_problem((6, 50), seed=0, dtype=dtype)
     for requires_grad in (False, True):
         args = (scores.clone().requires_grad_(requires_grad), labels, 1.0, True, method)
-        torch.library.opcheck(torch.ops.aploss.ap_loss_forward.default, args)
+        opcheck(torch.ops.aploss.ap_loss_forward.default, args)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -380,7 +386,7 @@ def test_opcheck_backward(method):
     scores, labels = cuda_problem((6, 50), seed=1)
     _, state = torch.ops.aploss.ap_loss_forward(scores, labels, 1.0, True, method)
     args = (torch.tensor(2.0, device=DEVICE), scores, labels, state, 1.0, method)
-    torch.library.opcheck(torch.ops.aploss.ap_loss_backward.default, args)
+    opcheck(torch.ops.aploss.ap_loss_backward.default, args)
 
 
 @pytest.mark.parametrize("dynamic", [False, True])

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from helpers import TOLERANCE, loss_and_grad, random_problem
+from helpers import TOLERANCE, loss_and_grad, opcheck, random_problem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -545,15 +545,15 @@ def test_opcheck_forward(layout, dtype):
     scores, labels = image_class_problem(42, dtype=dtype)
     for requires_grad in (False, True):
         args = (scores.clone().requires_grad_(requires_grad), labels, OPCHECK_IDS[layout](), 1.0, True, "sorted")
-        torch.library.opcheck(FWD.default, args)
+        opcheck(FWD.default, args)
 
 
 def test_opcheck_forward_no_positive_and_empty():
     scores = torch.randn(4, 30, 5, requires_grad=True)
     labels = torch.zeros(4, 30, 5, dtype=torch.int64)
-    torch.library.opcheck(FWD.default, (scores, labels, torch.arange(C), 1.0, True, "sorted"))
+    opcheck(FWD.default, (scores, labels, torch.arange(C), 1.0, True, "sorted"))
     empty = torch.randn(0, 5, requires_grad=True)
-    torch.library.opcheck(
+    opcheck(
         FWD.default, (empty, torch.zeros(0, 5, dtype=torch.int64), torch.arange(C), 1.0, True, "sorted")
     )
 
@@ -563,7 +563,7 @@ def test_opcheck_backward(layout):
     scores, labels = image_class_problem(43)
     _, state, offsets, codes = FWD(scores, labels, OPCHECK_IDS[layout](), 1.0, True, "sorted")
     args = (torch.tensor(2.0), scores, labels, codes, state, offsets, 1.0, "sorted")
-    torch.library.opcheck(BWD.default, args)
+    opcheck(BWD.default, args)
 
 
 # ---------------------------------------------------------------------- hypothesis

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import loss_and_grad, random_problem
+from helpers import loss_and_grad, opcheck, random_problem
 
 import aploss_cuda
 
@@ -17,7 +17,7 @@ def test_opcheck_forward(method, dtype):
     scores, labels = random_problem((6, 50), seed=0, dtype=dtype)
     for requires_grad in (False, True):
         args = _forward_args(scores.clone().requires_grad_(requires_grad), labels, method)
-        torch.library.opcheck(torch.ops.aploss.ap_loss_forward.default, args)
+        opcheck(torch.ops.aploss.ap_loss_forward.default, args)
 
 
 @pytest.mark.parametrize("method", ["sorted", "pairwise"])
@@ -26,13 +26,13 @@ def test_opcheck_backward(method):
     _, state = torch.ops.aploss.ap_loss_forward(*_forward_args(scores, labels, method))
     grad_output = torch.tensor(2.0)
     args = (grad_output, scores, labels, state, 1.0, method)
-    torch.library.opcheck(torch.ops.aploss.ap_loss_backward.default, args)
+    opcheck(torch.ops.aploss.ap_loss_backward.default, args)
 
 
 def test_opcheck_no_positive():
     scores = torch.randn(40, requires_grad=True)
     labels = torch.zeros(40, dtype=torch.int64)
-    torch.library.opcheck(torch.ops.aploss.ap_loss_forward.default, _forward_args(scores, labels))
+    opcheck(torch.ops.aploss.ap_loss_forward.default, _forward_args(scores, labels))
 
 
 def test_state_is_order_p():
