@@ -77,7 +77,7 @@ if (( DRY_RUN )); then
 else
   {
     date -u +"%Y-%m-%dT%H:%M:%SZ"
-    git rev-parse HEAD 2>/dev/null || echo "commit: unknown (not a git checkout)"
+    echo "commit: $(git describe --always --dirty 2>/dev/null || echo unknown)"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
     "${PY[@]}" -c "import sys, torch; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda); p = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None; print('gpu', p.name if p else None, 'sm', f'{p.major}.{p.minor}' if p else None, 'SMs', p.multi_processor_count if p else None)"
     nproc
@@ -87,9 +87,25 @@ fi
 
 # ---- build for the local GPU only ----------------------------------------------------
 ARCH="$("${PY[@]}" -c "import torch; p = torch.cuda.get_device_capability(0); print(f'{p[0]}.{p[1]}')" 2>/dev/null || echo 9.0)"
-run_step build "$BUILD_LIMIT_S" env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS="$JOBS" \
-  "$PYTHON" -m pip install --no-build-isolation --no-deps --no-cache-dir -v .
+build() {  # step name, then extra environment (e.g. CC=... CXX=...)
+  local name="$1"; shift
+  run_step "$name" "$BUILD_LIMIT_S" env "$@" FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS="$JOBS" \
+    "$PYTHON" -m pip install --no-build-isolation --no-deps --no-cache-dir --force-reinstall -v .
+}
+build build
 BUILD_RC=$?
+# Every C++-side input error must raise, not crash. On the lent machines' image the
+# default CXX (/opt/gcc/bin/g++, a wrapper around GCC 13.3) built an extension whose
+# label/score errors segfaulted while /usr/bin/g++ (GCC 13.3) did not; so when the error
+# paths crash, the summary records it and the check goes on with the system compiler.
+run_step error-paths 300 "${PY[@]}" scripts/error_paths_smoke.py
+if [[ $? -ne 0 && $DRY_RUN == 0 && -x /usr/bin/g++ && "$(command -v "${CXX:-c++}")" != /usr/bin/g++ ]]; then
+  { echo "built with CXX=${CXX:-c++}"; cat "$OUTDIR/error-paths.log"; } >"$OUTDIR/error-paths-first-compiler.log"
+  rm -f "$OUTDIR/error-paths.log"
+  build build-with-system-gcc CC=/usr/bin/gcc CXX=/usr/bin/g++
+  BUILD_RC=$?
+  run_step error-paths 300 "${PY[@]}" scripts/error_paths_smoke.py
+fi
 run_step info 60 "${PY[@]}" -c "import aploss_cuda, json; print(json.dumps(aploss_cuda.info()))"
 
 # ---- the whole test suite, with the sanitizers beside it -----------------------------

@@ -82,6 +82,11 @@ def main(outdir):
         lines.append(f"| {name} | {rc_text(rc)} | {seconds} |")
     lines += ["", f"`aploss_cuda.info()`: `{info[-1] if info else 'not importable'}`", ""]
 
+    for name in ("error-paths-first-compiler", "error-paths"):
+        text = read(os.path.join(outdir, f"{name}.log"))
+        if text:
+            lines += [f"### {name}", "", "```", text.strip(), "```", ""]
+
     counts, failures = test_counts(outdir)
     lines += ["## Test suite", ""]
     if counts is None:

@@ -92,7 +92,7 @@ def test_count_parsing():
 def test_quick_run(tmp_path):
     proc = subprocess.run(
         [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     js = [p for p in tmp_path.glob("*.json") if not p.stem.endswith("-distributed")]
@@ -158,7 +158,7 @@ def test_grouped_section_only(tmp_path):
         [sys.executable, os.path.join(BENCH, "run.py"), "--section", "grouped", "--quick",
          "--grouped-sizes", "40k,64000", "--grouped-rounds", "2", "--no-progress",
          "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     js = list(tmp_path.glob("*-grouped.json"))
