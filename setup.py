@@ -3,6 +3,7 @@ toolkit and a CUDA build of torch are present (FORCE_CUDA=1 builds them without 
 torchvision's convention; FORCE_CUDA=0 skips them)."""
 
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -73,10 +74,18 @@ def sources(*patterns):
     )
 
 
+def kernels_abi():
+    """Tags the kernel table's layout (csrc/aploss/kernels.h) and torch's version, so the
+    test suite's emulated device (tests/simt) is refused if built from other sources."""
+    with open(os.path.join(ROOT, "csrc", "aploss", "kernels.h"), "rb") as f:
+        digest = hashlib.sha256(f.read() + torch.__version__.encode()).hexdigest()
+    return "0x" + digest[:12]
+
+
 def extension():
     # The C++ standard is torch's choice (C++20 for torch >= 2.13). at::parallel_for is
     # inlined into our code and runs serially unless we compile with OpenMP, like torch.
-    cxx_flags = ["-O3"]
+    cxx_flags = ["-O3", f"-DAPLOSS_KERNELS_ABI={kernels_abi()}"]
     link_flags = []
     if sys.platform.startswith("linux"):
         cxx_flags.append("-fopenmp")
@@ -89,8 +98,8 @@ def extension():
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=link_flags,
         )
-    # The CUDA kernels (issue 3) live in csrc/cuda/*.cu; their .cpp siblings must not
-    # share a basename with a .cu (they would collide in the ninja build).
+    # The CUDA kernels live in csrc/cuda/*.cu; their .cpp siblings must not share a
+    # basename with a .cu (they would collide in the ninja build).
     cuda_sources = sources("csrc/cuda/*.cu", "csrc/cuda/*.cpp")
     return CUDAExtension(
         "aploss_cuda._C",
@@ -99,7 +108,8 @@ def extension():
         extra_link_args=link_flags,
         extra_compile_args={
             "cxx": cxx_flags + ["-DAPLOSS_WITH_CUDA"],
-            "nvcc": ["-O3", "-DAPLOSS_WITH_CUDA", "--expt-relaxed-constexpr", "-lineinfo"],
+            "nvcc": ["-O3", "-DAPLOSS_WITH_CUDA", f"-DAPLOSS_KERNELS_ABI={kernels_abi()}",
+                     "--expt-relaxed-constexpr", "-lineinfo"],
         },
     )
 

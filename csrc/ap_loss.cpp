@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
 #include <string>
 
@@ -26,8 +27,16 @@ const Kernels& kernels_for(const at::Tensor& t) {
   if (t.is_cuda()) return cuda_kernels();
 #endif
   TORCH_CHECK(t.is_cpu(), "ap_loss: no kernels for device ", t.device());
-  return cpu_kernels();
+  const Kernels* emulated = emulated_device_kernels();
+  return emulated != nullptr ? *emulated : cpu_kernels();
 }
+
+namespace {
+std::atomic<const Kernels*> emulated_table{nullptr};
+}  // namespace
+
+void set_emulated_device_kernels(const Kernels* table) { emulated_table.store(table); }
+const Kernels* emulated_device_kernels() { return emulated_table.load(); }
 
 void check_inputs(const at::Tensor& scores, const at::Tensor& labels, double delta) {
   TORCH_CHECK_VALUE(scores.sizes() == labels.sizes(), "ap_loss: labels.shape ", labels.sizes(),
@@ -70,7 +79,7 @@ std::tuple<at::Tensor, at::Tensor> ap_loss_forward(const at::Tensor& scores,
   if (m == Method::kSorted) {
     // Float atomics (CUDA) are replaced by a deterministic reduction when asked for.
     const auto pass1 = [&](const at::Tensor& s, const at::Tensor& y) {
-      return needs_deterministic_pass1(s)
+      return needs_deterministic_pass1(k)
                  ? deterministic_pass1(k, s, y, {}, positives, {}, delta)
                  : k.sorted_pass1(s, y, positives, delta);
     };

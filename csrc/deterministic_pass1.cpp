@@ -11,8 +11,8 @@
 
 namespace aploss {
 
-bool needs_deterministic_pass1(const at::Tensor& scores) {
-  return scores.is_cuda() && at::globalContext().deterministicAlgorithms();
+bool needs_deterministic_pass1(const Kernels& k) {
+  return k.pass1_float_atomics && at::globalContext().deterministicAlgorithms();
 }
 
 at::Tensor deterministic_pass1(const Kernels& k, const at::Tensor& scores,

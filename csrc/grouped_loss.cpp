@@ -93,7 +93,7 @@ GroupedPositives group_positives(const at::Tensor& gathered, int64_t num_groups,
 // atomics (CUDA) are replaced by a deterministic reduction when asked for.
 at::Tensor grouped_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
                               const at::Tensor& codes, const GroupedPositives& gp, double delta) {
-  return needs_deterministic_pass1(scores)
+  return needs_deterministic_pass1(k)
              ? deterministic_pass1(k, scores, labels, codes, gp.positives, gp.offsets, delta)
              : k.grouped_pass1(scores, labels, codes, gp.positives, gp.offsets, delta);
 }

@@ -8,6 +8,7 @@
 
 // Label dtypes accepted by every kernel; keep in sync with LABEL_DTYPES in
 // aploss_cuda/loss.py and check_inputs in csrc/ap_loss.cpp.
+#if !defined(APLOSS_SIMT_FEW_DTYPES)
 #define APLOSS_DISPATCH_LABELS(TYPE, NAME, ...)                            \
   AT_DISPATCH_SWITCH(TYPE, NAME,                                           \
                      APLOSS_LABEL_CASE(at::ScalarType::Bool, __VA_ARGS__)  \
@@ -21,6 +22,18 @@
 #define APLOSS_DISPATCH_SCORES(TYPE, NAME, ...)                                              \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, TYPE, NAME, \
                                   __VA_ARGS__)
+#else
+// The emulated device of the tests (tests/simt) compiles a few dtypes, to keep its build
+// short: every other pair raises "not implemented" there.
+#define APLOSS_DISPATCH_LABELS(TYPE, NAME, ...)                           \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                          \
+                     APLOSS_LABEL_CASE(at::ScalarType::Bool, __VA_ARGS__) \
+                     APLOSS_LABEL_CASE(at::ScalarType::Char, __VA_ARGS__) \
+                     APLOSS_LABEL_CASE(at::ScalarType::Long, __VA_ARGS__))
+
+#define APLOSS_DISPATCH_SCORES(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::Half, TYPE, NAME, __VA_ARGS__)
+#endif
 
 // Both at once: scalar_t for scores, label_t for labels.
 #define APLOSS_DISPATCH_SCORES_AND_LABELS(SCORE_TYPE, LABEL_TYPE, NAME, ...) \

@@ -1,4 +1,4 @@
-// The device-specific layer: each backend (CPU, CUDA) provides these five kernels.
+// The device-specific layer: each backend (CPU, CUDA) provides this table of kernels.
 // Everything else (input preparation, sorting P values, the positive stage) is
 // device-agnostic ATen code in csrc/ap_loss.cpp and csrc/positive_stage.cpp.
 //
@@ -94,11 +94,33 @@ struct Kernels {
   at::Tensor (*pass1_records)(const at::Tensor& scores, const at::Tensor& labels,
                               const at::Tensor& codes, const at::Tensor& positives,
                               const at::Tensor& offsets, double delta);
+
+  // Whether sorted_pass1 / grouped_pass1 add with float atomics (order-dependent last
+  // bits): under torch.use_deterministic_algorithms(True) the driver then sums
+  // pass1_records instead (../deterministic_pass1.cpp).
+  bool pass1_float_atomics;
 };
 
 const Kernels& cpu_kernels();
-#ifdef APLOSS_WITH_CUDA
+#if defined(APLOSS_WITH_CUDA) || defined(APLOSS_SIMT)
 const Kernels& cuda_kernels();
+#endif
+
+// The emulated CUDA device of the test suite (tests/simt): the CUDA kernel table compiled
+// for the host, which the driver then uses for CPU tensors. nullptr (the default, and
+// always outside the tests): CPU tensors use the CPU kernels.
+void set_emulated_device_kernels(const Kernels* table);
+const Kernels* emulated_device_kernels();
+
+// The name of a PyCapsule holding a `const Kernels*`. The build defines
+// APLOSS_KERNELS_ABI from this header's text and torch's version (setup.py,
+// tests/simt/build.py), so a table compiled from other sources is refused, not misread.
+#define APLOSS_STRINGIFY_(x) #x
+#define APLOSS_STRINGIFY(x) APLOSS_STRINGIFY_(x)
+#ifdef APLOSS_KERNELS_ABI
+#define APLOSS_KERNELS_CAPSULE "aploss.Kernels." APLOSS_STRINGIFY(APLOSS_KERNELS_ABI)
+#else
+#define APLOSS_KERNELS_CAPSULE "aploss.Kernels.unversioned"
 #endif
 
 }  // namespace aploss

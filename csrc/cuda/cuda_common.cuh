@@ -1,10 +1,12 @@
-// Shared pieces of the CUDA backend: the host entry points of the five kernels
-// (../aploss/kernels.h is the contract), launch-configuration helpers and small
-// device reductions.
+// Shared pieces of the CUDA backend: the host entry points of the kernel table
+// (../aploss/kernels.h is the contract), launch-configuration helpers, small device
+// reductions, and the few macros that let the emulated device of the tests (tests/simt,
+// APLOSS_SIMT) compile these sources with a host compiler.
 //
 // Conventions of every entry point:
 //   * c10::cuda::CUDAGuard on the inputs' device, launches on the current stream;
-//   * C10_CUDA_KERNEL_LAUNCH_CHECK() after every launch, C10_CUDA_CHECK on runtime calls;
+//   * every launch through APLOSS_LAUNCH, C10_CUDA_KERNEL_LAUNCH_CHECK() after it,
+//     C10_CUDA_CHECK on runtime calls;
 //   * int64_t indexing everywhere (N >= 2^31 is supported), grid-stride loops;
 //   * no cudaDeviceSynchronize; the only device-to-host copy of a call is the one in
 //     gather_positives (which is where P is learned).
@@ -22,6 +24,52 @@
 
 namespace aploss {
 namespace gpu {
+
+// ---- where the kernels run ---------------------------------------------------------------
+
+// On a GPU: CUDA tensors. On the emulated device (tests/simt), the same kernels run on
+// the host, so their "device" tensors live in CPU memory.
+inline bool on_kernel_device(const at::Tensor& t) {
+#if defined(APLOSS_SIMT)
+  return t.is_cpu();
+#else
+  return t.is_cuda();
+#endif
+}
+
+// The CUDA device index of a tensor on the kernel device (on the emulated device: the
+// simulated GPU the tests selected).
+inline int kernel_device_index(const at::Tensor& t) {
+#if defined(APLOSS_SIMT)
+  (void)t;
+  int device = 0;
+  cudaGetDevice(&device);
+  return device;
+#else
+  return t.get_device();
+#endif
+}
+
+// Every launch: `APLOSS_LAUNCH(kernel, grid, block, smem, stream)(args...)`. The
+// emulated device runs the grid on the host, checking the launch as the GPU would.
+#if defined(APLOSS_SIMT)
+#define APLOSS_LAUNCH(kernel, grid, block, smem, stream) \
+  ::simt::launch(kernel, #kernel, SIMT_SITE, grid, block, smem, stream)
+#else
+#define APLOSS_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#endif
+
+// Shared memory, declared so that the emulated device can give every block its own,
+// exactly sized and filled with garbage: `APLOSS_SHARED_ARRAY(double, tile, 256);` and
+// `APLOSS_EXTERN_SHARED(double, smem);` (the launch's dynamic shared memory).
+#if defined(APLOSS_SIMT)
+#define APLOSS_SHARED_ARRAY(type, name, count) \
+  type* const name = ::simt::shared_array<type>(SIMT_SITE, count)
+#define APLOSS_EXTERN_SHARED(type, name) type* const name = ::simt::dynamic_shared<type>(SIMT_SITE)
+#else
+#define APLOSS_SHARED_ARRAY(type, name, count) __shared__ type name[count]
+#define APLOSS_EXTERN_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 // ---- host entry points (one per kernel of the Kernels table) ----------------------------
 
@@ -79,7 +127,7 @@ void check_positives(const at::Tensor& positives, const at::Tensor& scores, cons
 
 // ---- device helpers ---------------------------------------------------------------------
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(APLOSS_SIMT)
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
@@ -90,6 +138,16 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;  // the full sum is in lane 0
 }
 
+template <typename T>
+__device__ __forceinline__ T warp_max(T v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const T other = __shfl_xor_sync(kFullMask, v, offset);
+    v = other > v ? other : v;
+  }
+  return v;  // in every lane
+}
+
 // Flat index of this thread in a 1-D grid, and the grid's total thread count, in 64 bits.
 __device__ __forceinline__ int64_t global_thread_index() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -98,7 +156,7 @@ __device__ __forceinline__ int64_t grid_threads() {
   return static_cast<int64_t>(gridDim.x) * blockDim.x;
 }
 
-#endif  // __CUDACC__
+#endif  // __CUDACC__ || APLOSS_SIMT
 
 }  // namespace gpu
 }  // namespace aploss

@@ -4,8 +4,11 @@
 // One read of the labels and of the scores of the non-ignored entries (every score that
 // takes part is checked for NaN/Inf here, so that pass 1, which runs after the sync,
 // never has to report an error), and exactly ONE device-to-host copy per call: a
-// 3-entry int64 buffer {P, first invalid label, first non-finite score} copied with a
-// single .cpu(). That copy is the one host sync of the forward (it is where P is learned).
+// 4-entry int64 buffer {P, first invalid label, first non-finite positive, first
+// non-finite negative} copied with a single .cpu(). That copy is the one host sync of the
+// forward (it is where P is learned). Errors are reported as on the CPU: an invalid
+// label first, then a non-finite positive, then a non-finite negative, each the first in
+// memory order.
 //
 // Positives are appended to a buffer of a guessed capacity with a warp-aggregated
 // atomic counter (one global atomic per warp and iteration with a positive). If the
@@ -30,12 +33,19 @@ namespace {
 constexpr int kGatherBlock = 256;  // a multiple of the warp size (the warp-aligned loop needs it)
 constexpr int64_t kMinCapacity = int64_t(1) << 16;
 
-enum Meta : int { kMetaCount = 0, kMetaBadLabel = 1, kMetaBadScore = 2, kMetaSize = 3 };
+enum Meta : int {
+  kMetaCount = 0,
+  kMetaBadLabel = 1,
+  kMetaBadPositive = 2,
+  kMetaBadNegative = 3,
+  kMetaSize = 4,
+};
 
 __global__ void init_meta_kernel(long long* meta) {
   meta[kMetaCount] = 0;
   meta[kMetaBadLabel] = LLONG_MAX;
-  meta[kMetaBadScore] = LLONG_MAX;
+  meta[kMetaBadPositive] = LLONG_MAX;
+  meta[kMetaBadNegative] = LLONG_MAX;
 }
 
 template <typename scalar_t, typename label_t>
@@ -47,8 +57,9 @@ __global__ void __launch_bounds__(kGatherBlock)
   // Warp-aligned grid-stride loop: every lane of a warp runs the same iterations, so the
   // full-mask warp intrinsics below are legal; lanes past n just hold no positive.
   const int64_t stride = grid_threads();
-  long long bad_label = LLONG_MAX;  // this thread's first (= smallest) bad index
-  long long bad_score = LLONG_MAX;
+  long long bad_label = LLONG_MAX;  // this thread's first (= smallest) bad indices
+  long long bad_positive = LLONG_MAX;
+  long long bad_negative = LLONG_MAX;
   for (int64_t base = global_thread_index() - lane; base < n; base += stride) {
     const int64_t i = base + lane;
     bool positive = false;
@@ -58,11 +69,13 @@ __global__ void __launch_bounds__(kGatherBlock)
       if (cls == kPositive) {
         positive = true;
         v = static_cast<double>(scores[i]);
-        if (!is_finite_score(v) && bad_score == LLONG_MAX) bad_score = i;
+        if (!is_finite_score(v) && bad_positive == LLONG_MAX) bad_positive = i;
       } else if (cls == kNegative) {
         // Validated here, in the pass that ends in the call's one host sync, so that a
         // non-finite negative raises ValueError as on the CPU (pass 1 comes after the sync).
-        if (!is_finite_score(static_cast<double>(scores[i])) && bad_score == LLONG_MAX) bad_score = i;
+        if (!is_finite_score(static_cast<double>(scores[i])) && bad_negative == LLONG_MAX) {
+          bad_negative = i;
+        }
       } else if (cls == kInvalid && bad_label == LLONG_MAX) {
         bad_label = i;
       }
@@ -87,7 +100,8 @@ __global__ void __launch_bounds__(kGatherBlock)
     }
   }
   if (bad_label != LLONG_MAX) atomicMin(meta + kMetaBadLabel, bad_label);
-  if (bad_score != LLONG_MAX) atomicMin(meta + kMetaBadScore, bad_score);
+  if (bad_positive != LLONG_MAX) atomicMin(meta + kMetaBadPositive, bad_positive);
+  if (bad_negative != LLONG_MAX) atomicMin(meta + kMetaBadNegative, bad_negative);
 }
 
 // One run of the gather into `out` ((rows, capacity); rows 2 with codes); meta is reset
@@ -96,14 +110,14 @@ void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const int
                    at::Tensor& out, at::Tensor& meta, int device, cudaStream_t stream) {
   const int64_t n = scores.numel();
   long long* meta_ptr = reinterpret_cast<long long*>(meta.data_ptr<int64_t>());
-  init_meta_kernel<<<1, 1, 0, stream>>>(meta_ptr);
+  APLOSS_LAUNCH(init_meta_kernel, 1, 1, 0, stream)(meta_ptr);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
                                     "aploss_gather_positives_cuda", [&] {
     const auto kernel = gather_kernel<scalar_t, label_t>;
     const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGatherBlock, 0);
     const int64_t grid = grid_size(device, per_sm, n, kGatherBlock);
-    kernel<<<static_cast<unsigned>(grid), kGatherBlock, 0, stream>>>(
+    APLOSS_LAUNCH(kernel, static_cast<unsigned>(grid), kGatherBlock, 0, stream)(
         scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(), codes, n,
         out.data_ptr<double>(), out.size(1), meta_ptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -114,7 +128,7 @@ void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const int
 at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes) {
   check_flat_inputs(scores, labels, "aploss gather_positives");
   const c10::cuda::CUDAGuard guard(scores.device());
-  const int device = scores.get_device();
+  const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   const auto f64 = scores.options().dtype(at::kDouble);
   const int64_t n = scores.numel();
@@ -132,7 +146,8 @@ at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const int3
   const int64_t* h = host.const_data_ptr<int64_t>();
   const int64_t num_pos = h[kMetaCount];
   if (h[kMetaBadLabel] != LLONG_MAX) throw_invalid_label(labels, h[kMetaBadLabel]);
-  if (h[kMetaBadScore] != LLONG_MAX) throw_non_finite_score(scores, h[kMetaBadScore]);
+  if (h[kMetaBadPositive] != LLONG_MAX) throw_non_finite_score(scores, h[kMetaBadPositive]);
+  if (h[kMetaBadNegative] != LLONG_MAX) throw_non_finite_score(scores, h[kMetaBadNegative]);
   TORCH_INTERNAL_ASSERT(num_pos >= 0 && num_pos <= n, "aploss: bad positive count ", num_pos);
 
   if (num_pos > capacity) {
@@ -154,7 +169,7 @@ at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) 
 
 at::Tensor grouped_gather(const at::Tensor& scores, const at::Tensor& labels,
                           const at::Tensor& codes) {
-  TORCH_CHECK(codes.is_cuda() && codes.scalar_type() == at::kInt && codes.is_contiguous() &&
+  TORCH_CHECK(on_kernel_device(codes) && codes.scalar_type() == at::kInt && codes.is_contiguous() &&
                   codes.numel() == scores.numel() && codes.device() == scores.device(),
               "aploss grouped_gather: codes must be contiguous int32 like scores");
   return gather(scores, labels, codes.const_data_ptr<int32_t>());

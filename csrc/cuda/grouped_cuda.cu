@@ -3,11 +3,16 @@
 //
 // The segments differ from entry to entry, so q is not staged in shared memory: the
 // binary searches read q from global memory (P doubles, L2-resident for any realistic
-// P), and pass 1 adds into the (3, P+1) output with global float64 atomics. Per-image
-// and per-class groups spread the atomics over many segments, which keeps contention
-// low. As in sorted_pass1_cuda.cu, a non-finite negative (already rejected by the gather)
-// adds NaN to d1[0] as a second line of defence, and the float64 atomics make
-// da's last bits order-dependent: alertNotDeterministic.
+// P), and pass 1 adds into the (3, P+1) output with global float64 atomics. The hot
+// addresses are the first index of each segment: every non-pruned negative adds its
+// "+1" to d1 there, and every negative below the segment's q_0 + delta adds to da and db
+// there. Those three sums are kept in registers while a thread's entries stay in one
+// segment (one group, or per-image groups at any N), and reduced per warp when all
+// lanes share the segment, as the ungrouped pass 1 does; the other contributions are
+// spread over the segment and go straight to global atomics. As in
+// sorted_pass1_cuda.cu, a non-finite negative (already rejected by the gather) adds NaN
+// to d1[0] as a second line of defence, and the float64 atomics make da's last bits
+// order-dependent: alertNotDeterministic.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
@@ -34,8 +39,22 @@ __global__ void __launch_bounds__(kGroupedBlock)
   const int64_t width = num_pos + 1;
   const double* const q = positives;
   const double* const shift = positives + num_pos;
-  const auto add = [out, width](int array, int64_t index, double value) {
-    atomicAdd(out + array * width + index, value);
+  // Register sums of the contributions at `first`, the current segment's first index.
+  int64_t first = -1;
+  double hot[3] = {0.0, 0.0, 0.0};  // d1, da, db at `first`
+  const auto flush = [&] {
+#pragma unroll
+    for (int array = 0; array < 3; ++array) {
+      if (hot[array] != 0.0) atomicAdd(out + array * width + first, hot[array]);
+      hot[array] = 0.0;
+    }
+  };
+  const auto add = [&](int array, int64_t index, double value) {
+    if (index == first) {
+      hot[array] += value;
+    } else {
+      atomicAdd(out + array * width + index, value);
+    }
   };
   bool non_finite = false;
   const int64_t stride = grid_threads();
@@ -50,7 +69,25 @@ __global__ void __launch_bounds__(kGroupedBlock)
     if (seg.empty()) continue;
     const StepParams params = segment_params(delta, q, shift, seg);
     if (is_pruned(v, params)) continue;
+    if (seg.begin != first) {
+      flush();
+      first = seg.begin;
+    }
     accumulate_segment_window(find_segment_window(q, seg, v, params), seg, add);
+  }
+
+  // Every thread of the block reaches this point (no early return above): full warps.
+  // One atomic per array and warp when the lanes' segments agree, else one per lane.
+  const int64_t warp_first = warp_max(first);
+  if (__all_sync(kFullMask, first < 0 || first == warp_first)) {
+#pragma unroll
+    for (int array = 0; array < 3; ++array) hot[array] = warp_sum(hot[array]);
+    if ((threadIdx.x & 31) == 0 && warp_first >= 0) {
+      first = warp_first;
+      flush();
+    }
+  } else if (first >= 0) {
+    flush();
   }
   if (non_finite) atomicAdd(out, CUDART_NAN);
 }
@@ -110,7 +147,7 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
   check_groups(codes, offsets, scores, "aploss grouped_pass1");
   at::globalContext().alertNotDeterministic("ap_loss (CUDA, group_ids): pass 1");
   const c10::cuda::CUDAGuard guard(scores.device());
-  const int device = scores.get_device();
+  const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
 
   const int64_t n = scores.numel();
@@ -122,7 +159,7 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
     const auto kernel = grouped_pass1_kernel<scalar_t, label_t>;
     const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGroupedBlock, 0);
     const int64_t grid = grid_size(device, per_sm, n, kGroupedBlock);
-    kernel<<<static_cast<unsigned>(grid), kGroupedBlock, 0, stream>>>(
+    APLOSS_LAUNCH(kernel, static_cast<unsigned>(grid), kGroupedBlock, 0, stream)(
         scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(),
         codes.const_data_ptr<int32_t>(), n, positives.const_data_ptr<double>(), num_pos,
         offsets.const_data_ptr<int64_t>(), offsets.numel() - 1, delta, out.data_ptr<double>());
@@ -138,7 +175,7 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
       check_pass2_and_scale(scores, labels, state, grad_output, grad, "aploss grouped_pass2");
   check_groups(codes, offsets, scores, "aploss grouped_pass2");
   const c10::cuda::CUDAGuard guard(scores.device());
-  const int device = scores.get_device();
+  const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
 
   const int64_t n = scores.numel();
@@ -148,7 +185,7 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
     const auto kernel = grouped_pass2_kernel<scalar_t, label_t>;
     const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGroupedBlock, 0);
     const int64_t grid = grid_size(device, per_sm, n, kGroupedBlock);
-    kernel<<<static_cast<unsigned>(grid), kGroupedBlock, 0, stream>>>(
+    APLOSS_LAUNCH(kernel, static_cast<unsigned>(grid), kGroupedBlock, 0, stream)(
         scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(),
         codes.const_data_ptr<int32_t>(), n, state.const_data_ptr<double>(), state.size(1) - 1,
         offsets.const_data_ptr<int64_t>(), offsets.numel() - 1, delta,

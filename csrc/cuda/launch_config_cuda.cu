@@ -76,7 +76,8 @@ int64_t grid_size(int device, int per_sm, int64_t n, int64_t min_items_per_block
 }
 
 void check_flat_inputs(const at::Tensor& scores, const at::Tensor& labels, const char* what) {
-  TORCH_CHECK(scores.is_cuda() && labels.is_cuda(), what, ": expected CUDA tensors");
+  TORCH_CHECK(on_kernel_device(scores) && on_kernel_device(labels), what,
+              ": expected tensors on the kernels' device (CUDA)");
   TORCH_CHECK(scores.device() == labels.device(), what, ": scores on ", scores.device(),
               ", labels on ", labels.device());
   TORCH_CHECK(scores.dim() == 1 && labels.dim() == 1 && scores.numel() == labels.numel(), what,

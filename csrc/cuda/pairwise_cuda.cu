@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(kTile)
     pairwise_pass1_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
                           int64_t n, const double* __restrict__ positives, int64_t num_pos,
                           double delta, double* __restrict__ partials) {
-  __shared__ double staged[kTile];
+  APLOSS_SHARED_ARRAY(double, staged, kTile);
   const double* const q = positives;  // row 0: sorted q (row 1, the shifts, is not needed)
   const StepParams params = make_step_params(delta, q[0], positives + num_pos, num_pos);
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kTile + threadIdx.x;  // this thread's positive
@@ -79,8 +79,8 @@ __global__ void __launch_bounds__(kTile)
                           int64_t n, const double* __restrict__ state, int64_t num_pos,
                           double delta, const double* __restrict__ grad_output,
                           scalar_t* __restrict__ grad) {
-  __shared__ double tile_q[kTile];
-  __shared__ double tile_w[kTile];
+  APLOSS_SHARED_ARRAY(double, tile_q, kTile);
+  APLOSS_SHARED_ARRAY(double, tile_w, kTile);
   const int64_t width = num_pos + 1;
   const double* const q = state + kRowQ * width;
   const double* const weight = state + kRowW * width;
@@ -126,7 +126,7 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
   check_flat_inputs(scores, labels, "aploss pairwise_pass1");
   check_positives(positives, scores, "aploss pairwise_pass1");
   const c10::cuda::CUDAGuard guard(scores.device());
-  const int device = scores.get_device();
+  const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
 
   const int64_t n = scores.numel();
@@ -148,7 +148,7 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
     // Every (slice, positive) entry is written exactly once by the kernel.
     partials = at::empty({slices, num_pos}, positives.options());
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(slices));
-    kernel<<<grid, kTile, 0, stream>>>(scores.const_data_ptr<scalar_t>(),
+    APLOSS_LAUNCH(kernel, grid, kTile, 0, stream)(scores.const_data_ptr<scalar_t>(),
                                        labels.const_data_ptr<label_t>(), n,
                                        positives.const_data_ptr<double>(), num_pos, delta,
                                        partials.data_ptr<double>());
@@ -162,7 +162,7 @@ void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at
   const at::Tensor scale =
       check_pass2_and_scale(scores, labels, state, grad_output, grad, "aploss pairwise_pass2");
   const c10::cuda::CUDAGuard guard(scores.device());
-  const int device = scores.get_device();
+  const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
 
   const int64_t n = scores.numel();
@@ -175,7 +175,7 @@ void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at
     const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kTile, 0);
     // Every block re-reads all P positives per kTile entries: more blocks, not fewer.
     const int64_t grid = grid_size(device, 4 * std::max(per_sm, 1), n, kTile);
-    kernel<<<static_cast<unsigned>(grid), kTile, 0, stream>>>(
+    APLOSS_LAUNCH(kernel, static_cast<unsigned>(grid), kTile, 0, stream)(
         scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(), n,
         state.const_data_ptr<double>(), num_pos, delta, scale.const_data_ptr<double>(),
         grad.data_ptr<scalar_t>());

@@ -49,7 +49,7 @@ at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
                 "aploss pass1_records: malformed codes or offsets");
   }
   const c10::cuda::CUDAGuard guard(scores.device());
-  const int device = scores.get_device();
+  const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   const int64_t n = scores.numel();
   at::Tensor records = at::empty({4, n}, positives.options());
@@ -59,7 +59,7 @@ at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
     const auto kernel = pass1_records_kernel<scalar_t, label_t>;
     const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kRecordsBlock, 0);
     const int64_t grid = grid_size(device, per_sm, n, kRecordsBlock);
-    kernel<<<static_cast<unsigned>(grid), kRecordsBlock, 0, stream>>>(
+    APLOSS_LAUNCH(kernel, static_cast<unsigned>(grid), kRecordsBlock, 0, stream)(
         scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(),
         codes.defined() ? codes.const_data_ptr<int32_t>() : nullptr, n,
         positives.const_data_ptr<double>(), positives.size(1),

@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kPass1Block)
     sorted_pass1_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
                         int64_t n, const double* __restrict__ positives, int64_t num_pos,
                         double delta, double* __restrict__ out) {
-  extern __shared__ double smem[];  // kShared: [d1 | da | db] (P+1 each), then q (P)
+  APLOSS_EXTERN_SHARED(double, smem);  // kShared: [d1 | da | db] (P+1 each), then q (P)
   const int64_t width = num_pos + 1;
   double* hist = out;
   const double* const q_global = positives;             // row 0: sorted q
@@ -127,7 +127,7 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
   check_positives(positives, scores, "aploss sorted_pass1");
   at::globalContext().alertNotDeterministic("ap_loss (CUDA, method 'sorted'): pass 1");
   const c10::cuda::CUDAGuard guard(scores.device());
-  const int device = scores.get_device();
+  const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
 
   const int64_t n = scores.numel();
@@ -152,7 +152,7 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
     if (per_sm > 0) {
       // At least ~4 (P+1) entries per block, so the per-block flush stays amortised.
       const int64_t grid = grid_size(device, per_sm, n, std::max<int64_t>(kPass1Block, 4 * width));
-      shared_kernel<<<static_cast<unsigned>(grid), kPass1Block, smem, stream>>>(s, y, n, qp,
+      APLOSS_LAUNCH(shared_kernel, static_cast<unsigned>(grid), kPass1Block, smem, stream)(s, y, n, qp,
                                                                                   num_pos, delta, o);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
@@ -160,7 +160,7 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
       const int global_per_sm =
           blocks_per_sm(reinterpret_cast<const void*>(global_kernel), kPass1Block, 0);
       const int64_t grid = grid_size(device, global_per_sm, n, kPass1Block);
-      global_kernel<<<static_cast<unsigned>(grid), kPass1Block, 0, stream>>>(s, y, n, qp,
+      APLOSS_LAUNCH(global_kernel, static_cast<unsigned>(grid), kPass1Block, 0, stream)(s, y, n, qp,
                                                                               num_pos, delta, o);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }

@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(kPass2Block)
                         int64_t n, const double* __restrict__ state, int64_t num_pos,
                         double delta, const double* __restrict__ grad_output,
                         scalar_t* __restrict__ grad) {
-  extern __shared__ double smem[];  // kShared: [q | W | Q], P+1 each
+  APLOSS_EXTERN_SHARED(double, smem);  // kShared: [q | W | Q], P+1 each
   const int64_t width = num_pos + 1;
   const double* q = state + kRowQ * width;
   const double* prefix_w = state + kRowPrefixW * width;
@@ -73,7 +73,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
   const at::Tensor scale =
       check_pass2_and_scale(scores, labels, state, grad_output, grad, "aploss sorted_pass2");
   const c10::cuda::CUDAGuard guard(scores.device());
-  const int device = scores.get_device();
+  const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
 
   const int64_t n = scores.numel();
@@ -97,7 +97,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
     }
     if (per_sm > 0) {
       const int64_t grid = grid_size(device, per_sm, n, std::max<int64_t>(kPass2Block, width));
-      shared_kernel<<<static_cast<unsigned>(grid), kPass2Block, smem, stream>>>(
+      APLOSS_LAUNCH(shared_kernel, static_cast<unsigned>(grid), kPass2Block, smem, stream)(
           s, y, n, st, num_pos, delta, go, g);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
@@ -105,7 +105,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
       const int global_per_sm =
           blocks_per_sm(reinterpret_cast<const void*>(global_kernel), kPass2Block, 0);
       const int64_t grid = grid_size(device, global_per_sm, n, kPass2Block);
-      global_kernel<<<static_cast<unsigned>(grid), kPass2Block, 0, stream>>>(
+      APLOSS_LAUNCH(global_kernel, static_cast<unsigned>(grid), kPass2Block, 0, stream)(
           s, y, n, st, num_pos, delta, go, g);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
