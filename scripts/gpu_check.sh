@@ -105,6 +105,8 @@ if [[ $? -ne 0 && $DRY_RUN == 0 && -x /usr/bin/g++ && "$(command -v "${CXX:-c++}
   build build-with-system-gcc CC=/usr/bin/gcc CXX=/usr/bin/g++
   BUILD_RC=$?
   run_step error-paths 300 "${PY[@]}" scripts/error_paths_smoke.py
+  # The tests build the emulated device (tests/simt) with the same compiler.
+  export CC=/usr/bin/gcc CXX=/usr/bin/g++
 fi
 run_step info 60 "${PY[@]}" -c "import aploss_cuda, json; print(json.dumps(aploss_cuda.info()))"
 

@@ -148,10 +148,9 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
     // Every (slice, positive) entry is written exactly once by the kernel.
     partials = at::empty({slices, num_pos}, positives.options());
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(slices));
-    APLOSS_LAUNCH(kernel, grid, kTile, 0, stream)(scores.const_data_ptr<scalar_t>(),
-                                       labels.const_data_ptr<label_t>(), n,
-                                       positives.const_data_ptr<double>(), num_pos, delta,
-                                       partials.data_ptr<double>());
+    APLOSS_LAUNCH(kernel, grid, kTile, 0, stream)(
+        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(), n,
+        positives.const_data_ptr<double>(), num_pos, delta, partials.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return partials.size(0) == 1 ? partials[0] : partials.sum(0);

@@ -152,16 +152,16 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
     if (per_sm > 0) {
       // At least ~4 (P+1) entries per block, so the per-block flush stays amortised.
       const int64_t grid = grid_size(device, per_sm, n, std::max<int64_t>(kPass1Block, 4 * width));
-      APLOSS_LAUNCH(shared_kernel, static_cast<unsigned>(grid), kPass1Block, smem, stream)(s, y, n, qp,
-                                                                                  num_pos, delta, o);
+      APLOSS_LAUNCH(shared_kernel, static_cast<unsigned>(grid), kPass1Block, smem, stream)(
+          s, y, n, qp, num_pos, delta, o);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
       const auto global_kernel = sorted_pass1_kernel<scalar_t, label_t, false>;
       const int global_per_sm =
           blocks_per_sm(reinterpret_cast<const void*>(global_kernel), kPass1Block, 0);
       const int64_t grid = grid_size(device, global_per_sm, n, kPass1Block);
-      APLOSS_LAUNCH(global_kernel, static_cast<unsigned>(grid), kPass1Block, 0, stream)(s, y, n, qp,
-                                                                              num_pos, delta, o);
+      APLOSS_LAUNCH(global_kernel, static_cast<unsigned>(grid), kPass1Block, 0, stream)(
+          s, y, n, qp, num_pos, delta, o);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });

@@ -58,8 +58,9 @@ PyObject* configure(PyObject*, PyObject* args) {
 
 PyObject* current(PyObject*, PyObject*) {
   const simt::Config c = simt::current_config();
-  return Py_BuildValue("(sssK)", simt::devices()[static_cast<size_t>(c.device)].name.c_str(), order_name(c.thread_order),
-                       order_name(c.block_order), static_cast<unsigned long long>(c.seed));
+  return Py_BuildValue("(sssK)", simt::devices()[static_cast<size_t>(c.device)].name.c_str(),
+                       order_name(c.thread_order), order_name(c.block_order),
+                       static_cast<unsigned long long>(c.seed));
 }
 
 PyObject* dims(dim3 d) { return Py_BuildValue("(III)", d.x, d.y, d.z); }

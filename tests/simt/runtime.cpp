@@ -434,7 +434,9 @@ void complete_barrier(Block& b, std::vector<Fiber>& fibers) {
     return;
   }
   const Fiber& first = fibers[static_cast<size_t>(first_id)];
-  const auto who = [&] { return "thread " + str(first.coords.thread_idx) + " waits at " + waits_at(first); };
+  const auto who = [&] {
+    return "thread " + str(first.coords.thread_idx) + " waits at " + waits_at(first);
+  };
   uint64_t count = 0;
   for (int t = 0; t < b.threads; ++t) {
     const Fiber& o = fibers[static_cast<size_t>(t)];
@@ -545,7 +547,9 @@ void run_block(Runtime& r, Block& b, std::mt19937_64& rng) {
     }
     if (b.failed) break;
     alive = false;
-    for (int t = 0; t < b.threads; ++t) alive |= r.fibers[static_cast<size_t>(t)].state != State::kExited;
+    for (int t = 0; t < b.threads; ++t) {
+      alive |= r.fibers[static_cast<size_t>(t)].state != State::kExited;
+    }
     if (alive && !complete_collectives(b, r.fibers) && !b.failed) complete_barrier(b, r.fibers);
   }
   if (!arena_intact(r, b) && !b.failed) {
@@ -648,7 +652,8 @@ int detail::block_barrier(Site site, Op op, int predicate) {
   return static_cast<int>(f.result);
 }
 
-uint64_t detail::warp_collective(Site site, Op op, unsigned mask, uint64_t value, int arg, int width) {
+uint64_t detail::warp_collective(Site site, Op op, unsigned mask, uint64_t value, int arg,
+                                 int width) {
   Fiber& f = current_fiber();
   f.state = State::kCollective;
   f.site = site;
@@ -718,8 +723,9 @@ void detail::run_grid(const LaunchInfo& info, Body body) {
   } else if (blocks > (uint64_t(1) << 26)) {
     problem = "grid " + str(g) + " has more blocks than the emulator runs (2^26)";
   } else {
-    const size_t allowed = kernel.max_dynamic_smem >= 0 ? static_cast<size_t>(kernel.max_dynamic_smem)
-                                                        : d.smem_per_block - std::min(d.smem_per_block, kernel.static_smem);
+    const size_t allowed = kernel.max_dynamic_smem >= 0
+                               ? static_cast<size_t>(kernel.max_dynamic_smem)
+                               : d.smem_per_block - std::min(d.smem_per_block, kernel.static_smem);
     if (info.dynamic_smem > allowed) {
       code = cudaErrorInvalidValue;
       problem = std::to_string(info.dynamic_smem) + " bytes of dynamic shared memory exceed the " +
@@ -766,7 +772,7 @@ void detail::run_grid(const LaunchInfo& info, Body body) {
 
 const char* error_detail() { return rt().detail.c_str(); }
 
-// ---- configuration --------------------------------------------------------------------------------
+// ---- configuration -------------------------------------------------------------------------
 
 const std::vector<DeviceProfile>& devices() {
   static const std::vector<DeviceProfile> list{
@@ -812,7 +818,9 @@ cudaError_t cudaGetDevice(int* device) {
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device < 0 || static_cast<size_t>(device) >= simt::devices().size()) return cudaErrorInvalidDevice;
+  if (device < 0 || static_cast<size_t>(device) >= simt::devices().size()) {
+    return cudaErrorInvalidDevice;
+  }
   const simt::DeviceProfile& d = simt::devices()[static_cast<size_t>(device)];
   switch (attr) {
     case cudaDevAttrMaxThreadsPerBlock: *value = d.max_threads_per_block; break;
