@@ -158,52 +158,16 @@ __global__ void unwritten_shared_kernel(double* out) {
 
 __global__ void noop_kernel(double*) {}
 
-std::vector<double> exit_before_collective() {
-  std::vector<double> out(32);
-  run(exit_before_collective_kernel, "exit_before_collective_kernel", dim3(1), dim3(32), 0, out.data());
+// One block of `threads` threads, one output each.
+std::vector<double> one_block(void (*kernel)(double*), const char* name, int threads,
+                              size_t dynamic_smem = 0) {
+  std::vector<double> out(static_cast<size_t>(threads));
+  run(kernel, name, dim3(1), dim3(static_cast<unsigned>(threads)), dynamic_smem, out.data());
   return out;
 }
-std::vector<double> divergent_barrier() {
-  std::vector<double> out(64);
-  run(divergent_barrier_kernel, "divergent_barrier_kernel", dim3(1), dim3(64), 0, out.data());
-  return out;
-}
-std::vector<double> barrier_after_exit() {
-  std::vector<double> out(64);
-  run(barrier_after_exit_kernel, "barrier_after_exit_kernel", dim3(1), dim3(64), 0, out.data());
-  return out;
-}
-std::vector<double> mask_without_self() {
-  std::vector<double> out(32);
-  run(mask_without_self_kernel, "mask_without_self_kernel", dim3(1), dim3(32), 0, out.data());
-  return out;
-}
-std::vector<double> partial_warp() {
-  std::vector<double> out(40);
-  run(partial_warp_kernel, "partial_warp_kernel", dim3(1), dim3(40), 0, out.data());
-  return out;
-}
-std::vector<double> different_collectives() {
-  std::vector<double> out(32);
-  run(different_collectives_kernel, "different_collectives_kernel", dim3(1), dim3(32), 0, out.data());
-  return out;
-}
-std::vector<double> shared_overflow() {
-  std::vector<double> out(32);
-  run(shared_overflow_kernel, "shared_overflow_kernel", dim3(1), dim3(32), 0, out.data());
-  return out;
-}
-std::vector<double> dynamic_overflow() {
-  std::vector<double> out(33);
-  run(dynamic_overflow_kernel, "dynamic_overflow_kernel", dim3(1), dim3(33), 32 * sizeof(double),
-      out.data());
-  return out;
-}
-std::vector<double> unwritten_shared() {
-  std::vector<double> out(32);
-  run(unwritten_shared_kernel, "unwritten_shared_kernel", dim3(1), dim3(32), 0, out.data());
-  return out;
-}
+
+#define SIMT_ONE_BLOCK(kernel, threads, ...) \
+  [] { return one_block(kernel, #kernel, threads, ##__VA_ARGS__); }
 
 // ---- launches the GPU would refuse -----------------------------------------------------------------
 
@@ -268,30 +232,25 @@ __global__ void stack_overflow_kernel(double* out) {
   out[0] = deep(&sink, 1);
 }
 
-std::vector<double> stack_overflow() {
-  std::vector<double> out(1);
-  run(stack_overflow_kernel, "stack_overflow_kernel", dim3(1), dim3(1), 0, out.data());
-  return out;
-}
 
 const std::map<std::string, std::vector<double> (*)()>& registry() {
   static const std::map<std::string, std::vector<double> (*)()> tests{
       {"collectives", collectives},
-      {"exit_before_collective", exit_before_collective},
-      {"divergent_barrier", divergent_barrier},
-      {"barrier_after_exit", barrier_after_exit},
-      {"mask_without_self", mask_without_self},
-      {"partial_warp", partial_warp},
-      {"different_collectives", different_collectives},
-      {"shared_overflow", shared_overflow},
-      {"dynamic_overflow", dynamic_overflow},
-      {"unwritten_shared", unwritten_shared},
+      {"exit_before_collective", SIMT_ONE_BLOCK(exit_before_collective_kernel, 32)},
+      {"divergent_barrier", SIMT_ONE_BLOCK(divergent_barrier_kernel, 64)},
+      {"barrier_after_exit", SIMT_ONE_BLOCK(barrier_after_exit_kernel, 64)},
+      {"mask_without_self", SIMT_ONE_BLOCK(mask_without_self_kernel, 32)},
+      {"partial_warp", SIMT_ONE_BLOCK(partial_warp_kernel, 40)},
+      {"different_collectives", SIMT_ONE_BLOCK(different_collectives_kernel, 32)},
+      {"shared_overflow", SIMT_ONE_BLOCK(shared_overflow_kernel, 32)},
+      {"dynamic_overflow", SIMT_ONE_BLOCK(dynamic_overflow_kernel, 33, 32 * sizeof(double))},
+      {"unwritten_shared", SIMT_ONE_BLOCK(unwritten_shared_kernel, 32)},
       {"too_many_threads", too_many_threads},
       {"grid_y_too_large", grid_y_too_large},
       {"smem_without_opt_in", smem_without_opt_in},
       {"smem_with_opt_in", smem_with_opt_in},
       {"order", order},
-      {"stack_overflow", stack_overflow},
+      {"stack_overflow", SIMT_ONE_BLOCK(stack_overflow_kernel, 1)},
   };
   return tests;
 }
