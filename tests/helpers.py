@@ -54,19 +54,25 @@ def loss_and_grad(scores, labels, **kwargs):
     return loss.detach(), x.grad
 
 
+def assert_same_result(got, expected, dtype, *, rtol=None):
+    """(loss, grad) pairs, compared on the CPU in float64 with the output dtype's tolerance;
+    the gradient's tolerance is scaled to its largest entry (entries are sums of many terms)."""
+    tol = dict(TOLERANCE[dtype])
+    if rtol is not None:
+        tol["rtol"] = rtol
+    loss, grad = (t.detach().double().cpu() for t in got)
+    ref_loss, ref_grad = (t.detach().double().cpu() for t in expected)
+    torch.testing.assert_close(loss, ref_loss, **tol)
+    scale = ref_grad.abs().max().item() if ref_grad.numel() else 0.0
+    torch.testing.assert_close(grad, ref_grad, rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * scale)
+
+
 def assert_matches_reference(scores, labels, *, delta=1.0, interpolate=True, method="auto"):
     loss, grad = loss_and_grad(scores, labels, delta=delta, interpolate=interpolate, method=method)
-    ref_loss, ref_grad = ap_loss_reference(scores, labels, delta=delta, interpolate=interpolate)
-    tol = TOLERANCE[scores.dtype]
     assert loss.dtype == scores.dtype and loss.dim() == 0
     assert grad.dtype == scores.dtype and grad.shape == scores.shape
-    torch.testing.assert_close(loss.double().cpu(), ref_loss, **tol)
-    # Gradients are compared after rounding the reference to the output dtype, with the
-    # tolerance scaled to the largest gradient (entries are sums of many terms).
-    scale = ref_grad.abs().max().item() if ref_grad.numel() else 0.0
-    torch.testing.assert_close(
-        grad.double().cpu(), ref_grad, rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * scale
-    )
+    expected = ap_loss_reference(scores, labels, delta=delta, interpolate=interpolate)
+    assert_same_result((loss, grad), expected, scores.dtype)
     return loss, grad
 
 

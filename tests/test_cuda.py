@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 from helpers import (
-    TOLERANCE,
     assert_matches_reference,
+    assert_same_result,
     loss_and_grad,
     opcheck,
     random_problem,
@@ -30,19 +30,6 @@ LABEL_DTYPES = [torch.bool, torch.int8, torch.uint8, torch.int32, torch.int64, t
 
 def cuda_problem(shape, **kwargs):
     return random_problem(shape, device=DEVICE, **kwargs)
-
-
-def assert_same_result(got, expected, dtype, *, rtol=None):
-    """(loss, grad) pairs from two implementations, compared on the CPU in float64 with
-    the output dtype's tolerance (the gradient's scaled to its largest entry)."""
-    tol = dict(TOLERANCE[dtype])
-    if rtol is not None:
-        tol["rtol"] = rtol
-    loss, grad = (t.detach().double().cpu() for t in got)
-    ref_loss, ref_grad = (t.detach().double().cpu() for t in expected)
-    torch.testing.assert_close(loss, ref_loss, **tol)
-    scale = ref_grad.abs().max().item() if ref_grad.numel() else 0.0
-    torch.testing.assert_close(grad, ref_grad, rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * scale)
 
 
 def test_cuda_kernels_are_compiled_in():

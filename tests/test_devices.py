@@ -6,7 +6,7 @@ it is too slow for, from the CPU kernels run outside the target."""
 import pytest
 import torch
 from devices import CUDA_KERNEL_TARGETS, SHARED_LIMIT_P, TARGETS
-from helpers import TOLERANCE, loss_and_grad, random_problem
+from helpers import assert_same_result, loss_and_grad, random_problem
 
 import aploss_cuda
 from aploss_cuda.reference import ap_loss_reference
@@ -22,22 +22,9 @@ def run(target, scores, labels, **kwargs):
     return loss.cpu(), grad.cpu()
 
 
-def assert_close(got, expected, dtype, rtol=None):
-    """(loss, grad) pairs in float64, with the output dtype's tolerance (the gradient's
-    scaled to its largest entry)."""
-    tol = dict(TOLERANCE[dtype])
-    if rtol is not None:
-        tol["rtol"] = rtol
-    loss, grad = (t.detach().double() for t in got)
-    ref_loss, ref_grad = (t.detach().double() for t in expected)
-    torch.testing.assert_close(loss, ref_loss, **tol)
-    scale = ref_grad.abs().max().item() if ref_grad.numel() else 0.0
-    torch.testing.assert_close(grad, ref_grad, rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * scale)
-
-
 def check_against_reference(target, scores, labels, delta=1.0, interpolate=True, method="sorted"):
     got = run(target, scores, labels, delta=delta, interpolate=interpolate, method=method)
-    assert_close(got, ap_loss_reference(scores, labels, delta=delta, interpolate=interpolate), scores.dtype)
+    assert_same_result(got, ap_loss_reference(scores, labels, delta=delta, interpolate=interpolate), scores.dtype)
     return got
 
 
@@ -74,7 +61,7 @@ def test_label_dtypes(target, method, label_dtype):
     p_ignore = 0.0 if label_dtype == torch.bool else 0.1
     scores, labels = random_problem((500,), seed=2, label_dtype=label_dtype, p_ignore=p_ignore)
     got = check_against_reference(target, scores, labels, method=method)
-    assert_close(got, run(target, scores, labels.to(torch.int64), method=method), scores.dtype, rtol=0)
+    assert_same_result(got, run(target, scores, labels.to(torch.int64), method=method), scores.dtype, rtol=0)
 
 
 @targets
@@ -147,7 +134,7 @@ def test_n_not_a_multiple_of_the_block_and_grid_stride_rounds(target, n):
                                     dtype=torch.float64)
     expected = cpu_kernels(scores, labels)
     for method in METHODS:
-        assert_close(run(target, scores, labels, method=method), expected, torch.float64, rtol=1e-9)
+        assert_same_result(run(target, scores, labels, method=method), expected, torch.float64, rtol=1e-9)
 
 
 @targets
@@ -168,9 +155,9 @@ def test_positive_counts_around_the_shared_memory_limits(target, side):
     labels[torch.randperm(n, generator=g)[:num_pos]] = 1
     scores = torch.randn(n, generator=g, dtype=torch.float64) - 2.0 * (labels == 0)
     expected = cpu_kernels(scores, labels)
-    assert_close(run(target, scores, labels), expected, torch.float64, rtol=1e-9)
+    assert_same_result(run(target, scores, labels), expected, torch.float64, rtol=1e-9)
     if num_pos <= 2000:  # pairwise is O(P N)
-        assert_close(run(target, scores, labels, method="pairwise"), expected, torch.float64, rtol=1e-9)
+        assert_same_result(run(target, scores, labels, method="pairwise"), expected, torch.float64, rtol=1e-9)
 
 
 @pytest.mark.parametrize("target", [t for t in CUDA_KERNEL_TARGETS if t.profile == "h100"], ids=str)
@@ -181,7 +168,7 @@ def test_h100_shared_memory_limits(target, num_pos):
     labels = torch.zeros(n, dtype=torch.int8)
     labels[torch.randperm(n, generator=g)[:num_pos]] = 1
     scores = torch.randn(n, generator=g, dtype=torch.float64) - 2.0 * (labels == 0)
-    assert_close(run(target, scores, labels), cpu_kernels(scores, labels), torch.float64, rtol=1e-9)
+    assert_same_result(run(target, scores, labels), cpu_kernels(scores, labels), torch.float64, rtol=1e-9)
 
 
 # ---- input errors ------------------------------------------------------------------------------------
@@ -249,7 +236,7 @@ def test_grouped_rankings(target, layout):
     expected = cpu_kernels(scores, labels, group_ids=ids)
     with target.running():
         got = loss_and_grad(target.put(scores), target.put(labels), group_ids=target.put(ids))
-    assert_close(tuple(t.cpu() for t in got), expected, torch.float64, rtol=1e-10)
+    assert_same_result(got, expected, torch.float64, rtol=1e-10)
 
 
 @targets
@@ -288,7 +275,7 @@ def test_deterministic_mode_is_bitwise_reproducible(target, grouped):
     finally:
         torch.use_deterministic_algorithms(previous)
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
-    assert_close(tuple(t.cpu() for t in runs[0]), cpu_kernels(scores, labels, group_ids=ids), torch.float32)
+    assert_same_result(runs[0], cpu_kernels(scores, labels, group_ids=ids), torch.float32)
 
 
 @targets
@@ -317,7 +304,7 @@ def test_non_contiguous_views(target, method):
     for name, (view, undo) in views.items():
         got = run(target, view(base_scores), view(base_labels), method=method)
         if undo is not None:
-            assert_close((got[0], undo(got[1])), expected, torch.float32)
+            assert_same_result((got[0], undo(got[1])), expected, torch.float32)
         else:
-            assert_close(got, cpu_kernels(view(base_scores).contiguous(), view(base_labels).contiguous(),
+            assert_same_result(got, cpu_kernels(view(base_scores).contiguous(), view(base_labels).contiguous(),
                                           method=method), torch.float32)
