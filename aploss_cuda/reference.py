@@ -1,5 +1,5 @@
-"""Pure-PyTorch reference of ../shared/algorithm.md: a direct transcription of the
-definitions, in float64, looping over positives in ascending score order. It is the
+"""Pure-PyTorch reference of AP-loss and its error-driven gradient (Chen et al., TPAMI
+2020): a direct transcription of the definitions, in float64, looping over positives in ascending score order. It is the
 ground truth of the tests; keep it obviously correct, not fast (O(P * N))."""
 
 import torch

@@ -1,4 +1,4 @@
-"""Baselines that aploss_cuda is compared against (see ../../shared/algorithm.md).
+"""Baselines that aploss_cuda is compared against.
 
 - ``per_positive_loop``: the pattern of the authors' released code. One vector pass
   over the relevant negatives (those not pruned by ``min positive - delta``) per

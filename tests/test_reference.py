@@ -1,4 +1,4 @@
-"""The reference itself, against values worked out by hand from ../shared/algorithm.md."""
+"""The reference itself, against values worked out by hand from the definitions of the loss."""
 
 import pytest
 import torch
