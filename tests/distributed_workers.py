@@ -19,6 +19,22 @@ def _init(rank, world, port, backend="gloo"):
     )
 
 
+def _save_and_exit(result, rank, out_dir):
+    """Saves this rank's result, waits for every rank, tears gloo down and leaves without
+    the interpreter's C++ teardown: about one exit in eight aborted in a destructor there
+    ("terminate called without an active exception", seen with gloo and DDP, not with our
+    kernels) and failed the run after every result was saved."""
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()  # no rank tears gloo down while a peer still talks to it
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+def _record_failure(rank, out_dir):
+    with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as f:
+        f.write(traceback.format_exc())
+
+
 def run_scenarios(rank, world, port, scenarios_path, out_dir, backend="gloo"):
     """Each scenario: this rank's slice of scores/labels/group_ids; records loss and grad
     (on the CPU). With nccl every rank works on its own GPU."""
@@ -45,19 +61,12 @@ def run_scenarios(rank, world, port, scenarios_path, out_dir, backend="gloo"):
                 record = {"error": type(e).__name__, "message": str(e)}
             record["bytes"] = dict(aploss_cuda.distributed.last_call_bytes)
             results.append(record)
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-        dist.barrier()  # no rank tears gloo down while a peer still talks to it
+        _save_and_exit(results, rank, out_dir)
     except Exception:
-        with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as f:
-            f.write(traceback.format_exc())
+        _record_failure(rank, out_dir)
         raise
     finally:
         dist.destroy_process_group()
-    # Results are saved and every rank is past the barrier. Skip the interpreter's C++
-    # teardown: after scenarios that raised inside a collective-using forward, about one
-    # exit in eight aborted in a destructor ("terminate called without an active
-    # exception", seen with gloo, not with our kernels) and failed the run for nothing.
-    os._exit(0)
 
 
 class TinyDetectorHead(torch.nn.Module):
@@ -86,7 +95,9 @@ def run_ddp(rank, world, port, data_path, out_dir):
         loss = aploss_cuda.ap_loss(scores, part["labels"], process_group=dist.group.WORLD)
         (loss * dist.get_world_size()).backward()  # DDP averages: undo it (see README)
         grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-        torch.save({"loss": loss.detach(), "grads": grads}, os.path.join(out_dir, f"rank{rank}.pt"))
-        dist.barrier()  # no rank tears gloo down while a peer still talks to it
+        _save_and_exit({"loss": loss.detach(), "grads": grads}, rank, out_dir)
+    except Exception:
+        _record_failure(rank, out_dir)
+        raise
     finally:
         dist.destroy_process_group()
