@@ -24,9 +24,7 @@ size before ``backward()``: ``(loss * dist.get_world_size(pg)).backward()``.
 import torch
 import torch.distributed as dist
 
-# Bytes each collective of the last call moved per rank (input size of the collective),
-# for the benchmark: {"counts": ..., "positives": ..., "false_positives": ...}.
-last_call_bytes = {}
+from . import _contract
 
 
 class RemoteRankError(RuntimeError):
@@ -41,10 +39,10 @@ def _all_gather_fixed(tensor, group):
 
 
 def _local_group_codes(scores, group_ids):
-    """Local dense codes of group_ids (small, broadcastable) and the ids they stand for."""
+    """Local dense codes of group_ids (small, broadcastable) and the ids they stand for;
+    none for a single ranking (its positives all carry id 0)."""
     if group_ids is None:
-        zero = torch.zeros((), dtype=torch.int32, device=scores.device)
-        return zero, torch.zeros(1, dtype=torch.int64, device=scores.device)
+        return None, torch.zeros(1, dtype=torch.int64, device=scores.device)
     if group_ids.numel() > 0 and int(group_ids.min()) < 0:
         raise ValueError(f"ap_loss: group_ids must be >= 0, found {int(group_ids.min())}")
     unique, inverse = torch.unique(group_ids, sorted=True, return_inverse=True)
@@ -53,15 +51,13 @@ def _local_group_codes(scores, group_ids):
 
 def _gather_local(scores, labels, group_ids, delta, interpolate, method):
     """Validation and the gather: everything a rank does before it first talks."""
-    from .loss import _validate, _validate_group_ids
-
-    _validate(scores, labels, delta, method)
-    _validate_group_ids(group_ids, scores, method)
+    _contract.validate(scores, labels, delta, method)
+    _contract.validate_group_ids(group_ids, scores, method)
     delta = float(delta)
     if method == "pairwise":
         raise ValueError("ap_loss: process_group works with method 'sorted' or 'auto'")
     codes, ids = _local_group_codes(scores, group_ids)
-    gathered = torch.ops.aploss._grouped_gather(scores, labels, codes)
+    gathered = torch.ops.aploss.gather(scores, labels, codes)
     positive_ids = ids[gathered[1].to(torch.int64)]
     return delta, gathered[0], positive_ids
 
@@ -71,7 +67,6 @@ def _exchange_positives(local, error, device, group):
     count = 0 if local is None else local[1].numel()
     meta = torch.tensor([count, 1 if error is not None else 0], dtype=torch.int64, device=device)
     metas = _all_gather_fixed(meta, group)
-    last_call_bytes["counts"] = meta.numel() * meta.element_size()
     counts = [int(m[0]) for m in metas]
     failed = [rank for rank, m in enumerate(metas) if int(m[1]) != 0]
     if error is not None:
@@ -82,7 +77,6 @@ def _exchange_positives(local, error, device, group):
         )
     width = max(counts)
     if width == 0:
-        last_call_bytes["positives"] = 0
         empty = torch.empty(0, dtype=torch.float64, device=device)
         return empty, empty.to(torch.int64)
     _, scores, ids = local
@@ -91,7 +85,6 @@ def _exchange_positives(local, error, device, group):
     packed[0, : scores.numel()] = scores
     packed[1, : ids.numel()] = ids.view(torch.float64)
     rows = _all_gather_fixed(packed, group)
-    last_call_bytes["positives"] = packed.numel() * packed.element_size()
     all_scores = torch.cat([row[0, :c] for row, c in zip(rows, counts)])
     all_ids = torch.cat([row[1, :c].contiguous().view(torch.int64) for row, c in zip(rows, counts)])
     return all_scores, all_ids
@@ -99,10 +92,11 @@ def _exchange_positives(local, error, device, group):
 
 def _global_codes(group_ids, positive_ids, device):
     """Dense codes over the groups that have a positive on some rank (identical on every
-    rank); entries of other groups get the code U (no segment: zero gradient)."""
+    rank); entries of other groups get the code U (no segment: zero gradient). A single
+    ranking has no codes and one group."""
     unique = torch.unique(positive_ids, sorted=True)
     if group_ids is None:
-        return torch.zeros((), dtype=torch.int32, device=device), unique, unique.numel()
+        return None, unique, 1
     ids = group_ids.to(torch.int64)
     at = torch.searchsorted(unique, ids).clamp_(max=unique.numel() - 1)
     found = unique[at] == ids
@@ -126,20 +120,19 @@ class _DistributedAPLoss(torch.autograd.Function):
         ctx.delta, ctx.method = delta, method
         if all_scores.numel() == 0:
             ctx.has_positives = False
-            last_call_bytes["false_positives"] = 0
             ctx.save_for_backward(scores, labels)
             return scores.new_zeros(())
 
         codes, unique, num_groups = _global_codes(group_ids, all_ids, device)
         positive_codes = torch.searchsorted(unique, all_ids).to(torch.float64)
-        positives, offsets, positive_group = torch.ops.aploss._group_positives(
+        positives, offsets, positive_group = torch.ops.aploss.rank_positives(
             torch.stack([all_scores, positive_codes]), num_groups, delta
         )
         # Pass 1 over this rank's entries; a non-finite negative is reported, not raised,
         # until every rank knows (the flag rides in the last element of the all_reduce).
         try:
-            fp = torch.ops.aploss._grouped_false_positives(
-                scores, labels, codes, positives, offsets, positive_group, delta
+            fp = torch.ops.aploss.pass1(
+                scores, labels, codes, positives, offsets, positive_group, delta, "sorted"
             )
             flag = 0.0
             error = None
@@ -148,18 +141,18 @@ class _DistributedAPLoss(torch.autograd.Function):
             flag, error = 1.0, e
         reduced = torch.cat([fp, fp.new_full((1,), flag)])
         dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=group)
-        last_call_bytes["false_positives"] = reduced.numel() * reduced.element_size()
         if error is not None:
             raise error
         if float(reduced[-1]) != 0.0:
             raise RemoteRankError(
                 "ap_loss: another rank of the process group found a non-finite score"
             )
-        loss, state = torch.ops.aploss._grouped_positive_stage(
-            positives, offsets, positive_group, reduced[:-1], delta, interpolate, scores.dtype
+        loss, state = torch.ops.aploss.positive_stage(
+            positives, offsets, positive_group, reduced[:-1], delta, interpolate, scores.dtype,
+            "sorted",
         )
         ctx.has_positives = True
-        ctx.save_for_backward(scores, labels, codes, state, offsets)
+        ctx.save_for_backward(scores, labels, codes, state, offsets)  # codes: None if single
         return loss
 
     @staticmethod
@@ -168,13 +161,13 @@ class _DistributedAPLoss(torch.autograd.Function):
             scores, _ = ctx.saved_tensors
             return torch.zeros_like(scores), None, None, None, None, None, None
         scores, labels, codes, state, offsets = ctx.saved_tensors
-        grad = torch.ops.aploss.ap_loss_grouped_backward(
+        grad = torch.ops.aploss.ap_loss_backward(
             grad_loss, scores, labels, codes, state, offsets, ctx.delta, "sorted"
         )
         return grad, None, None, None, None, None, None
 
 
-def distributed_ap_loss(scores, labels, group_ids, process_group, delta, interpolate, method):
+def ap_loss_across_ranks(scores, labels, group_ids, process_group, delta, interpolate, method):
     """``ap_loss`` with ``process_group`` (see the module docstring); called by ap_loss."""
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("ap_loss: process_group given but torch.distributed is not initialized")

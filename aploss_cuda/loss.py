@@ -1,82 +1,10 @@
 """The public API: ap_loss and APLoss."""
 
-import math
-
 import torch
 
-METHODS = ("auto", "sorted", "pairwise")
+from . import _contract, distributed
 
-# Label dtypes the kernels read directly (csrc/aploss/dispatch.h).
-LABEL_DTYPES = (
-    torch.bool,
-    torch.int8,
-    torch.uint8,
-    torch.int32,
-    torch.int64,
-    torch.float32,
-    torch.float64,
-)
-SCORE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _validate(scores, labels, delta, method):
-    if not isinstance(scores, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise TypeError(
-            f"ap_loss: scores and labels must be tensors, got {type(scores).__name__} "
-            f"and {type(labels).__name__}"
-        )
-    if scores.dtype not in SCORE_DTYPES:
-        raise TypeError(
-            f"ap_loss: scores must have a floating dtype ({', '.join(map(str, SCORE_DTYPES))}), "
-            f"got {scores.dtype}"
-        )
-    if labels.dtype not in LABEL_DTYPES:
-        raise TypeError(
-            f"ap_loss: labels dtype {labels.dtype} is not supported; use one of "
-            f"{', '.join(map(str, LABEL_DTYPES))}"
-        )
-    if scores.shape != labels.shape:
-        raise ValueError(
-            f"ap_loss: labels.shape {tuple(labels.shape)} must equal scores.shape "
-            f"{tuple(scores.shape)} (no broadcasting)"
-        )
-    if scores.device != labels.device:
-        raise ValueError(
-            f"ap_loss: scores are on {scores.device} but labels are on {labels.device}"
-        )
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)):
-        raise TypeError(f"ap_loss: delta must be a number, got {type(delta).__name__}")
-    if not (math.isfinite(delta) and delta > 0):
-        raise ValueError(f"ap_loss: delta must be finite and > 0, got {delta}")
-    if method not in METHODS:
-        raise ValueError(f"ap_loss: method must be one of {METHODS}, got {method!r}")
-
-
-def _validate_group_ids(group_ids, scores, method):
-    if group_ids is None:
-        return
-    if not isinstance(group_ids, torch.Tensor):
-        raise TypeError(f"ap_loss: group_ids must be a tensor, got {type(group_ids).__name__}")
-    if group_ids.dtype == torch.bool or group_ids.is_floating_point() or group_ids.is_complex():
-        raise TypeError(f"ap_loss: group_ids must be an integer tensor, got {group_ids.dtype}")
-    if group_ids.device != scores.device:
-        raise ValueError(
-            f"ap_loss: scores are on {scores.device} but group_ids are on {group_ids.device}"
-        )
-    try:
-        torch.broadcast_shapes(group_ids.shape, scores.shape)
-        broadcastable = group_ids.dim() <= scores.dim() and all(
-            g in (1, s) for g, s in zip(reversed(group_ids.shape), reversed(scores.shape))
-        )
-    except RuntimeError:
-        broadcastable = False
-    if not broadcastable:
-        raise ValueError(
-            f"ap_loss: group_ids.shape {tuple(group_ids.shape)} is not broadcastable to "
-            f"scores.shape {tuple(scores.shape)}"
-        )
-    if method == "pairwise":
-        raise ValueError("ap_loss: group_ids work with method 'sorted' or 'auto', not 'pairwise'")
+METHODS = _contract.METHODS
 
 
 def ap_loss(
@@ -117,20 +45,13 @@ def ap_loss(
     if process_group is not None:
         # Validates on every rank and tells the others when one rank's input is invalid,
         # so an error cannot leave the other ranks waiting in a collective.
-        from .distributed import distributed_ap_loss  # (imports this module: not at the top)
-
-        return distributed_ap_loss(
+        return distributed.ap_loss_across_ranks(
             scores, labels, group_ids, process_group, delta, bool(interpolate), method
         )
-    _validate(scores, labels, delta, method)
-    _validate_group_ids(group_ids, scores, method)
-    if group_ids is not None:
-        loss, *_ = torch.ops.aploss.ap_loss_grouped_forward(
-            scores, labels, group_ids, float(delta), bool(interpolate), method
-        )
-        return loss
-    loss, _state = torch.ops.aploss.ap_loss_forward(
-        scores, labels, float(delta), bool(interpolate), method
+    _contract.validate(scores, labels, delta, method)
+    _contract.validate_group_ids(group_ids, scores, method)
+    loss, *_ = torch.ops.aploss.ap_loss_forward(
+        scores, labels, group_ids, float(delta), bool(interpolate), method
     )
     return loss
 
@@ -140,7 +61,7 @@ class APLoss(torch.nn.Module):
 
     def __init__(self, *, delta=1.0, interpolate=True, method="auto"):
         super().__init__()
-        _validate(torch.empty(0), torch.empty(0), delta, method)
+        _contract.validate_options(delta, method)
         self.delta = float(delta)
         self.interpolate = bool(interpolate)
         self.method = method

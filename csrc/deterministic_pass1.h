@@ -8,7 +8,7 @@ namespace aploss {
 
 struct Kernels;
 
-// Whether the driver must use deterministic_pass1 with the kernels `k`.
+// Whether pass 1 must use deterministic_pass1 with the kernels `k`.
 bool needs_deterministic_pass1(const Kernels& k);
 
 // The (3, P+1) difference arrays of sorted_pass1 / grouped_pass1 (kernels.h), summed

@@ -2,12 +2,17 @@
 torch.multiprocessing's spawn can import it in the children)."""
 
 import os
+import sys
 import traceback
 
 import torch
 import torch.distributed as dist
 
 import aploss_cuda
+
+# The benchmark's meter of the bytes each collective is given.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from common.collectives import CollectiveBytes  # noqa: E402
 
 
 def _init(rank, world, port, backend="gloo"):
@@ -46,20 +51,22 @@ def run_scenarios(rank, world, port, scenarios_path, out_dir, backend="gloo"):
             part = {k: v.to(device) for k, v in sc["parts"][rank].items()}
             scores = part["scores"].clone().requires_grad_()
             record = {}
+            meter = CollectiveBytes()
             try:
-                loss = aploss_cuda.ap_loss(
-                    scores,
-                    part["labels"],
-                    delta=sc["delta"],
-                    interpolate=sc["interpolate"],
-                    group_ids=part.get("group_ids"),
-                    process_group=dist.group.WORLD,
-                )
-                loss.backward()
+                with meter:
+                    loss = aploss_cuda.ap_loss(
+                        scores,
+                        part["labels"],
+                        delta=sc["delta"],
+                        interpolate=sc["interpolate"],
+                        group_ids=part.get("group_ids"),
+                        process_group=dist.group.WORLD,
+                    )
+                    loss.backward()
                 record = {"loss": loss.detach().cpu(), "grad": scores.grad.cpu()}
             except Exception as e:  # the test checks which error each rank saw
                 record = {"error": type(e).__name__, "message": str(e)}
-            record["bytes"] = dict(aploss_cuda.distributed.last_call_bytes)
+            record["bytes"] = bytes_by_step(meter.calls)
             results.append(record)
         _save_and_exit(results, rank, out_dir)
     except Exception:
@@ -67,6 +74,19 @@ def run_scenarios(rank, world, port, scenarios_path, out_dir, backend="gloo"):
         raise
     finally:
         dist.destroy_process_group()
+
+
+def bytes_by_step(calls):
+    """The three exchanges of aploss_cuda.distributed, from the collectives in call order:
+    positive counts (all_gather), positives (all_gather, none without any positive) and
+    the false-positive sums (all_reduce)."""
+    gathers = [size for op, size in calls if op == "all_gather"]
+    reduces = [size for op, size in calls if op == "all_reduce"]
+    return {
+        "counts": gathers[0] if gathers else 0,
+        "positives": gathers[1] if len(gathers) > 1 else 0,
+        "false_positives": reduces[0] if reduces else 0,
+    }
 
 
 class TinyDetectorHead(torch.nn.Module):

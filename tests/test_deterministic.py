@@ -20,8 +20,8 @@ def grouped_inputs(device, n, seed, groups=None, ties=False, offset=0.0):
     labels[(u > 0.9)] = -1
     codes = torch.randint(0, groups or 1, (n,), generator=g, dtype=torch.int32)
     scores, labels, codes = (t.to(device) for t in (scores, labels, codes))
-    gathered = torch.ops.aploss._grouped_gather(scores, labels, codes)
-    positives, offsets, _ = torch.ops.aploss._group_positives(gathered, groups or 1, 1.0)
+    gathered = torch.ops.aploss.gather(scores, labels, codes)
+    positives, offsets, _ = torch.ops.aploss.rank_positives(gathered, groups or 1, 1.0)
     return scores, labels, codes, positives, offsets
 
 

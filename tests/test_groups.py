@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import aploss_cuda
 from aploss_cuda.reference import ap_loss_reference
 
-FWD = torch.ops.aploss.ap_loss_grouped_forward
-BWD = torch.ops.aploss.ap_loss_grouped_backward
+FWD = torch.ops.aploss.ap_loss_forward
+BWD = torch.ops.aploss.ap_loss_backward
 
 # Ids at or above max(2**16, 2 * group_ids.numel()) take the sort-based (non-direct) path
 # of the dense group codes; smaller ids are used as codes directly.

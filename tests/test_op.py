@@ -8,7 +8,7 @@ import aploss_cuda
 
 
 def _forward_args(scores, labels, method="sorted"):
-    return (scores, labels, 1.0, True, method)
+    return (scores, labels, None, 1.0, True, method)
 
 
 @pytest.mark.parametrize("method", ["sorted", "pairwise"])
@@ -23,9 +23,9 @@ def test_opcheck_forward(method, dtype):
 @pytest.mark.parametrize("method", ["sorted", "pairwise"])
 def test_opcheck_backward(method):
     scores, labels = random_problem((6, 50), seed=1)
-    _, state = torch.ops.aploss.ap_loss_forward(*_forward_args(scores, labels, method))
+    _, state, offsets, _ = torch.ops.aploss.ap_loss_forward(*_forward_args(scores, labels, method))
     grad_output = torch.tensor(2.0)
-    args = (grad_output, scores, labels, state, 1.0, method)
+    args = (grad_output, scores, labels, None, state, offsets, 1.0, method)
     opcheck(torch.ops.aploss.ap_loss_backward.default, args)
 
 
@@ -37,9 +37,31 @@ def test_opcheck_no_positive():
 
 def test_state_is_order_p():
     scores, labels = random_problem((10000,), seed=2, p_pos=0.01)
-    _, state = torch.ops.aploss.ap_loss_forward(*_forward_args(scores, labels))
+    _, state, _, _ = torch.ops.aploss.ap_loss_forward(*_forward_args(scores, labels))
     num_pos = int((labels == 1).sum())
     assert state.shape == (6, num_pos + 1) and state.dtype == torch.float64
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_opcheck_stages(grouped):
+    # The stage operators aploss_cuda.distributed composes: each against its fake.
+    scores, labels = random_problem((6, 50), seed=8, dtype=torch.float64)
+    codes = (torch.arange(50) % 3).to(torch.int32) if grouped else None
+    num_groups = 3 if grouped else 1
+    gathered = torch.ops.aploss.gather(scores, labels, codes)
+    opcheck(torch.ops.aploss.gather.default, (scores, labels, codes))
+    opcheck(torch.ops.aploss.rank_positives.default, (gathered, num_groups, 1.0))
+    positives, offsets, positive_group = torch.ops.aploss.rank_positives(gathered, num_groups, 1.0)
+    args = (scores, labels, codes, positives, offsets, positive_group, 1.0, "sorted")
+    opcheck(torch.ops.aploss.pass1.default, args)
+    fp = torch.ops.aploss.pass1(*args)
+    args = (positives, offsets, positive_group, fp, 1.0, True, torch.float64, "sorted")
+    opcheck(torch.ops.aploss.positive_stage.default, args)
+    loss, _ = torch.ops.aploss.positive_stage(*args)
+    expected = aploss_cuda.ap_loss(
+        scores, labels, group_ids=codes.long() if grouped else None
+    )
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dynamic", [False, True])

@@ -1,6 +1,7 @@
-// The device-specific layer: each backend (CPU, CUDA) provides this table of kernels.
-// Everything else (input preparation, sorting P values, the positive stage) is
-// device-agnostic ATen code in csrc/ap_loss.cpp and csrc/positive_stage.cpp.
+// The device-specific layer: each backend (CPU, CUDA) provides this table of kernels
+// and registers the operators with it for its dispatch key (../ops.h). Everything else
+// (input preparation, sorting P values, the positive stage) is device-agnostic ATen
+// code in ../stages.cpp and ../positive_stage.cpp.
 //
 // Conventions for every kernel:
 //   scores, labels: 1-D views of the same N entries in memory order (see ap_loss.cpp),
@@ -11,6 +12,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+
+#include <tuple>
 
 namespace aploss {
 
@@ -95,13 +98,19 @@ struct Kernels {
                               const at::Tensor& codes, const at::Tensor& positives,
                               const at::Tensor& offsets, double delta);
 
+  // Dense int32 codes (shaped like ids, contiguous) of arbitrary non-negative int ids,
+  // and how many distinct ids there are (../group_codes.cpp uses it for large ids).
+  std::tuple<at::Tensor, int64_t> (*dense_codes)(const at::Tensor& ids);
+
   // Whether sorted_pass1 / grouped_pass1 add with float atomics (order-dependent last
-  // bits): under torch.use_deterministic_algorithms(True) the driver then sums
+  // bits): under torch.use_deterministic_algorithms(True) pass 1 then sums
   // pass1_records instead (../deterministic_pass1.cpp).
   bool pass1_float_atomics;
 };
 
 const Kernels& cpu_kernels();
+// The table behind the CPU dispatch key: the emulated device's when the tests set one.
+const Kernels& cpu_device_kernels();
 #if defined(APLOSS_WITH_CUDA) || defined(APLOSS_SIMT)
 const Kernels& cuda_kernels();
 #endif

@@ -1,5 +1,8 @@
-// The CPU backend's kernel table.
+// The CPU backend's kernel table, and the table behind the CPU dispatch key (the tests
+// can put their emulated CUDA device there).
 #include "cpu_kernels.h"
+
+#include <atomic>
 
 #include "../aploss/kernels.h"
 
@@ -9,8 +12,24 @@ const Kernels& cpu_kernels() {
   static const Kernels table{cpu::gather_positives, cpu::sorted_pass1, cpu::pairwise_pass1,
                              cpu::sorted_pass2, cpu::pairwise_pass2,
                              cpu::grouped_gather, cpu::grouped_pass1, cpu::grouped_pass2,
-                             cpu::pass1_records, /*pass1_float_atomics=*/false};
+                             cpu::pass1_records, cpu::dense_codes,
+                             /*pass1_float_atomics=*/false};
   return table;
+}
+
+}  // namespace aploss
+
+namespace aploss {
+namespace {
+std::atomic<const Kernels*> emulated_table{nullptr};
+}  // namespace
+
+void set_emulated_device_kernels(const Kernels* table) { emulated_table.store(table); }
+const Kernels* emulated_device_kernels() { return emulated_table.load(); }
+
+const Kernels& cpu_device_kernels() {
+  const Kernels* emulated = emulated_device_kernels();
+  return emulated != nullptr ? *emulated : cpu_kernels();
 }
 
 }  // namespace aploss

@@ -1,16 +1,11 @@
-// Registers the device-agnostic driver (../ap_loss.h) for the CUDA dispatch key; the
-// driver reaches the CUDA kernels through kernels_for() -> cuda_kernels().
+// The operators (../ops.h) for the CUDA dispatch key, with the CUDA kernel table.
 #include <torch/library.h>
 
-#include "../ap_loss.h"
+#include "../aploss/kernels.h"
+#include "../ops.h"
 
 namespace aploss {
 
-TORCH_LIBRARY_IMPL(aploss, CUDA, m) {
-  m.impl("ap_loss_forward", &ap_loss_forward);
-  m.impl("ap_loss_backward", &ap_loss_backward);
-  m.impl("ap_loss_grouped_forward", &ap_loss_grouped_forward);
-  m.impl("ap_loss_grouped_backward", &ap_loss_grouped_backward);
-}
+TORCH_LIBRARY_IMPL(aploss, CUDA, m) { ops::register_backend<&cuda_kernels>(m); }
 
 }  // namespace aploss

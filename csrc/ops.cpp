@@ -1,0 +1,232 @@
+// The aploss operators: schema, input checks, and the one driver that strings the
+// stages (stages.h) together for single and grouped rankings.
+#include "ops.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "aploss/kernels.h"
+#include "flat_inputs.h"
+#include "group_codes.h"
+#include "stages.h"
+
+namespace aploss {
+namespace ops {
+namespace {
+
+Method parse_method(c10::string_view method) {
+  if (method == "sorted" || method == "auto") return Method::kSorted;
+  if (method == "pairwise") return Method::kPairwise;
+  TORCH_CHECK_VALUE(false, "ap_loss: method must be one of 'auto', 'sorted', 'pairwise'; got '",
+                    std::string(method), "'");
+}
+
+// ValueError / TypeError naming the problem (shapes, devices, dtypes, delta).
+void check_inputs(const at::Tensor& scores, const at::Tensor& labels, double delta) {
+  TORCH_CHECK_VALUE(scores.sizes() == labels.sizes(), "ap_loss: labels.shape ", labels.sizes(),
+                    " must equal scores.shape ", scores.sizes());
+  TORCH_CHECK_VALUE(scores.device() == labels.device(), "ap_loss: scores are on ",
+                    scores.device(), " but labels are on ", labels.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()),
+                   "ap_loss: scores must be a floating dtype, got ", scores.scalar_type());
+  const auto label_type = labels.scalar_type();
+  TORCH_CHECK_TYPE(label_type == at::kBool || label_type == at::kChar || label_type == at::kByte ||
+                       label_type == at::kInt || label_type == at::kLong ||
+                       label_type == at::kFloat || label_type == at::kDouble,
+                   "ap_loss: labels dtype ", label_type,
+                   " is not supported (bool, int8, uint8, int32, int64, float32, float64)");
+  TORCH_CHECK_VALUE(std::isfinite(delta) && delta > 0.0,
+                    "ap_loss: delta must be finite and > 0, got ", delta);
+}
+
+Method check_grouping(const std::optional<at::Tensor>& codes, const at::Tensor& scores,
+                      c10::string_view method) {
+  const Method m = parse_method(method);
+  if (codes.has_value()) {
+    check_group_ids(*codes, scores);
+    TORCH_CHECK_VALUE(m == Method::kSorted,
+                      "ap_loss: group_ids work with method 'sorted' or 'auto', not '",
+                      std::string(method), "'");
+  }
+  return m;
+}
+
+void check_state(const at::Tensor& state, const at::Tensor& offsets, const char* what) {
+  TORCH_CHECK(state.dim() == 2 && state.size(0) == kStateRows && state.scalar_type() == at::kDouble,
+              what, ": malformed state");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1 && offsets.scalar_type() == at::kLong,
+              what, ": malformed offsets");
+}
+
+Positives check_positives(const at::Tensor& positives, const at::Tensor& offsets,
+                          const at::Tensor& positive_group, const char* what) {
+  TORCH_CHECK(positives.dim() == 2 && positives.size(0) == 2 && positives.size(1) >= 1 &&
+                  positives.scalar_type() == at::kDouble,
+              what, ": malformed positives");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 2 && offsets.scalar_type() == at::kLong &&
+                  offsets.device() == positives.device(),
+              what, ": malformed offsets");
+  TORCH_CHECK(positive_group.dim() == 1 && positive_group.numel() == positives.size(1) &&
+                  positive_group.scalar_type() == at::kLong,
+              what, ": malformed positive_group");
+  return {positives.contiguous(), offsets.contiguous(), positive_group.contiguous()};
+}
+
+// The stages' view of the N-sized inputs; codes (int32) broadcast to scores' shape.
+Entries entries(const FlatInputs& in, const at::Tensor& scores,
+                const std::optional<at::Tensor>& codes) {
+  if (!codes.has_value()) return {in.scores, in.labels, {}};
+  TORCH_CHECK(codes->scalar_type() == at::kInt, "aploss: codes must be int32");
+  return {in.scores, in.labels, flatten_like(*codes, scores, in)};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+    const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+    const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
+    c10::string_view method) {
+  check_inputs(scores, labels, delta);
+  const Method m = check_grouping(group_ids, scores, method);
+  std::optional<at::Tensor> codes;
+  int64_t num_groups = 1;
+  if (group_ids.has_value()) {
+    const GroupCodes groups = dense_group_codes(k, *group_ids);
+    codes = groups.codes;
+    num_groups = groups.num_groups;
+  }
+  const auto f64 = scores.options().dtype(at::kDouble);
+  const at::Tensor codes_out = codes.value_or(at::empty({0}, scores.options().dtype(at::kInt)));
+  const auto no_positive = [&] {
+    return std::make_tuple(at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64),
+                           at::zeros({num_groups + 1}, f64.dtype(at::kLong)), codes_out);
+  };
+  if (scores.numel() == 0) return no_positive();
+  const FlatInputs flat = flatten(scores, labels);
+  const Entries in = entries(flat, scores, codes);
+
+  const at::Tensor gathered = aploss::gather(k, in);
+  const int64_t num_pos = gathered.size(1);
+  if (num_pos == 0) return no_positive();
+  TORCH_CHECK_VALUE(num_pos <= std::numeric_limits<int32_t>::max(),
+                    "ap_loss: at most 2^31 - 1 positives, got ", num_pos);
+  const Positives pos = rank_positives(gathered, num_groups, delta);
+  const at::Tensor false_positives = aploss::pass1(k, in, pos, delta, m);
+  auto [loss, state] = aploss::positive_stage(k, pos, false_positives, delta, interpolate,
+                                              scores.scalar_type(), m);
+  return {loss, state, pos.offsets, codes_out};
+}
+
+at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
+                    const at::Tensor& labels, const std::optional<at::Tensor>& codes,
+                    const at::Tensor& state, const at::Tensor& offsets, double delta,
+                    c10::string_view method) {
+  check_inputs(scores, labels, delta);
+  const Method m = check_grouping(codes, scores, method);
+  check_state(state, offsets, "ap_loss_backward");
+  const FlatInputs flat = flatten(scores, labels);
+  auto [grad, flat_grad] = gradient_like(scores, flat);
+  if (state.size(1) == 1 || scores.numel() == 0) return grad.zero_();
+
+  const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
+  aploss::pass2(k, entries(flat, scores, codes), state, offsets.contiguous(), delta, scale,
+                flat_grad, m);
+  return grad;
+}
+
+at::Tensor gather(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+                  const std::optional<at::Tensor>& codes) {
+  check_inputs(scores, labels, 1.0);
+  (void)check_grouping(codes, scores, "sorted");
+  if (scores.numel() == 0) return at::empty({2, 0}, scores.options().dtype(at::kDouble));
+  return aploss::gather(k, entries(flatten(scores, labels), scores, codes));
+}
+
+at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+                 const std::optional<at::Tensor>& codes, const at::Tensor& positives,
+                 const at::Tensor& offsets, const at::Tensor& positive_group, double delta,
+                 c10::string_view method) {
+  check_inputs(scores, labels, delta);
+  const Method m = check_grouping(codes, scores, method);
+  const Positives pos = check_positives(positives, offsets, positive_group, "aploss::pass1");
+  if (scores.numel() == 0) return at::zeros({positives.size(1)}, positives.options());
+  return aploss::pass1(k, entries(flatten(scores, labels), scores, codes), pos, delta, m);
+}
+
+std::tuple<at::Tensor, at::Tensor> positive_stage(
+    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
+    const at::Tensor& positive_group, const at::Tensor& false_positives, double delta,
+    bool interpolate, at::ScalarType loss_dtype, c10::string_view method) {
+  const Positives pos =
+      check_positives(positives, offsets, positive_group, "aploss::positive_stage");
+  TORCH_CHECK(false_positives.dim() == 1 && false_positives.numel() == positives.size(1) &&
+                  false_positives.scalar_type() == at::kDouble,
+              "aploss::positive_stage: malformed false_positives");
+  return aploss::positive_stage(k, pos, false_positives.contiguous(), delta, interpolate,
+                                loss_dtype, parse_method(method));
+}
+
+at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+                            const std::optional<at::Tensor>& codes, const at::Tensor& positives,
+                            const std::optional<at::Tensor>& offsets, double delta,
+                            bool deterministic) {
+  TORCH_CHECK(scores.dim() == 1 && scores.is_contiguous() && labels.is_contiguous() &&
+                  labels.sizes() == scores.sizes(),
+              "_pass1_histograms: 1-D contiguous scores and labels");
+  TORCH_CHECK(codes.has_value() == offsets.has_value(), "_pass1_histograms: codes with offsets");
+  const Entries in{scores, labels, codes.has_value() ? codes->contiguous() : at::Tensor()};
+  const Positives pos{positives.contiguous(),
+                      offsets.has_value() ? offsets->contiguous() : at::Tensor(), {}};
+  return aploss::pass1_histograms(k, in, pos, delta, deterministic);
+}
+
+}  // namespace ops
+
+TORCH_LIBRARY(aploss, m) {
+  m.def(
+      "ap_loss_forward(Tensor scores, Tensor labels, Tensor? group_ids, float delta,"
+      " bool interpolate, str method) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "ap_loss_backward(Tensor grad_output, Tensor scores, Tensor labels, Tensor? group_codes,"
+      " Tensor state, Tensor offsets, float delta, str method) -> Tensor");
+  // The stages, for aploss_cuda/distributed.py (the backward is pass 2).
+  m.def("gather(Tensor scores, Tensor labels, Tensor? codes) -> Tensor");
+  m.def("rank_positives(Tensor gathered, int num_groups, float delta) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "pass1(Tensor scores, Tensor labels, Tensor? codes, Tensor positives, Tensor offsets,"
+      " Tensor positive_group, float delta, str method) -> Tensor");
+  m.def(
+      "positive_stage(Tensor positives, Tensor offsets, Tensor positive_group,"
+      " Tensor false_positives, float delta, bool interpolate, ScalarType loss_dtype,"
+      " str method) -> (Tensor, Tensor)");
+  m.def(
+      "_pass1_histograms(Tensor scores, Tensor labels, Tensor? codes, Tensor positives,"
+      " Tensor? offsets, float delta, bool deterministic) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(aploss, CPU, m) { ops::register_backend<&cpu_device_kernels>(m); }
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rank_positives_op(const at::Tensor& gathered,
+                                                                 int64_t num_groups,
+                                                                 double delta) {
+  TORCH_CHECK(gathered.dim() == 2 && gathered.size(0) == 2 && gathered.size(1) >= 1 &&
+                  gathered.scalar_type() == at::kDouble,
+              "aploss::rank_positives: expected (2, P) float64 [scores; codes], P >= 1");
+  TORCH_CHECK(num_groups >= 1, "aploss::rank_positives: num_groups must be >= 1");
+  const Positives pos = rank_positives(gathered, num_groups, delta);
+  return {pos.positives, pos.offsets, pos.positive_group};
+}
+
+}  // namespace
+
+// Sorting P values: ATen ops only, the same code on every device.
+TORCH_LIBRARY_IMPL(aploss, CompositeExplicitAutograd, m) {
+  m.impl("rank_positives", &rank_positives_op);
+}
+
+}  // namespace aploss

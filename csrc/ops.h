@@ -1,0 +1,110 @@
+// The aploss operators, implemented once over a kernel table (aploss/kernels.h). Each
+// backend registers them for its dispatch key with its own table, as torchvision's ops
+// do: register_backend<&cpu_device_kernels> (ops.cpp), <&cuda_kernels>
+// (cuda/register_cuda.cpp). The schema is in ops.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+namespace aploss {
+
+struct Kernels;
+
+namespace ops {
+
+// The one driver: gather, rank_positives, pass 1, positive stage. Returns (loss,
+// state, offsets, codes): codes are group_ids as dense int32 codes (empty without
+// group_ids); state and offsets are what the backward needs (kernels.h, segments.h).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+    const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+    const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
+    c10::string_view method);
+
+// Pass 2: grad_output * the error-driven gradient, shaped like scores.
+at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
+                    const at::Tensor& labels, const std::optional<at::Tensor>& codes,
+                    const at::Tensor& state, const at::Tensor& offsets, double delta,
+                    c10::string_view method);
+
+// The stages as operators, for callers that communicate between them
+// (aploss_cuda/distributed.py). `codes`: dense int32 codes broadcastable to scores, a
+// code outside [0, U) being a group without positives; none: the single ranking.
+at::Tensor gather(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+                  const std::optional<at::Tensor>& codes);
+at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+                 const std::optional<at::Tensor>& codes, const at::Tensor& positives,
+                 const at::Tensor& offsets, const at::Tensor& positive_group, double delta,
+                 c10::string_view method);
+std::tuple<at::Tensor, at::Tensor> positive_stage(
+    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
+    const at::Tensor& positive_group, const at::Tensor& false_positives, double delta,
+    bool interpolate, at::ScalarType loss_dtype, c10::string_view method);
+
+// Test-only: pass 1's difference arrays from the backend's kernel or from the
+// deterministic records, so the tests can hold the two against each other.
+at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+                            const std::optional<at::Tensor>& codes, const at::Tensor& positives,
+                            const std::optional<at::Tensor>& offsets, double delta,
+                            bool deterministic);
+
+// The operators above bound to one table, for one dispatch key.
+template <const Kernels& (*table)()>
+struct Bound {
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+      const at::Tensor& scores, const at::Tensor& labels,
+      const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
+      c10::string_view method) {
+    return ops::forward(table(), scores, labels, group_ids, delta, interpolate, method);
+  }
+  static at::Tensor backward(const at::Tensor& grad_output, const at::Tensor& scores,
+                             const at::Tensor& labels, const std::optional<at::Tensor>& codes,
+                             const at::Tensor& state, const at::Tensor& offsets, double delta,
+                             c10::string_view method) {
+    return ops::backward(table(), grad_output, scores, labels, codes, state, offsets, delta,
+                         method);
+  }
+  static at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels,
+                           const std::optional<at::Tensor>& codes) {
+    return ops::gather(table(), scores, labels, codes);
+  }
+  static at::Tensor pass1(const at::Tensor& scores, const at::Tensor& labels,
+                          const std::optional<at::Tensor>& codes, const at::Tensor& positives,
+                          const at::Tensor& offsets, const at::Tensor& positive_group,
+                          double delta, c10::string_view method) {
+    return ops::pass1(table(), scores, labels, codes, positives, offsets, positive_group, delta,
+                      method);
+  }
+  static std::tuple<at::Tensor, at::Tensor> positive_stage(
+      const at::Tensor& positives, const at::Tensor& offsets, const at::Tensor& positive_group,
+      const at::Tensor& false_positives, double delta, bool interpolate,
+      at::ScalarType loss_dtype, c10::string_view method) {
+    return ops::positive_stage(table(), positives, offsets, positive_group, false_positives,
+                               delta, interpolate, loss_dtype, method);
+  }
+  static at::Tensor pass1_histograms(const at::Tensor& scores, const at::Tensor& labels,
+                                     const std::optional<at::Tensor>& codes,
+                                     const at::Tensor& positives,
+                                     const std::optional<at::Tensor>& offsets, double delta,
+                                     bool deterministic) {
+    return ops::pass1_histograms(table(), scores, labels, codes, positives, offsets, delta,
+                                 deterministic);
+  }
+};
+
+template <const Kernels& (*table)()>
+void register_backend(torch::Library& m) {
+  m.impl("ap_loss_forward", &Bound<table>::forward);
+  m.impl("ap_loss_backward", &Bound<table>::backward);
+  m.impl("gather", &Bound<table>::gather);
+  m.impl("pass1", &Bound<table>::pass1);
+  m.impl("positive_stage", &Bound<table>::positive_stage);
+  m.impl("_pass1_histograms", &Bound<table>::pass1_histograms);
+}
+
+}  // namespace ops
+}  // namespace aploss

@@ -1,0 +1,83 @@
+#include "stages.h"
+
+#include <ATen/ATen.h>
+
+#include "aploss/kernels.h"
+#include "deterministic_pass1.h"
+#include "positive_stage.h"
+
+namespace aploss {
+
+at::Tensor gather(const Kernels& k, const Entries& in) {
+  if (in.codes.defined()) return k.grouped_gather(in.scores, in.labels, in.codes);
+  const at::Tensor scores = k.gather_positives(in.scores, in.labels);
+  return at::stack({scores, at::zeros_like(scores)});
+}
+
+Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double delta) {
+  const at::Tensor score = gathered[0];
+  const at::Tensor code = gathered[1].to(at::kLong);
+  at::Tensor q, group;
+  if (num_groups == 1) {
+    q = std::get<0>(score.sort());
+    group = at::zeros_like(code);
+  } else {
+    const at::Tensor by_score = std::get<1>(score.sort(/*stable=*/true, 0, false));
+    const at::Tensor by_group = by_score.index_select(
+        0, std::get<1>(code.index_select(0, by_score).sort(true, 0, false)));
+    q = score.index_select(0, by_group);
+    group = code.index_select(0, by_group);
+  }
+  at::Tensor offsets = at::zeros({num_groups + 1}, code.options());
+  offsets.narrow(0, 1, num_groups).copy_(at::bincount(group, {}, num_groups).cumsum(0));
+  return {make_positives(q, delta, num_groups == 1 ? at::Tensor() : group), offsets, group};
+}
+
+at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives& pos,
+                            double delta, bool deterministic) {
+  if (deterministic) {
+    return deterministic_pass1(k, in.scores, in.labels, in.codes, pos.positives,
+                               in.codes.defined() ? pos.offsets : at::Tensor(), delta);
+  }
+  return in.codes.defined()
+             ? k.grouped_pass1(in.scores, in.labels, in.codes, pos.positives, pos.offsets, delta)
+             : k.sorted_pass1(in.scores, in.labels, pos.positives, delta);
+}
+
+at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, double delta,
+                 Method method) {
+  if (method == Method::kPairwise) return k.pairwise_pass1(in.scores, in.labels, pos.positives, delta);
+  const bool deterministic = needs_deterministic_pass1(k);
+  return sums_from_histograms(pos.positives, pass1_histograms(k, in, pos, delta, deterministic),
+                              delta);
+}
+
+std::tuple<at::Tensor, at::Tensor> positive_stage(const Kernels& k, const Positives& pos,
+                                                  const at::Tensor& false_positives,
+                                                  double delta, bool interpolate,
+                                                  at::ScalarType loss_dtype, Method method) {
+  const at::Tensor q = pos.positives[0];
+  const Entries among_positives{
+      q, at::zeros({q.numel()}, q.options().dtype(at::kChar)),
+      pos.grouped() ? pos.positive_group.to(at::kInt) : at::Tensor()};
+  const at::Tensor positive_sums = pass1(k, among_positives, pos, delta, method);
+  return pos.grouped()
+             ? ap_positive_stage(pos.positives, false_positives, positive_sums, interpolate,
+                                 loss_dtype, pos.positive_group, pos.offsets)
+             : ap_positive_stage(pos.positives, false_positives, positive_sums, interpolate,
+                                 loss_dtype);
+}
+
+void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
+           const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
+           at::Tensor& grad, Method method) {
+  if (method == Method::kPairwise) {
+    k.pairwise_pass2(in.scores, in.labels, state, delta, grad_output, grad);
+  } else if (in.codes.defined()) {
+    k.grouped_pass2(in.scores, in.labels, in.codes, state, offsets, delta, grad_output, grad);
+  } else {
+    k.sorted_pass2(in.scores, in.labels, state, delta, grad_output, grad);
+  }
+}
+
+}  // namespace aploss

@@ -1,0 +1,66 @@
+// The stages of the two-pass evaluation (docs/algorithm.md), each written once for
+// every kind of ranking. A single ranking is the one-group case: without `codes` the
+// stages call the ungrouped kernels, with them each entry is searched against its own
+// group's segment of the positives (aploss/segments.h). The driver (ops.cpp) strings
+// the stages together; aploss_cuda/distributed.py calls them as operators with
+// communication between them.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+namespace aploss {
+
+struct Kernels;
+
+enum class Method { kSorted, kPairwise };
+
+// N-sized inputs as the kernels read them: 1-D, one common order (flat_inputs.h).
+struct Entries {
+  at::Tensor scores;
+  at::Tensor labels;
+  at::Tensor codes;  // int32 dense group codes; undefined: the single ranking
+};
+
+// The positives, sorted by (group, score), and where each group's segment lies.
+struct Positives {
+  at::Tensor positives;       // (2, P) float64: scores q; cluster shifts (math.h)
+  at::Tensor offsets;         // (U+1) int64: group u owns columns [offsets[u], offsets[u+1])
+  at::Tensor positive_group;  // (P,) int64, non-decreasing
+  bool grouped() const { return offsets.numel() > 2; }
+};
+
+// Gather: validates every label and every positive's score, collects the positives
+// (2, P) float64 [score; code] in no particular order. The one host sync of a call.
+at::Tensor gather(const Kernels& k, const Entries& in);
+
+// Sorts the gathered positives by (group, score): their cluster shifts and segments.
+Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double delta);
+
+// Pass 1: fp(i), the sum over the negatives of H(s_j - q_i), for every positive.
+// Float atomics (CUDA) give way to a deterministic reduction when torch asks for
+// deterministic algorithms.
+at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, double delta,
+                 Method method);
+
+// Pass 1's (3, P+1) difference arrays (sorted method), from the kernel or from the
+// deterministic per-entry records.
+at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives& pos,
+                            double delta, bool deterministic);
+
+// Positive stage: ranks among the positives (pass 1 with the positives as the
+// "negatives"), then the loss (0-dim, loss_dtype) and the (kStateRows, P+1) float64
+// state that pass 2 reads (kernels.h). The loss of a grouped ranking is the mean of the
+// AP-losses of the groups that have a positive.
+std::tuple<at::Tensor, at::Tensor> positive_stage(const Kernels& k, const Positives& pos,
+                                                  const at::Tensor& false_positives,
+                                                  double delta, bool interpolate,
+                                                  at::ScalarType loss_dtype, Method method);
+
+// Pass 2: writes grad_output * the error-driven gradient of every entry into `grad`.
+void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
+           const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
+           at::Tensor& grad, Method method);
+
+}  // namespace aploss
