@@ -1,6 +1,8 @@
 """Builds aploss_cuda._C: the C++ CPU kernels always, the CUDA kernels when a CUDA
 toolkit and a CUDA build of torch are present (FORCE_CUDA=1 builds them without a GPU,
-torchvision's convention; FORCE_CUDA=0 skips them)."""
+torchvision's convention; FORCE_CUDA=0 skips them). Builds against the torch installed
+here (hence `pip install --no-build-isolation .`) and records its version beside _C, in
+aploss_cuda/_build_info.py, for the import-time check in aploss_cuda/_extension.py."""
 
 import glob
 import hashlib
@@ -45,10 +47,29 @@ cuda_home = find_cuda_home()
 if cuda_home:
     os.environ["CUDA_HOME"] = cuda_home  # must be set before torch.utils.cpp_extension loads
 
-import torch  # noqa: E402
-from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
-
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def torch_missing_message(error):
+    """Why the build stopped and what to run: the usual cause is pip's build isolation."""
+    return f"""
+aploss_cuda: cannot build: `import torch` failed ({error}).
+
+aploss_cuda compiles against the torch it will be imported with: the torch installed in
+the Python environment that runs the build. pip builds in an isolated environment without
+it unless told not to. Install torch (if it is not installed yet), then build aploss_cuda
+without build isolation:
+
+    pip install torch
+    pip install --no-build-isolation .    # . or the path to the aploss_cuda sources
+"""
+
+
+try:
+    import torch  # noqa: E402
+except ImportError as e:
+    sys.exit(torch_missing_message(e))  # printed to stderr, which pip shows on failure
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def want_cuda():
@@ -114,7 +135,35 @@ def extension():
     )
 
 
+BUILD_INFO = """\
+# Written by setup.py when aploss_cuda._C was compiled: the torch it was compiled against,
+# read on import (aploss_cuda/_extension.py) before the extension is loaded.
+TORCH_VERSION = {torch_version!r}
+TORCH_CUDA = {torch_cuda!r}
+CUDA_KERNELS = {cuda_kernels!r}
+SOURCE_DIR = {source_dir!r}
+"""
+
+
+class BuildExtensionRecordingTorch(BuildExtension.with_options(use_ninja=True)):
+    """Builds _C, then writes aploss_cuda/_build_info.py beside it (into the wheel, or the
+    source tree with --inplace) so an import can check the torch it runs with."""
+
+    def run(self):
+        super().run()
+        (ext,) = self.extensions
+        package_dir = os.path.dirname(self.get_ext_fullpath(ext.name))
+        os.makedirs(package_dir, exist_ok=True)
+        with open(os.path.join(package_dir, "_build_info.py"), "w", encoding="utf-8") as f:
+            f.write(BUILD_INFO.format(
+                torch_version=str(torch.__version__),
+                torch_cuda=torch.version.cuda,
+                cuda_kernels=("APLOSS_WITH_CUDA", None) in ext.define_macros,
+                source_dir=ROOT,
+            ))
+
+
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtensionRecordingTorch},
 )

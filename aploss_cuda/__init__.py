@@ -7,10 +7,13 @@
     ap_loss(scores, labels, process_group=pg)    # one ranking across torch.distributed ranks
 """
 
-from . import _ops  # noqa: F401  (loads the kernels, registers fake and autograd)
-from . import distributed  # noqa: F401  (distributed.RemoteRankError, last_call_bytes)
+__version__ = "0.1.0"  # the one place; pyproject.toml and info() read it
+
+# First: loads the compiled kernels, or says why they cannot run with this torch.
+from ._extension import _C  # noqa: F401
+from . import _ops  # noqa: F401  (registers fake and autograd for the kernels)
+from . import distributed  # noqa: F401  (distributed.RemoteRankError)
 from ._info import info
 from .loss import METHODS, APLoss, ap_loss
 
 __all__ = ["ap_loss", "APLoss", "METHODS", "info"]
-__version__ = "0.1.0"

@@ -2,16 +2,21 @@
 
 import torch
 
-from . import _C
+from . import _build_info, _C
 
 
 def info() -> dict:
-    """Build and runtime facts: whether the CUDA kernels were compiled in, and usable."""
+    """Build and runtime facts: the torch the kernels were compiled against, whether the
+    CUDA kernels were compiled in, and whether they are usable here."""
+    from . import __version__  # here: the package has finished importing by now
+
     cuda_compiled = bool(_C.cuda_compiled())
     return {
-        "version": "0.1.0",
+        "version": __version__,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
+        "built_with_torch": _build_info.TORCH_VERSION,
+        "built_with_cuda": _build_info.TORCH_CUDA if _build_info.CUDA_KERNELS else None,
         "cuda_kernels_compiled": cuda_compiled,
         "cuda_available": torch.cuda.is_available(),
         "cuda_kernels_usable": cuda_compiled and torch.cuda.is_available(),
