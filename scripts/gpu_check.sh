@@ -34,12 +34,15 @@ PY=("$PYTHON" -P)
 # pass 1 in shared and global memory, sorted pass 2, pairwise passes, grouped kernels,
 # deterministic records), every score dtype, and the error path.
 SANITIZER_TESTS=(
-  "tests/test_cuda.py::test_tiny_and_empty_inputs"
+  "tests/test_devices.py::test_tiny_and_empty_inputs[sorted-cuda]"
+  "tests/test_devices.py::test_tiny_and_empty_inputs[pairwise-cuda]"
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[1]"
   "tests/test_cuda.py::test_cuda_matches_cpu"
-  "tests/test_cuda.py::test_grouped_cuda_matches_cpu"
-  "tests/test_cuda.py::test_deterministic_pass1_equals_atomics"
-  "tests/test_cuda.py::test_non_finite_negative_raises"
+  "tests/test_devices.py::test_grouped_rankings[float64-per-image-cuda]"
+  "tests/test_devices.py::test_deterministic_pass1_equals_the_kernel[False-cuda]"
+  "tests/test_devices.py::test_deterministic_pass1_equals_the_kernel[True-cuda]"
+  "tests/test_devices.py::test_non_finite_scores_raise[negative-nan-sorted-cuda]"
+  "tests/test_devices.py::test_non_finite_scores_raise[negative-nan-pairwise-cuda]"
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[7300]"
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[9700]"
 )

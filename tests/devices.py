@@ -32,6 +32,19 @@ class Target:
         return bool(self.emulation)
 
     @property
+    def gpu(self):
+        """A real GPU: the sizes that only a GPU runs in a moment, and float64 atomics that
+        race (the sorted pass 1 may differ between runs in the last bits)."""
+        return self.tensor_device == "cuda"
+
+    def compiles(self, scores=torch.float32, labels=torch.int64):
+        """Whether the target's kernels take these dtypes: the emulated device compiles a few
+        (EMULATED_DTYPES), the CPU and a GPU all that the package accepts."""
+        if not self.emulated:
+            return True
+        return scores in EMULATED_DTYPES["scores"] and labels in EMULATED_DTYPES["labels"]
+
+    @property
     def profile(self):
         """The GPU whose limits the kernels see: 'h100' on a real GPU and on the CPU (for
         sizes only), or the emulated profile."""
@@ -49,6 +62,13 @@ class Target:
         with simt.emulated_device().active(*self.emulation) as device:
             yield device
 
+
+# The dtypes the emulated device compiles (APLOSS_SIMT_FEW_DTYPES in csrc/aploss/dispatch.h):
+# any other pair raises "not implemented" there.
+EMULATED_DTYPES = {
+    "scores": (torch.float64, torch.float32, torch.float16),
+    "labels": (torch.bool, torch.int8, torch.int64),
+}
 
 CPU = Target("cpu", "cpu")
 # Two thread orders and two block orders at least, on both profiles: "small" (3 SMs, 8 KiB

@@ -1,10 +1,13 @@
-"""benchmarks/run.py: the --quick run end to end, and the correctness of the baselines
-it times (the per-positive loop and the dense vectorization) against the reference."""
+"""benchmarks/: the quick run end to end (with and without its optional packages), the
+correctness of the baselines it times against the reference, and the pieces of
+benchmarks/common that the numbers rest on (interleaving, peak memory, collective bytes)."""
 
 import json
 import os
 import subprocess
 import sys
+import textwrap
+import time
 
 import pytest
 import torch
@@ -16,6 +19,9 @@ BENCH = os.path.join(ROOT, "benchmarks")
 sys.path.insert(0, BENCH)
 
 from baselines import dense_vectorized, per_positive_loop  # noqa: E402
+from common.inputs import parse_counts, positives_for  # noqa: E402
+from common.memory import PeakMemory  # noqa: E402
+from common.timing import interleaved  # noqa: E402
 
 
 def _problem(n, p, n_ign, seed, *, dtype=torch.float64, ties=False, trained=False):
@@ -81,97 +87,156 @@ def test_baseline_float32_and_shapes(name):
 
 
 def test_count_parsing():
-    import run
-
-    assert run.parse_list("1e6,4M,64k,98.2M,65536") == [1_000_000, 4_000_000, 64_000, 98_200_000, 65536]
-    assert run.parse_list("none") == []
-    assert run.parse_nsweep_p("N/1000") == ("ratio", 1e-3)
-    assert run.parse_nsweep_p("2000") == ("fixed", 2000)
+    assert parse_counts("1e6,4M,64k,98.2M,65536") == [1_000_000, 4_000_000, 64_000, 98_200_000, 65536]
+    assert parse_counts("none") == []
+    assert positives_for(4_000_000, "N/1000") == 4000 and positives_for(500, "N/1000") == 1
+    assert positives_for(4_000_000, "2000") == 2000 and positives_for(100, "2000") == 100
 
 
-def test_quick_run(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+def test_rounds_interleave_and_the_budget_stops_a_slow_implementation():
+    order = []
+    thunks = {"fast": lambda: order.append("fast"),
+              "slow": lambda: (order.append("slow"), time.sleep(0.02))}
+    samples = interleaved(thunks, {"fast": 0.01, "slow": 0.02}, rounds=4, round_s=0.01, budget_s=0.03)
+    assert len(samples["fast"]) == 4
+    assert len(samples["slow"]) == 1 and samples["slow"][0] >= 0.02  # one sample, then over budget
+    assert order[:3] == ["fast", "slow", "fast"]
+
+
+def test_peak_memory_counts_a_touched_allocation():
+    meter = PeakMemory("cpu")
+    if not meter.available:
+        pytest.skip(meter.method)
+    meter.start()
+    x = torch.ones(16 * 2**20)  # 64 MiB, written
+    extra = meter.stop()
+    del x
+    assert 60 * 2**20 <= extra < 200 * 2**20
+
+
+def _run(args, tmp_path, env=None):
+    proc = subprocess.run([sys.executable, "-P", os.path.join(BENCH, "run.py"), *args, "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    js = [p for p in tmp_path.glob("*.json") if not p.stem.endswith("-distributed")]
-    md = [p for p in tmp_path.glob("*.md") if not p.stem.endswith("-distributed")]
-    assert len(js) == 1 and len(md) == 1, os.listdir(tmp_path)
-    if not torch.cuda.is_available():  # the distributed section (CPU runs) writes its own pair
-        distributed = json.loads(next(tmp_path.glob("*-distributed.json")).read_text())
-        assert [r["n"] for r in distributed["rows"]] == [20_000, 200_000]
-        assert all(
-            r["bytes_per_rank_total"] < r["n_sized_alternative_bytes"] for r in distributed["rows"]
-        )
-    result = json.loads(js[0].read_text())
-    assert result["points"], "no measured points"
-    names = {r["impl"] for pt in result["points"] for r in pt["rows"]}
-    assert {"loop", "dense", "sorted", "pairwise", "focal", "reference"} <= names
-    for pt in result["points"]:
-        by = {r["impl"]: r for r in pt["rows"]}
-        assert by["sorted"]["fwd_bwd"]["status"] == "measured"
-        assert by["sorted"]["fwd_bwd"]["median_s"] > 0
-        # our kernel agrees with the ground truth of the point
-        assert by["sorted"]["err_grad"] is not None and by["sorted"]["err_grad"] < 1e-5
-        for r in pt["rows"]:
-            assert r["fwd_bwd"]["status"] in ("measured", "skipped", "unavailable")
-            if r["fwd_bwd"]["status"] == "skipped":
-                assert r["fwd_bwd"]["est_s"] > 0
-    text = md[0].read_text()
-    assert "| ours sorted (CPU)" in text or "| ours sorted (CUDA)" in text
-    assert "fwd+bwd" in proc.stdout and "ours sorted" in proc.stdout
-    # the default run includes the grouped section
-    _check_grouped(result, text)
+    return proc
 
 
-GROUPED_NAMES = ["ungrouped", "per-image", "per-class", "retrieval", "retrieval-big-ids"]
+def _without(tmp_path, *packages):
+    """An environment in which importing each of packages raises ImportError."""
+    for name in packages:
+        (tmp_path / "blocked" / name).mkdir(parents=True)
+        (tmp_path / "blocked" / name / "__init__.py").write_text(f"raise ImportError('{name} blocked')\n")
+    path = os.pathsep.join([str(tmp_path / "blocked")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    return dict(os.environ, PYTHONPATH=path)
 
 
-def _check_grouped(result, markdown):
-    gr = result["grouped"]
-    assert gr["points"]
-    for pt in gr["points"]:
-        by = {e["name"]: e for e in pt["entries"]}
-        assert sorted(by) == sorted(GROUPED_NAMES)
-        assert by["ungrouped"]["ratio_vs_ungrouped"] == 1.0
-        for name in GROUPED_NAMES:
-            e = by[name]
-            assert e["grouped_median_s"] > 0 and len(e["grouped_samples"]) == pt["rounds"]
-            assert e["ratio_vs_ungrouped"] > 0
-            if name == "ungrouped":
-                continue
-            assert e["loop_median_s"] > 0 and e["speedup_vs_loop"] > 0
-            assert 1 <= e["groups_with_positive"] <= e["groups"]
-            # the grouped call agrees with the loop of ungrouped calls (float32 scores)
-            assert e["err_loss_vs_loop"] < 1e-5 and e["err_grad_vs_loop"] < 1e-6
-        # the same scores and labels: the per-class and per-image views' groupings
-        assert by["per-class"]["groups"] == 80 and by["retrieval"]["groups"] <= 4096
-        assert by["retrieval"]["loss"] == by["retrieval-big-ids"]["loss"]
-    assert "(c) " in markdown and "grouped fwd+bwd / ungrouped" in markdown
-    assert "## Grouped vs ungrouped (group_ids)" in markdown
-    assert "| per class, 80 groups |" in markdown
+TINY = ["--quick", "--sizes", "20k,40k", "--positives", "20", "--psweep-n", "20k", "--grouped-sizes", "25600",
+        "--distributed-sizes", "20k", "--rounds", "2"]
+GROUPED = ["ungrouped", "per-image", "per-class", "retrieval", "retrieval-big-ids"]
 
 
-def test_grouped_section_only(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(BENCH, "run.py"), "--section", "grouped", "--quick",
-         "--grouped-sizes", "40k,64000", "--grouped-rounds", "2", "--no-progress",
-         "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    js = list(tmp_path.glob("*-grouped.json"))
-    md = list(tmp_path.glob("*-grouped.md"))
-    assert len(js) == 1 and len(md) == 1, os.listdir(tmp_path)
-    result = json.loads(js[0].read_text())
-    assert result["points"] == [] and result["meta"]["section"] == "grouped"
-    assert [pt["n"] for pt in result["grouped"]["points"]] == [40_000, 64_000]
-    assert [pt["p"] for pt in result["grouped"]["points"]] == [40, 64]
-    # 40k is not a multiple of B*C = 1280: per-image ids (B, 1); 64000 is: (B, 1, 1)
-    shapes = [{e["name"]: e["group_ids_shape"] for e in pt["entries"]} for pt in result["grouped"]["points"]]
-    assert shapes[0]["per-image"] == [16, 1] and shapes[1]["per-image"] == [16, 1, 1]
-    assert shapes[0]["per-class"] == [80] and shapes[0]["retrieval"] == [40_000]
-    assert result["headline"]["c"]["n"] == 64_000
-    _check_grouped(result, md[0].read_text())
-    assert "Grouped vs ungrouped" in proc.stdout and "ours sorted" not in proc.stdout
+def test_quick_run_without_matplotlib_and_tqdm(tmp_path):
+    out = tmp_path / "out"
+    proc = _run(TINY, out, env=_without(tmp_path, "matplotlib", "tqdm"))
+    assert "matplotlib is not installed: no plots" in proc.stderr
+    assert "tqdm is not installed: no progress bar" in proc.stderr
+    assert not list(out.glob("*.png"))
+    (js,), (md,) = list(out.glob("*.json")), list(out.glob("*.md"))
+    result, text = json.loads(js.read_text()), md.read_text()
+    assert js.stem == md.stem and js.stem.endswith("-quick")
+    assert text.strip() in proc.stdout
+
+    points = result["sweeps"]["points"]
+    assert {(pt["regime"], pt["n"], pt["p"]) for pt in points} == {
+        (r, n, n // 1000) for r in ("init", "trained") for n in (20_000, 40_000)}
+    for pt in points:
+        impls = pt["impls"]
+        assert set(impls) == {"sorted", "pairwise", "focal", "focal-unmasked", "dense", "loop", "reference"}
+        assert pt["truth"] == "reference (float64)"
+        for name, row in impls.items():
+            assert row["status"] in ("measured", "not run"), row
+            # measured numbers only: a cell without a measurement has no time at all
+            assert (row["status"] == "measured") == ("median_s" in row)
+            if "median_s" in row:
+                assert row["median_s"] > 0 and 1 <= len(row["samples"]) <= 2
+        assert impls["sorted"]["status"] == impls["focal"]["status"] == "measured"
+        for name in ("sorted", "pairwise", "dense", "loop"):
+            if impls[name]["status"] == "measured":
+                assert impls[name]["err_grad"] < 1e-6 and impls[name]["err_loss"] < 1e-5
+    assert "| regime | N | P | ap_loss fwd+bwd | focal loss fwd+bwd | ratio |" in text
+    assert not [line for line in text.splitlines() if line.startswith("|") and "~" in line]  # no estimates
+
+    (gpt,) = result["grouped"]["points"]
+    by = {e["name"]: e for e in gpt["entries"]}
+    assert list(by) == GROUPED and by["ungrouped"]["ratio_vs_ungrouped"] == 1.0
+    assert by["per-image"]["group_ids"] == "(16, 1, 1) int64" and by["per-class"]["group_ids"] == "(80,) int64"
+    assert by["per-class"]["groups"] == 80 and by["retrieval"]["groups"] <= 4096
+    for name in GROUPED[1:]:
+        e = by[name]
+        assert e["grouped_median_s"] > 0 and e["loop_median_s"] > 0
+        assert 1 <= e["groups_with_positive"] <= e["groups"]
+        # the grouped call agrees with the loop of ungrouped calls (float32 scores)
+        assert e["err_loss_vs_loop"] < 1e-5 and e["err_grad_vs_loop"] < 1e-6
+    assert by["retrieval"]["loss"] == by["retrieval-big-ids"]["loss"]  # the same grouping
+    assert "## Grouped vs ungrouped (group_ids)" in text
+
+    (row,) = result["distributed"]["rows"]
+    assert (row["world"], row["n"], row["p"]) == (2, 20_000, 20)
+    assert row["calls"] and {op for op, _ in row["calls"]} <= {"all_gather", "all_reduce", "all_gather_into_tensor"}
+    # P-sized traffic: far below gathering the scores and labels
+    assert 0 < row["bytes_per_rank"] < row["n_sized_bytes_per_rank"] / 100
+    assert row["distributed_median_s"] > 0 and row["single_process_median_s"] > 0
+
+
+def test_one_section_with_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    _run(["--section", "sweeps", "--quick", "--sizes", "20k", "--positives", "20", "--psweep-n", "20k",
+          "--regime", "init", "--impls", "sorted,focal", "--no-progress"], tmp_path)
+    stems = sorted(p.name.split("-quick")[1] for p in tmp_path.iterdir())
+    assert stems == ["-sweeps-time-vs-N.png", "-sweeps-time-vs-P.png", "-sweeps.json", "-sweeps.md"]
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert set(result) == {"meta", "sweeps"}
+    assert set(result["sweeps"]["points"][0]["impls"]) == {"sorted", "focal"}
+
+
+COLLECTIVES = textwrap.dedent("""
+    import json, sys, tempfile
+    import torch, torch.distributed as dist
+    sys.path.insert(0, sys.argv[1])
+    import aploss_cuda
+    from common.collectives import CollectiveBytes
+
+    dist.init_process_group("gloo", init_method=f"file://{tempfile.mkdtemp()}/store", rank=0, world_size=1)
+    originals = dist.all_gather, dist.all_reduce
+    with CollectiveBytes() as direct:
+        dist.all_gather([torch.empty(5)], torch.ones(5))
+        dist.all_reduce(tensor=torch.ones(2, dtype=torch.float64))
+        dist.broadcast(torch.ones(4, dtype=torch.int8), 0)
+    try:
+        with CollectiveBytes():
+            raise KeyError
+    except KeyError:
+        pass
+    scores = torch.randn(20_000, requires_grad=True)
+    labels = torch.zeros(20_000, dtype=torch.int64)
+    labels[:20] = 1
+    with CollectiveBytes() as loss_call:
+        aploss_cuda.ap_loss(scores, labels, process_group=dist.group.WORLD).backward()
+    restored = (dist.all_gather, dist.all_reduce) == originals
+    dist.destroy_process_group()
+    print(json.dumps(dict(direct=direct.calls, total=direct.total, loss_call=loss_call.calls, restored=restored)))
+""")
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="needs gloo")
+def test_collective_bytes_on_a_one_process_group():
+    proc = subprocess.run([sys.executable, "-P", "-c", COLLECTIVES, BENCH], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["direct"] == [["all_gather", 20], ["all_reduce", 16], ["broadcast", 4]] and got["total"] == 40
+    assert got["restored"]
+    ops = [op for op, _ in got["loss_call"]]
+    assert ops and set(ops) <= {"all_gather", "all_gather_into_tensor", "all_gather_single", "all_reduce"}
+    assert sum(size for _, size in got["loss_call"]) < 20_000 * 4 / 10  # P-sized, not N-sized

@@ -1,7 +1,11 @@
 """One body per property, run on every target (tests/devices.py): the CPU kernels, the
 CUDA kernels on the emulated device (two profiles, several thread and block orders), and
 a real GPU when present. Expected values come from the float64 reference or, for sizes
-it is too slow for, from the CPU kernels run outside the target."""
+it is too slow for, from the CPU kernels run outside the target. Sizes that only a GPU
+runs in a moment are used on the `cuda` target alone (`target.gpu`); what only a GPU can
+show (streams, host syncs, 2^31 entries, ...) is in tests/test_cuda.py."""
+
+import contextlib
 
 import pytest
 import torch
@@ -12,18 +16,43 @@ import aploss_cuda
 from aploss_cuda.reference import ap_loss_reference
 
 METHODS = ["sorted", "pairwise"]
+SCORE_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+LABEL_DTYPES = [torch.bool, torch.int8, torch.uint8, torch.int32, torch.int64, torch.float32, torch.float64]
 targets = pytest.mark.parametrize("target", TARGETS, ids=str)
+
+
+def dtype_id(dtype):
+    return str(dtype).removeprefix("torch.")
+
+
+def targets_and_dtypes(argname, dtypes, *, of):
+    """Parametrizes `target` and `argname` over TARGETS x dtypes, leaving out the pairs a
+    target does not compile (`of`: "scores" or "labels"; the emulated device compiles a few)."""
+    params = [
+        pytest.param(target, dtype, id=f"{dtype_id(dtype)}-{target}")
+        for target in TARGETS
+        for dtype in dtypes
+        if target.compiles(**{of: dtype})
+    ]
+    return pytest.mark.parametrize(("target", argname), params)
 
 
 def run(target, scores, labels, **kwargs):
     """Loss and gradient computed on the target, returned on the CPU."""
+    scores, labels = target.put(scores), target.put(labels)
+    if "group_ids" in kwargs:
+        kwargs["group_ids"] = target.put(kwargs["group_ids"])
     with target.running():
-        loss, grad = loss_and_grad(target.put(scores), target.put(labels), **kwargs)
+        loss, grad = loss_and_grad(scores, labels, **kwargs)
+    assert loss.device == scores.device and grad.device == scores.device
     return loss.cpu(), grad.cpu()
 
 
 def check_against_reference(target, scores, labels, delta=1.0, interpolate=True, method="sorted"):
     got = run(target, scores, labels, delta=delta, interpolate=interpolate, method=method)
+    loss, grad = got
+    assert loss.dtype == scores.dtype and loss.dim() == 0
+    assert grad.dtype == scores.dtype and grad.shape == scores.shape
     assert_same_result(got, ap_loss_reference(scores, labels, delta=delta, interpolate=interpolate), scores.dtype)
     return got
 
@@ -32,36 +61,55 @@ def cpu_kernels(scores, labels, **kwargs):
     return loss_and_grad(scores, labels, **kwargs)
 
 
+def assert_same_bits(target, got, expected, dtype):
+    """One result reached two ways: bitwise equal on the CPU and the emulated device (a
+    fixed schedule); on a GPU, whose sorted pass 1 sums with float64 atomics, equal to the
+    output rounding."""
+    if target.gpu:
+        assert_same_result(got, expected, dtype, rtol=0)
+    else:
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+@contextlib.contextmanager
+def deterministic_algorithms():
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 # ---- against the float64 reference ----------------------------------------------------------
 
 
 @targets
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("interpolate", [True, False])
-@pytest.mark.parametrize("case", range(3))
-def test_random_cases(target, method, interpolate, case):
-    shape, delta = [((300,), 1.0), ((7, 41), 0.1), ((3, 5, 17), 3.0)][case]
-    scores, labels = random_problem(shape, seed=case, p_pos=0.08 + 0.05 * case, ties=case == 1)
+@pytest.mark.parametrize("delta", [0.1, 0.5, 1.0, 3.0])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_cases(target, method, interpolate, delta, seed):
+    shape = [(300,), (7, 41), (3, 5, 17), (2, 3, 4, 9)][seed]
+    scores, labels = random_problem(shape, seed=seed, p_pos=0.08 + 0.05 * seed, ties=seed % 2 == 1)
     check_against_reference(target, scores, labels, delta=delta, interpolate=interpolate, method=method)
 
 
-@targets
+@targets_and_dtypes("dtype", SCORE_DTYPES, of="scores")
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
 def test_score_dtypes(target, method, dtype):
     scores, labels = random_problem((20, 30), seed=1, dtype=dtype, ties=True)
-    loss, grad = check_against_reference(target, scores, labels, method=method)
-    assert loss.dtype == dtype and grad.dtype == dtype
+    check_against_reference(target, scores, labels, method=method)
 
 
-@targets
+@targets_and_dtypes("label_dtype", LABEL_DTYPES, of="labels")
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("label_dtype", [torch.bool, torch.int8, torch.int64])
 def test_label_dtypes(target, method, label_dtype):
-    p_ignore = 0.0 if label_dtype == torch.bool else 0.1
+    # uint8 and bool cannot hold -1: no ignored entries for them.
+    p_ignore = 0.0 if label_dtype in (torch.uint8, torch.bool) else 0.1
     scores, labels = random_problem((500,), seed=2, label_dtype=label_dtype, p_ignore=p_ignore)
     got = check_against_reference(target, scores, labels, method=method)
-    assert_same_result(got, run(target, scores, labels.to(torch.int64), method=method), scores.dtype, rtol=0)
+    assert_same_bits(target, got, run(target, scores, labels.to(torch.int64), method=method), scores.dtype)
 
 
 @targets
@@ -72,8 +120,10 @@ def test_ties_and_window_corners(target, method):
     scores = torch.tensor([0.0, 1.0, 0.5]).repeat(100)[torch.randperm(300, generator=g)]
     labels = (torch.arange(300) % 3 == 0).long() - (torch.arange(300) % 7 == 0).long()
     check_against_reference(target, scores, labels, delta=0.5, method=method)
+    # Scores exactly delta apart sit on the corners of H: each must count exactly once.
     corners = torch.tensor([0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5], dtype=torch.float64)
     check_against_reference(target, corners, torch.tensor([1, 0, 0, 0, 0, 1, 0]), method=method)
+    # Every score equal: each H is exactly 1/2.
     check_against_reference(target, torch.zeros(50), (torch.arange(50) % 5 == 0).long(), method=method)
 
 
@@ -93,7 +143,7 @@ def test_huge_and_tiny_scores(target, method, dtype):
 
 @targets
 @pytest.mark.parametrize("method", METHODS)
-def test_label_mixes_and_tiny_inputs(target, method):
+def test_edge_label_mixes(target, method):
     scores = torch.randn(64, generator=torch.Generator().manual_seed(3))
     cases = {
         "no positive": torch.zeros(64, dtype=torch.int64),
@@ -106,21 +156,118 @@ def test_label_mixes_and_tiny_inputs(target, method):
         loss, grad = check_against_reference(target, scores, labels, method=method)
         if name in ("no positive", "no negative", "all ignored"):
             assert loss.item() == 0.0 and grad.abs().sum().item() == 0.0, name
-    for shape in [(1,), (2,), (3,), (0,), (5, 0, 3)]:
-        scores, labels = random_problem(shape, seed=1, p_pos=0.5, p_ignore=0.2)
-        check_against_reference(target, scores, labels, method=method)
+
+
+@targets
+@pytest.mark.parametrize("method", METHODS)
+def test_tiny_and_empty_inputs(target, method):
+    for shape in [(1,), (2,), (3,), (1, 1, 1), (0,), (5, 0, 3)]:
+        for seed in range(3):
+            scores, labels = random_problem(shape, seed=seed, p_pos=0.5, p_ignore=0.2)
+            check_against_reference(target, scores, labels, method=method)
+    loss, grad = run(target, torch.tensor(0.3), torch.tensor(1), method=method)  # zero-dimensional
+    assert loss.item() == 0.0 and grad.shape == () and grad.item() == 0.0
+
+
+@targets
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("regime", ["init", "trained"])
+def test_init_and_trained_regimes(target, method, regime):
+    if regime == "init":  # a detector at initialisation: every negative within delta of a positive
+        scores, labels = random_problem((6000,), seed=14, p_pos=0.01, p_ignore=0.01, loc=-4.6, scale=0.5)
+    else:  # most negatives pruned, a few hard ones inside the positives' range
+        g = torch.Generator().manual_seed(15)
+        labels = (torch.rand(6000, generator=g) < 0.02).long()
+        scores = torch.where(labels == 1, torch.randn(6000, generator=g) + 2.0,
+                             torch.randn(6000, generator=g) * 0.5 - 4.6)
+        scores[:50] = 1.5
+        labels[:50] = 0
+    check_against_reference(target, scores, labels, method=method)
 
 
 @targets
 @pytest.mark.parametrize("method", METHODS)
 def test_ignored_entries_are_not_read(target, method):
-    scores, labels = random_problem((400,), seed=4, p_ignore=0.3)
+    scores, labels = random_problem((2000,), seed=4, p_ignore=0.3)
     expected = run(target, scores, labels, method=method)
     scores[labels == -1] = float("nan")
     loss, grad = run(target, scores, labels, method=method)
-    assert loss.item() == expected[0].item()
     assert grad[labels == -1].abs().sum().item() == 0.0
-    torch.testing.assert_close(grad, expected[1], rtol=0, atol=0)
+    assert_same_bits(target, (loss, grad), expected, scores.dtype)
+
+
+@targets
+@pytest.mark.parametrize("method", METHODS)
+def test_non_contiguous_views(target, method):
+    base_scores, base_labels = random_problem((12, 20, 6), seed=5)
+    views = {
+        "transposed": lambda t: t.transpose(0, 2),
+        "permuted": lambda t: t.permute(1, 2, 0),
+        "sliced": lambda t: t[:, ::3, 1:],
+        "every-other": lambda t: t[:, ::2],
+        "expanded-row": lambda t: t[:, :1, :].expand(12, 4, 6),
+        "storage-offset": lambda t: t[3:],
+    }
+    for name, view in views.items():
+        scores, labels = view(base_scores), view(base_labels)
+        got = check_against_reference(target, scores, labels, method=method)
+        contiguous = run(target, scores.contiguous(), labels.contiguous(), method=method)
+        assert_same_bits(target, got, contiguous, scores.dtype)
+    # scores and labels laid out differently (one of them is copied)
+    scores, labels = random_problem((30, 40), seed=6)
+    check_against_reference(target, scores.t(), labels.t().contiguous(), method=method)
+    check_against_reference(target, scores.t().contiguous(), labels.t(), method=method)
+
+
+# ---- properties of the result ----------------------------------------------------------------
+
+
+@targets
+@pytest.mark.parametrize("interpolate", [True, False])
+@pytest.mark.parametrize("seed", range(3))
+def test_sorted_equals_pairwise_at_scale(target, interpolate, seed):
+    n = 200_000 if target.gpu else 20_000  # pairwise is O(P N)
+    scores, labels = random_problem((n,), seed=seed, p_pos=0.01, p_ignore=0.05, loc=-4.6, scale=0.5 + seed,
+                                    dtype=torch.float64)
+    loss_s, grad_s = run(target, scores, labels, method="sorted", interpolate=interpolate)
+    loss_p, grad_p = run(target, scores, labels, method="pairwise", interpolate=interpolate)
+    torch.testing.assert_close(loss_s, loss_p, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_s, grad_p, rtol=1e-9, atol=1e-14)
+
+
+@targets
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("interpolate", [True, False])
+def test_balance_invariant(target, method, interpolate):
+    # The gradient's mass on negatives is +loss, on positives -loss, on ignored entries 0.
+    scores, labels = random_problem((4000,), seed=11, p_pos=0.05, loc=-4.6, scale=0.5, dtype=torch.float64)
+    loss, grad = run(target, scores, labels, method=method, interpolate=interpolate)
+    assert grad[labels == 0].sum().item() == pytest.approx(loss.item(), rel=1e-10)
+    assert grad[labels == 1].sum().item() == pytest.approx(-loss.item(), rel=1e-10)
+    assert grad[labels == -1].abs().sum().item() == 0.0
+
+
+@targets
+@pytest.mark.parametrize("method", METHODS)
+def test_grad_output_scaling(target, method):
+    scores, labels = random_problem((2000,), seed=12, dtype=torch.float64)
+    _, grad = run(target, scores, labels, method=method)
+    x = target.put(scores).requires_grad_(True)
+    with target.running():
+        (3 * aploss_cuda.ap_loss(x, target.put(labels), method=method)).backward()
+    torch.testing.assert_close(x.grad.cpu(), 3 * grad, rtol=1e-12, atol=0)
+
+
+@targets
+@pytest.mark.parametrize("method", METHODS)
+def test_shift_invariance(target, method):
+    # Scores on a coarse grid: shifted, they stay exact, and so does every difference.
+    scores, labels = random_problem((3000,), seed=13, p_pos=0.05, dtype=torch.float64, ties=True)
+    loss, grad = run(target, scores, labels, method=method)
+    for shift in (1000.0, -1e6, 1e9):
+        loss_s, grad_s = run(target, scores + shift, labels, method=method)
+        torch.testing.assert_close(loss_s, loss, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(grad_s, grad, rtol=1e-7, atol=1e-12)
 
 
 # ---- sizes: several grid-stride rounds, both sides of the shared-memory limits ------------------
@@ -179,7 +326,7 @@ def test_h100_shared_memory_limits(target, num_pos):
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("where", ["positive", "negative"])
 def test_non_finite_scores_raise(target, method, value, where):
-    scores, labels = random_problem((200,), seed=1, p_pos=0.2)
+    scores, labels = random_problem((2000,), seed=1, p_pos=0.1)
     index = int((labels == (1 if where == "positive" else 0)).nonzero()[3])
     scores[index] = value
     with target.running(), pytest.raises(ValueError, match=rf"finite.*index {index}\b"):
@@ -201,15 +348,43 @@ def test_which_non_finite_score_is_reported(target, method):
                                 method=method)
 
 
-@targets
+INVALID_LABELS = [  # labels, the value reported, its index
+    (torch.tensor([0, 1, 2, 0, 3]), "2", 2),
+    (torch.tensor([0.0, 1.0, 0.5, -1.0]), "0.5", 2),
+    (torch.tensor([0, -2, 1], dtype=torch.int8), "-2", 1),
+    (torch.tensor([0, 1, 255], dtype=torch.uint8), "255", 2),
+    (torch.tensor([0.0, float("nan"), 1.0]), "nan", 1),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "labels", "bad", "index"),
+    [
+        pytest.param(target, labels, bad, index, id=f"{bad}-{target}")
+        for target in TARGETS
+        for labels, bad, index in INVALID_LABELS
+        if target.compiles(labels=labels.dtype)
+    ],
+)
 @pytest.mark.parametrize("method", METHODS)
-def test_invalid_labels_name_the_first(target, method):
-    labels = torch.zeros(5000, dtype=torch.int64)
+def test_invalid_labels_raise(target, method, labels, bad, index):
+    scores = torch.randn(labels.shape)
+    with target.running(), pytest.raises(ValueError, match=rf"found {bad}\b.*index {index}\b"):
+        aploss_cuda.ap_loss(target.put(scores), target.put(labels), method=method)
+
+
+@targets_and_dtypes("label_dtype", [torch.int64, torch.int32], of="labels")
+@pytest.mark.parametrize("method", METHODS)
+def test_invalid_labels_name_the_first(target, method, label_dtype):
+    # Many blocks see invalid labels; the first one in flat order is reported.
+    n = 1 << 20
+    labels = torch.zeros(n, dtype=label_dtype)
     labels[::50] = 1
-    labels[3217] = 3
-    labels[4000] = -5
-    with target.running(), pytest.raises(ValueError, match=r"found 3\b.*index 3217"):
-        aploss_cuda.ap_loss(target.put(torch.randn(5000)), target.put(labels), method=method)
+    labels[777_777] = 3
+    labels[800_000] = -5
+    labels[900_000:] = 7
+    with target.running(), pytest.raises(ValueError, match=r"found 3\b.*index 777777\b"):
+        aploss_cuda.ap_loss(target.put(torch.randn(n)), target.put(labels), method=method)
 
 
 # ---- grouped rankings ----------------------------------------------------------------------------------
@@ -229,14 +404,14 @@ def group_layouts(shape):
 
 @targets
 @pytest.mark.parametrize("layout", ["per-image", "per-class", "random-big-ids", "one", "groups-without-positives"])
-def test_grouped_rankings(target, layout):
-    shape = (6, 400, 5)
-    scores, labels = random_problem(shape, seed=11, p_pos=0.01, dtype=torch.float64)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=dtype_id)
+def test_grouped_rankings(target, layout, dtype):
+    shape = (6, 4000, 5) if target.gpu else (6, 400, 5)
+    scores, labels = random_problem(shape, seed=11, p_pos=0.01, dtype=dtype)
     ids = group_layouts(shape)[layout]
     expected = cpu_kernels(scores, labels, group_ids=ids)
-    with target.running():
-        got = loss_and_grad(target.put(scores), target.put(labels), group_ids=target.put(ids))
-    assert_same_result(got, expected, torch.float64, rtol=1e-10)
+    got = run(target, scores, labels, group_ids=ids)
+    assert_same_result(got, expected, dtype, rtol=1e-10 if dtype == torch.float64 else None)
 
 
 @targets
@@ -248,7 +423,7 @@ def test_grouped_non_finite_negative_raises(target):
         aploss_cuda.ap_loss(target.put(scores), target.put(labels), group_ids=target.put(torch.arange(3)[:, None]))
 
 
-# ---- deterministic pass 1, properties -------------------------------------------------------------------
+# ---- deterministic mode ----------------------------------------------------------------------------------
 
 
 @targets
@@ -257,54 +432,23 @@ def test_deterministic_pass1_equals_the_kernel(target, grouped):
     from test_deterministic import pass1_pair
 
     with target.running():
-        own, deterministic = pass1_pair(target.tensor_device, grouped, n=20_000)
+        own, deterministic = pass1_pair(target.tensor_device, grouped, n=200_000 if target.gpu else 20_000)
     torch.testing.assert_close(deterministic.cpu(), own.cpu(), rtol=1e-12, atol=1e-9)
 
 
 @targets
-@pytest.mark.parametrize("grouped", [False, True])
-def test_deterministic_mode_is_bitwise_reproducible(target, grouped):
-    scores, labels = random_problem((30_000,), seed=3, p_pos=0.002, loc=-4.6, scale=0.5)
-    ids = torch.arange(6).repeat_interleave(5000) if grouped else None
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        with target.running():
-            runs = [loss_and_grad(target.put(scores), target.put(labels), group_ids=target.put(ids))
-                    for _ in range(2)]
-    finally:
-        torch.use_deterministic_algorithms(previous)
-    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
-    assert_same_result(runs[0], cpu_kernels(scores, labels, group_ids=ids), torch.float32)
-
-
-@targets
-@pytest.mark.parametrize("method", METHODS)
-def test_balance_and_grad_output_scaling(target, method):
-    scores, labels = random_problem((4000,), seed=11, p_pos=0.05, loc=-4.6, scale=0.5, dtype=torch.float64)
-    loss, grad = run(target, scores, labels, method=method)
-    assert grad[labels == 0].sum().item() == pytest.approx(loss.item(), rel=1e-10)
-    assert grad[labels == 1].sum().item() == pytest.approx(-loss.item(), rel=1e-10)
-    assert grad[labels == -1].abs().sum().item() == 0.0
-    x = target.put(scores).requires_grad_(True)
-    with target.running():
-        (3 * aploss_cuda.ap_loss(x, target.put(labels), method=method)).backward()
-    torch.testing.assert_close(x.grad.cpu(), 3 * grad, rtol=1e-12, atol=0)
-
-
-@targets
-@pytest.mark.parametrize("method", METHODS)
-def test_non_contiguous_views(target, method):
-    base_scores, base_labels = random_problem((12, 20, 6), seed=5)
-    expected = cpu_kernels(base_scores.contiguous(), base_labels.contiguous(), method=method)
-    views = {
-        "transpose": (lambda t: t.transpose(0, 2), lambda g: g.transpose(0, 2)),
-        "slice": (lambda t: t[:, ::2], None),
-    }
-    for name, (view, undo) in views.items():
-        got = run(target, view(base_scores), view(base_labels), method=method)
-        if undo is not None:
-            assert_same_result((got[0], undo(got[1])), expected, torch.float32)
-        else:
-            assert_same_result(got, cpu_kernels(view(base_scores).contiguous(), view(base_labels).contiguous(),
-                                          method=method), torch.float32)
+@pytest.mark.parametrize("grouped, method", [(False, "sorted"), (False, "pairwise"), (True, "sorted")])
+def test_deterministic_mode_is_bitwise_reproducible(target, grouped, method):
+    # On a GPU the sorted pass 1's float atomics race more at scale.
+    n = 300_000 if target.gpu else 30_000
+    scores, labels = random_problem((n,), seed=3, p_pos=0.002, loc=-4.6, scale=0.5)
+    ids = torch.arange(6).repeat_interleave(n // 6) if grouped else None
+    # One emulated session: on the random-order target every launch draws a new order.
+    with deterministic_algorithms(), target.running():
+        runs = [loss_and_grad(target.put(scores), target.put(labels), method=method, group_ids=target.put(ids))
+                for _ in range(3)]
+    for loss, grad in runs[1:]:
+        assert torch.equal(loss, runs[0][0]) and torch.equal(grad, runs[0][1])
+    # and equal to the default mode's result and the CPU kernels' to the output rounding
+    assert_same_result(runs[0], run(target, scores, labels, method=method, group_ids=ids), torch.float32)
+    assert_same_result(runs[0], cpu_kernels(scores, labels, method=method, group_ids=ids), torch.float32)
