@@ -10,14 +10,22 @@ from PIL import Image  # noqa: E402
 from torchvision.utils import draw_bounding_boxes, make_grid  # noqa: E402
 
 COLOURS = {"ap": "tab:red", "focal": "tab:blue"}
+SMOOTHING_WINDOW = 50  # iterations in the trailing mean of the training curves
 
 
-def _smooth(values, window=50):
+def smoothed(values, window=SMOOTHING_WINDOW):
+    """A per-iteration series and its trailing mean, one point per iteration.
+
+    Returns (iterations, means): iterations 1..len(values) (the count of training steps
+    done, as the evaluation points of train_retinanet use), and at iteration k the mean
+    of the last ``window`` values up to and including k (of all k values while k <
+    window). The curve covers the whole run: nothing is dropped at either end.
+    """
     values = np.asarray(values, dtype=np.float64)
-    if len(values) < window:
-        return values
-    kernel = np.ones(window) / window
-    return np.convolve(values, kernel, mode="valid")
+    iterations = np.arange(1, len(values) + 1)
+    sums = np.concatenate(([0.0], np.cumsum(values)))
+    start = np.maximum(iterations - window, 0)
+    return iterations, (sums[iterations] - sums[start]) / (iterations - start)
 
 
 def plot_curves(runs_by_loss, path):
@@ -30,18 +38,18 @@ def plot_curves(runs_by_loss, path):
     fig, axes = plt.subplots(1, len(losses) + 2, figsize=(4 * (len(losses) + 2), 3.6))
     titles = {"focal": "focal loss", "ap": "AP-loss = 1 - AP"}
     for axis, loss in zip(axes, losses):
-        axis.set_title(f"{titles[loss]} (train, smoothed)")
+        axis.set_title(f"{titles[loss]} (train, mean of last {SMOOTHING_WINDOW})")
     for loss, logs in runs_by_loss.items():
         colour = COLOURS.get(loss, None)
         for k, log in enumerate(logs):
             label = f"{loss}" if k == 0 else None
             cls_axis = axes[losses.index(loss)]
-            cls_axis.plot(_smooth(log["classification"]), color=colour, alpha=0.7, label=label)
-            axes[-2].plot(_smooth(log["bbox_regression"]), color=colour, alpha=0.7, label=label)
+            cls_axis.plot(*smoothed(log["classification"]), color=colour, alpha=0.7, label=label)
+            axes[-2].plot(*smoothed(log["bbox_regression"]), color=colour, alpha=0.7, label=label)
             its = [e["iteration"] for e in log["evals"]]
             axes[-1].plot(its, [e["map"] for e in log["evals"]], "o-", color=colour, alpha=0.7,
                           label=label)
-    axes[-2].set_title("box regression L1 (train, smoothed)")
+    axes[-2].set_title(f"box regression L1 (train, mean of last {SMOOTHING_WINDOW})")
     axes[-1].set_title("mAP@[.5:.95] (val split)")
     for axis in axes:
         axis.set_xlabel("iteration")
@@ -83,3 +91,15 @@ def draw_detections(images, detections, targets, class_names, min_score=None, to
 def save_grid(drawn, path, nrow=4):
     """Saves images (uint8 (3, h, w)) as one grid PNG."""
     _save_small_png(make_grid(drawn, nrow=nrow, padding=4).float() / 255, path)
+
+
+if __name__ == "__main__":
+    # Self-check of the smoothing: every iteration of a run is drawn, the last at x = len.
+    its, means = smoothed(np.arange(150.0), window=50)
+    assert len(its) == len(means) == 150 and its[0] == 1 and its[-1] == 150, (its, means)
+    assert means[0] == 0.0 and means[1] == 0.5 and means[49] == 24.5  # growing window
+    assert means[-1] == np.mean(np.arange(100.0, 150.0))  # the last 50 values
+    its, means = smoothed([2.0, 4.0], window=50)  # shorter than the window
+    assert its.tolist() == [1, 2] and means.tolist() == [2.0, 3.0]
+    assert len(smoothed([])[0]) == 0
+    print("plots.smoothed: ok")
