@@ -138,3 +138,19 @@ def test_deterministic_mode_is_bitwise_reproducible(method):
     finally:
         torch.use_deterministic_algorithms(previous)
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_float16_negative_gradients_underflow_without_a_scaler():
+    # docs/input_contract.md: float16 gradients below ~3e-8 flush to 0; a gradient scaler
+    # (torch.amp.GradScaler) keeps them.
+    g = torch.Generator().manual_seed(0)
+    n = 1 << 16
+    s = torch.randn(n, generator=g) * 0.5 - 4.6
+    y = (torch.rand(n, generator=g) < 1e-3).long()
+    y[0] = 1
+    grads = {}
+    for scale in (1.0, 65536.0):
+        x = s.half().requires_grad_()
+        (aploss_cuda.ap_loss(x, y).float() * 1e-5 * scale).backward()
+        grads[scale] = x.grad[y == 0]
+    assert (grads[1.0] == 0).all() and (grads[65536.0] > 0).float().mean() > 0.99

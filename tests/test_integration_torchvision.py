@@ -194,3 +194,13 @@ def test_coco_map_perfect_and_a_hand_computed_case():
     assert evaluate.coco_map(detections, targets) == pytest.approx(
         {"map": expected, "map_50": expected}, abs=1e-6
     )
+
+
+def test_smoothed_curves_cover_every_iteration():
+    pytest.importorskip("matplotlib")
+    import numpy as np
+    import plots
+
+    its, means = plots.smoothed(np.arange(150.0), window=50)
+    assert len(its) == len(means) == 150 and its[0] == 1 and its[-1] == 150
+    assert means[0] == 0.0 and means[-1] == np.mean(np.arange(100.0, 150.0))
