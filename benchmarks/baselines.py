@@ -11,7 +11,9 @@
   recomputes each chunk and reduces it against the weights w (a mat-vec).
   O(P * N) work, O(chunk * N) memory.
 - ``focal_loss``: sigmoid focal loss forward (+ backward by autograd) as the cost
-  yardstick: torchvision's when it is installed, else the same formula.
+  yardstick, over the non-ignored entries as RetinaNet computes it;
+  ``focal_loss_unmasked`` over the whole tensor, focal loss at its cheapest.
+  torchvision's when it is installed, else the same formula.
 
 Both AP-loss baselines compute in the dtype of ``scores`` and return a 0-dim loss
 whose backward is the error-driven gradient (times the incoming gradient).
@@ -56,14 +58,8 @@ def _with_gradient(scores, loss, flat_grad):
     return loss
 
 
-def per_positive_loop(scores, labels, delta=1.0, interpolate=True, *, max_iters=None):
-    """AP-loss the way the released code computes it: a Python loop over positives.
-
-    ``max_iters`` (benchmark-only) stops after that many positives: the result is
-    then wrong, but the time and the peak memory are those of that many iterations of
-    the full problem (same relevant negatives, same positive count), which is how the
-    benchmark extrapolates the loop linearly in P without running all of it.
-    """
+def per_positive_loop(scores, labels, delta=1.0, interpolate=True):
+    """AP-loss the way the released code computes it: a Python loop over positives."""
     s = scores.reshape(-1)
     y = _flat_labels(labels)
     with torch.no_grad():
@@ -86,8 +82,6 @@ def per_positive_loop(scores, labels, delta=1.0, interpolate=True, *, max_iters=
         prec = torch.zeros_like(fg)
         max_prec = 0.0
         order = torch.argsort(fg)
-        if max_iters is not None:
-            order = order[:max_iters]
         for ii in order.tolist():
             fg_rel = _step(fg - fg[ii], delta)
             fg_rel[ii] = 0  # i != k in rank_pos
@@ -112,7 +106,7 @@ def per_positive_loop(scores, labels, delta=1.0, interpolate=True, *, max_iters=
 
 class _Dense(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, scores, labels, delta, interpolate, chunk_elems, max_chunks):
+    def forward(ctx, scores, labels, delta, interpolate, chunk_elems):
         s = scores.reshape(-1)
         y = _flat_labels(labels)
         pos_idx = torch.nonzero(y == 1).reshape(-1)
@@ -128,10 +122,7 @@ class _Dense(torch.autograd.Function):
         rows = max(1, chunk_elems // max(neg.numel(), num_pos, 1))
         fp = torch.empty_like(q)
         rank_pos = torch.empty_like(q)
-        for n, a in enumerate(range(0, num_pos, rows)):
-            if max_chunks is not None and n >= max_chunks:
-                fp[a:], rank_pos[a:] = 0, 1
-                break
+        for a in range(0, num_pos, rows):
             qc = q[a : a + rows]
             fp[a : a + rows] = _step_tile(neg, qc, delta).sum(1)
             # the self term H(0) = 1/2 is in the row sum: take it back out
@@ -142,35 +133,31 @@ class _Dense(torch.autograd.Function):
         c = torch.where(ip > prec, (1 - ip) / (1 - prec), torch.ones_like(prec))
         w = c / rank
         ctx.save_for_backward(q, order, pos_idx, neg_idx, neg, ip, w)
-        ctx.rows, ctx.max_chunks = rows, max_chunks
+        ctx.rows = rows
         return 1 - ip.mean()
 
     @staticmethod
     def backward(ctx, grad_output):
         if ctx.empty:
-            return torch.zeros(ctx.shape, dtype=grad_output.dtype, device=grad_output.device), None, None, None, None, None
+            zeros = torch.zeros(ctx.shape, dtype=grad_output.dtype, device=grad_output.device)
+            return zeros, None, None, None, None
         q, order, pos_idx, neg_idx, neg, ip, w = ctx.saved_tensors
         num_pos = q.numel()
         gneg = torch.zeros_like(neg)
-        for n, a in enumerate(range(0, num_pos, ctx.rows)):
-            if ctx.max_chunks is not None and n >= ctx.max_chunks:
-                break
+        for a in range(0, num_pos, ctx.rows):
             gneg += w[a : a + ctx.rows] @ _step_tile(neg, q[a : a + ctx.rows], ctx.delta)
         grad = torch.zeros(ctx.shape.numel(), dtype=q.dtype, device=q.device)
         grad[neg_idx] = gneg * (grad_output / num_pos)
         grad[pos_idx[order]] = -(1 - ip) * (grad_output / num_pos)
-        return grad.reshape(ctx.shape), None, None, None, None, None
+        return grad.reshape(ctx.shape), None, None, None, None
 
 
-def dense_vectorized(scores, labels, delta=1.0, interpolate=True, *, chunk_elems=None,
-                     max_chunks=None):
+def dense_vectorized(scores, labels, delta=1.0, interpolate=True, *, chunk_elems=None):
     """AP-loss by dense P x N tiles of H, ``chunk_elems`` matrix entries at a time
-    (default 2**24 on the CPU = 64 MiB of float32, 2**28 on CUDA). ``max_chunks``
-    (benchmark-only) stops after that many tiles, for extrapolation."""
+    (default 2**24 on the CPU = 64 MiB of float32, 2**28 on CUDA)."""
     if chunk_elems is None:
         chunk_elems = 2**28 if scores.is_cuda else 2**24
-    return _Dense.apply(scores, labels, float(delta), bool(interpolate), int(chunk_elems),
-                        max_chunks)
+    return _Dense.apply(scores, labels, float(delta), bool(interpolate), int(chunk_elems))
 
 
 try:
@@ -199,3 +186,10 @@ def focal_loss(scores, labels):
     targets = (labels[valid] == 1).to(scores.dtype)
     fn = _tv_focal if _tv_focal is not None else _focal_formula
     return fn(scores[valid], targets, alpha=0.25, gamma=2, reduction="sum")
+
+
+def focal_loss_unmasked(scores, labels):
+    """Sigmoid focal loss over the whole tensor, ignored entries as negatives: no
+    selection of the valid entries, so focal loss at its cheapest."""
+    fn = _tv_focal if _tv_focal is not None else _focal_formula
+    return fn(scores, (labels == 1).to(scores.dtype), alpha=0.25, gamma=2, reduction="sum")
