@@ -35,7 +35,9 @@ GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids) {
   const at::Tensor bounds = at::stack({lowest, highest}).to(at::kLong).cpu();
   const int64_t min_id = bounds[0].item<int64_t>(), max_id = bounds[1].item<int64_t>();
   TORCH_CHECK_VALUE(min_id >= 0, "ap_loss: group_ids must be >= 0, found ", min_id);
-  const int64_t direct_limit = std::max<int64_t>(int64_t(1) << 16, 2 * group_ids.numel());
+  // Direct codes cost O(max id) per pass (each code owns a segment record), so sparse
+  // ids beyond the numel/8 of the ids get the backend's numbering instead.
+  const int64_t direct_limit = std::max<int64_t>(int64_t(1) << 16, group_ids.numel() / 8);
   constexpr int64_t kMaxCode = std::numeric_limits<int32_t>::max();
   if (max_id < std::min(direct_limit, kMaxCode)) return {as_codes(group_ids), max_id + 1};
   auto [codes, num_groups] = k.dense_codes(group_ids);

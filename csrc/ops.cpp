@@ -75,11 +75,16 @@ Positives check_positives(const at::Tensor& positives, const at::Tensor& offsets
   return {positives.contiguous(), offsets.contiguous(), positive_group.contiguous()};
 }
 
-// The stages' view of the N-sized inputs; codes (int32) broadcast to scores' shape.
-Entries entries(const FlatInputs& in, const at::Tensor& scores,
+// The stages' view of the N-sized inputs; codes (int32) broadcast to scores' shape,
+// as one period when the backend reads them so (kernels.h), else one per entry.
+Entries entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores,
                 const std::optional<at::Tensor>& codes) {
   if (!codes.has_value()) return {in.scores, in.labels, {}};
   TORCH_CHECK(codes->scalar_type() == at::kInt, "aploss: codes must be int32");
+  if (k.periodic_codes && scores.numel() > 0) {
+    at::Tensor period = periodic_codes(*codes, scores, in);
+    if (period.defined()) return {in.scores, in.labels, period};
+  }
   return {in.scores, in.labels, flatten_like(*codes, scores, in)};
 }
 
@@ -106,7 +111,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
   };
   if (scores.numel() == 0) return no_positive();
   const FlatInputs flat = flatten(scores, labels);
-  const Entries in = entries(flat, scores, codes);
+  const Entries in = entries(k, flat, scores, codes);
 
   const at::Tensor gathered = aploss::gather(k, in);
   const int64_t num_pos = gathered.size(1);
@@ -132,7 +137,7 @@ at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::T
   if (state.size(1) == 1 || scores.numel() == 0) return grad.zero_();
 
   const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
-  aploss::pass2(k, entries(flat, scores, codes), state, offsets.contiguous(), delta, scale,
+  aploss::pass2(k, entries(k, flat, scores, codes), state, offsets.contiguous(), delta, scale,
                 flat_grad, m);
   return grad;
 }
@@ -142,7 +147,7 @@ at::Tensor gather(const Kernels& k, const at::Tensor& scores, const at::Tensor& 
   check_inputs(scores, labels, 1.0);
   (void)check_grouping(codes, scores, "sorted");
   if (scores.numel() == 0) return at::empty({2, 0}, scores.options().dtype(at::kDouble));
-  return aploss::gather(k, entries(flatten(scores, labels), scores, codes));
+  return aploss::gather(k, entries(k, flatten(scores, labels), scores, codes));
 }
 
 at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
@@ -153,7 +158,7 @@ at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& l
   const Method m = check_grouping(codes, scores, method);
   const Positives pos = check_positives(positives, offsets, positive_group, "aploss::pass1");
   if (scores.numel() == 0) return at::zeros({positives.size(1)}, positives.options());
-  return aploss::pass1(k, entries(flatten(scores, labels), scores, codes), pos, delta, m);
+  return aploss::pass1(k, entries(k, flatten(scores, labels), scores, codes), pos, delta, m);
 }
 
 std::tuple<at::Tensor, at::Tensor> positive_stage(

@@ -36,7 +36,11 @@ Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double 
 at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives& pos,
                             double delta, bool deterministic) {
   if (deterministic) {
-    return deterministic_pass1(k, in.scores, in.labels, in.codes, pos.positives,
+    // The records take one code per entry.
+    const at::Tensor codes = in.codes.defined() && in.codes.numel() < in.scores.numel()
+                                 ? in.codes.repeat({in.scores.numel() / in.codes.numel()})
+                                 : in.codes;
+    return deterministic_pass1(k, in.scores, in.labels, codes, pos.positives,
                                in.codes.defined() ? pos.offsets : at::Tensor(), delta);
   }
   return in.codes.defined()

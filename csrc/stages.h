@@ -20,7 +20,8 @@ enum class Method { kSorted, kPairwise };
 struct Entries {
   at::Tensor scores;
   at::Tensor labels;
-  at::Tensor codes;  // int32 dense group codes; undefined: the single ranking
+  at::Tensor codes;  // int32 dense group codes, one per entry or periodic (kernels.h);
+                     // undefined: the single ranking
 };
 
 // The positives, sorted by (group, score), and where each group's segment lies.

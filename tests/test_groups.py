@@ -444,6 +444,34 @@ def test_grad_output_scaling_and_threads():
     assert loss_1.item() == loss_n.item() and torch.equal(grad_1, grad_n)  # CPU: bitwise
 
 
+@pytest.mark.parametrize(
+    "ids_shape", [(7,), (1, 1, 7), (11113, 7), ()], ids=["per-class", "leading-ones", "long-period", "scalar"]
+)
+def test_periodic_codes_equal_one_code_per_entry(ids_shape):
+    # Ids broadcast over leading dims reach the CPU kernels as one period of codes (read
+    # code by code over whole rows, entry by entry at a chunk's ragged ends); the same ids
+    # expanded to full size take the one-code-per-entry path. Two chunks whose boundary
+    # falls inside a row (233,373 entries, period 7).
+    scores, labels = random_problem((3, 11113, 7), seed=41, p_pos=0.02, dtype=torch.float64)
+    ids = full_ids(ids_shape, 5, seed=11) if ids_shape else torch.tensor(3)
+    loss, grad = loss_and_grad(scores, labels, group_ids=ids)
+    loss_full, grad_full = loss_and_grad(
+        scores, labels, group_ids=ids.expand(scores.shape).contiguous()
+    )
+    torch.testing.assert_close(loss, loss_full, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad, grad_full, rtol=1e-10, atol=1e-16)
+
+
+def test_periodic_codes_report_the_first_non_finite_negative():
+    # Code by code, class 2 of a row is visited before class 5 of the row above it.
+    scores, labels = random_problem((2, 1000, 7), seed=42, p_pos=0.01, p_ignore=0.0)
+    flat_labels = labels.view(-1)
+    flat_labels[[26, 30]] = 0
+    scores.view(-1)[[26, 30]] = float("nan")  # flat 26 = row 3, class 5; 30 = row 4, class 2
+    with pytest.raises(ValueError, match=r"index 26\b"):
+        aploss_cuda.ap_loss(scores, labels, group_ids=torch.arange(7))
+
+
 # ---------------------------------------------------------------------------- API
 
 

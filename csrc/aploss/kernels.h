@@ -76,8 +76,11 @@ struct Kernels {
                          at::Tensor& grad);
 
   // Grouped rankings (segments.h). `codes`: 1-D int32, each entry's dense group code in
-  // [0, U), same order as scores. `offsets`: (U+1) int64, group u's positives are
-  // columns [offsets[u], offsets[u+1]) of `positives` / `state`.
+  // [0, U) (other codes: no segment), same order as scores; or, with periodic_codes, a
+  // period of them: codes.numel() < N and entry i's code is codes[i % codes.numel()]
+  // (group_ids broadcast over leading dims, e.g. one per class). `offsets`: (U+1)
+  // int64, group u's positives are columns [offsets[u], offsets[u+1]) of `positives` /
+  // `state`.
 
   // As gather_positives, plus each positive's code: (2, P) float64 [score; code].
   at::Tensor (*grouped_gather)(const at::Tensor& scores, const at::Tensor& labels,
@@ -106,6 +109,10 @@ struct Kernels {
   // bits): under torch.use_deterministic_algorithms(True) pass 1 then sums
   // pass1_records instead (../deterministic_pass1.cpp).
   bool pass1_float_atomics;
+
+  // Whether grouped_gather / grouped_pass1 / grouped_pass2 read periodic codes (above);
+  // otherwise they get one code per entry. pass1_records always gets one per entry.
+  bool periodic_codes;
 };
 
 const Kernels& cpu_kernels();

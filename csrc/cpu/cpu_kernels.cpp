@@ -13,7 +13,7 @@ const Kernels& cpu_kernels() {
                              cpu::sorted_pass2, cpu::pairwise_pass2,
                              cpu::grouped_gather, cpu::grouped_pass1, cpu::grouped_pass2,
                              cpu::pass1_records, cpu::dense_codes,
-                             /*pass1_float_atomics=*/false};
+                             /*pass1_float_atomics=*/false, /*periodic_codes=*/true};
   return table;
 }
 

@@ -15,8 +15,10 @@ namespace aploss {
 namespace cpu {
 namespace {
 
-// Returns (P,) scores, or (2, P) [scores; codes] when `codes` is given.
-at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes) {
+// Returns (P,) scores, or (2, P) [scores; codes] when `codes` is given (one per entry,
+// or `period` of them repeating: ../aploss/kernels.h).
+at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes,
+                  int64_t period = 0) {
   const int64_t n = scores.numel();
   const Chunks chunks = split_into_chunks(n, 0);
   std::vector<std::vector<double>> found(chunks.count), found_codes(chunks.count);
@@ -34,7 +36,9 @@ at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const int3
           const double v = static_cast<double>(s[i]);
           if (!is_finite_score(v) && bad_score[c] < 0) bad_score[c] = i;
           out.push_back(v);
-          if (codes != nullptr) found_codes[c].push_back(static_cast<double>(codes[i]));
+          if (codes != nullptr) {
+            found_codes[c].push_back(static_cast<double>(codes[period > 0 ? i % period : i]));
+          }
         } else if (cls == kInvalid && bad_label[c] < 0) {
           bad_label[c] = i;
         }
@@ -65,7 +69,8 @@ at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) 
 
 at::Tensor grouped_gather(const at::Tensor& scores, const at::Tensor& labels,
                           const at::Tensor& codes) {
-  return gather(scores, labels, codes.const_data_ptr<int32_t>());
+  const int64_t period = codes.numel() < scores.numel() ? codes.numel() : 0;
+  return gather(scores, labels, codes.const_data_ptr<int32_t>(), period);
 }
 
 }  // namespace cpu

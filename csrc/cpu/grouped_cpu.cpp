@@ -4,6 +4,7 @@
 // result is bitwise reproducible), with one window index per segment.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../aploss/dispatch.h"
@@ -19,15 +20,104 @@ namespace cpu {
 namespace {
 
 // As in sorted_cpu.cpp: the bucket-table entry an entry's window search will read is
-// pulled in this many entries ahead (the tables are larger than L1 and read at random).
+// pulled in this many entries ahead (the tables are larger than L1 and read at random),
+// and its group's search record twice as far ahead, so that computing the table
+// address does not itself wait on memory (random groups: retrieval-style ids).
 constexpr int64_t kPrefetchDistance = 16;
+constexpr int64_t kGroupPrefetchDistance = 2 * kPrefetchDistance;
 
-template <typename scalar_t>
-void prefetch(const OwnedSegmentedWindowIndex& index, int32_t code, scalar_t score) {
-  const SegmentSearch& group = index.group(code);
-  if (!group.seg.empty()) __builtin_prefetch(window_entry(group.index, static_cast<double>(score)));
+// Pass 1 searches a segment this small in q itself (one or two cache lines) rather than
+// through its bucket table: one random memory access fewer (many small groups). Pass 2
+// measured no gain from it: its table lookups skip the search in most buckets.
+constexpr int64_t kSmallSegment = 8;
+
+bool searched_in_q(const SegmentSearch& group) { return group.seg.size() <= kSmallSegment; }
+
+Window find_pass1_window(const SegmentSearch& group, const double* q, double s) {
+  return searched_in_q(group) ? find_segment_window(q, group.seg, s, group.params)
+                              : find_window(group.index, s, group.params);
 }
 
+// The codes of entries i, i + kPrefetchDistance and i + kGroupPrefetchDistance, one
+// per entry or periodic (../aploss/kernels.h), advanced one entry at a time (no
+// division per entry).
+class CodeCursors {
+ public:
+  CodeCursors(const int32_t* codes, int64_t period, int64_t i)
+      : codes_(codes), period_(period), at_{position(i), position(i + kPrefetchDistance),
+                                          position(i + kGroupPrefetchDistance)} {}
+  int32_t code() const { return codes_[at_[0]]; }
+  int32_t code_ahead() const { return codes_[at_[1]]; }
+  int32_t code_far_ahead() const { return codes_[at_[2]]; }
+  void next() {
+    for (int64_t& j : at_) {
+      if (++j == period_) j = 0;
+    }
+  }
+
+ private:
+  int64_t position(int64_t i) const { return period_ > 0 ? i % period_ : i; }
+  const int32_t* codes_;
+  int64_t period_;  // 0: one code per entry
+  int64_t at_[3];
+};
+
+// `q`: prefetch q for small segments (pass 1); null: always the table entry (pass 2).
+template <typename scalar_t>
+void prefetch(const OwnedSegmentedWindowIndex& index, const double* q, const CodeCursors& codes,
+              const scalar_t* s, int64_t i, int64_t end) {
+  if (i + kGroupPrefetchDistance < end) __builtin_prefetch(&index.group(codes.code_far_ahead()));
+  if (i + kPrefetchDistance < end) {
+    const SegmentSearch& group = index.group(codes.code_ahead());
+    if (group.seg.empty()) return;
+    __builtin_prefetch(q != nullptr && searched_in_q(group)
+                           ? static_cast<const void*>(q + group.seg.begin)
+                           : window_entry(group.index, static_cast<double>(s[i + kPrefetchDistance])));
+  }
+}
+
+// Pass 1 over the whole rows [row, row_end) of periodic codes, in tiles visited one
+// code at a time: each group's record stays in registers and its table in cache, and
+// its full steps are counted in a register (codes repeating every few entries, e.g. one
+// per class, otherwise touch every group's record and table at every step). `visit`
+// handles one entry of a group; returns the lowest non-finite negative's index or -1.
+constexpr int64_t kTileEntries = 8192;
+constexpr int64_t kCodeMajorPeriod = 256;  // longer periods: entry by entry
+
+template <typename scalar_t, typename label_t, typename Add>
+int64_t pass1_code_major(const OwnedSegmentedWindowIndex& index, const double* q,
+                         const scalar_t* s, const label_t* y, const int32_t* codes,
+                         int64_t period, int64_t row, int64_t row_end, Add add) {
+  int64_t bad = -1;
+  const int64_t tile = std::max<int64_t>(1, kTileEntries / period) * period;
+  for (int64_t tile_begin = row; tile_begin < row_end; tile_begin += tile) {
+    const int64_t tile_end = std::min(row_end, tile_begin + tile);
+    for (int64_t c = 0; c < period; ++c) {
+      const SegmentSearch group = index.group(codes[c]);
+      const bool table = !group.seg.empty() && !searched_in_q(group);
+      const int64_t ahead = kPrefetchDistance * period;
+      int64_t full_steps = 0;
+      for (int64_t i = tile_begin + c; i < tile_end; i += period) {
+        if (table && i + ahead < tile_end) {
+          __builtin_prefetch(window_entry(group.index, static_cast<double>(s[i + ahead])));
+        }
+        if (classify_label(y[i]) != kNegative) continue;
+        const double v = static_cast<double>(s[i]);
+        if (!is_finite_score(v)) {  // every group is validated
+          if (bad < 0 || i < bad) bad = i;
+          continue;
+        }
+        if (group.seg.empty() || is_pruned(v, group.params)) continue;
+        const int64_t base = group.seg.begin;
+        full_steps += accumulate_negative(
+            find_pass1_window(group, q, v),
+            [&](int array, int64_t at, double value) { add(array, base + at, value); });
+      }
+      if (full_steps > 0) add(kD1, group.seg.begin, static_cast<double>(full_steps));
+    }
+  }
+  return bad;
+}
 }  // namespace
 
 at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
@@ -42,6 +132,7 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
   const double* shift = qp + num_pos;
   const int64_t* off = offsets.const_data_ptr<int64_t>();
   const int32_t* g = codes.const_data_ptr<int32_t>();
+  const int64_t period = codes.numel() < n ? codes.numel() : 0;
   const OwnedSegmentedWindowIndex index(qp, shift, off, num_groups, delta);
   const Chunks chunks = split_into_chunks(n, kSlot * width);
   at::Tensor partials = at::zeros({chunks.count, width, kSlot}, positives.options());
@@ -56,18 +147,32 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
       double* slots = acc + c * width * kSlot;
       const auto add = [slots](int array, int64_t at, double v) { slots[at * kSlot + array] += v; };
       int64_t bad = -1;
-      for (int64_t i = begin; i < end; ++i) {
-        if (i + kPrefetchDistance < end) prefetch(index, g[i + kPrefetchDistance], s[i + kPrefetchDistance]);
-        if (classify_label(y[i]) != kNegative) continue;
-        const double v = static_cast<double>(s[i]);
-        if (!is_finite_score(v)) {  // checked before the segment: every group is validated
-          if (bad < 0) bad = i;
-          continue;
+      // Entry by entry over [from, to).
+      const auto in_order = [&](int64_t from, int64_t to) {
+        CodeCursors cursor(g, period, from);
+        for (int64_t i = from; i < to; ++i, cursor.next()) {
+          prefetch(index, qp, cursor, s, i, to);
+          if (classify_label(y[i]) != kNegative) continue;
+          const double v = static_cast<double>(s[i]);
+          if (!is_finite_score(v)) {  // checked before the segment: every group is validated
+            if (bad < 0 || i < bad) bad = i;
+            continue;
+          }
+          const SegmentSearch& group = index.group(cursor.code());
+          if (group.seg.empty()) continue;  // a group without positives ranks nothing
+          if (is_pruned(v, group.params)) continue;
+          accumulate_segment_window(find_pass1_window(group, qp, v), group.seg, add);
         }
-        const SegmentSearch& group = index.group(g[i]);
-        if (group.seg.empty()) continue;  // a group without positives ranks nothing
-        if (is_pruned(v, group.params)) continue;
-        accumulate_segment_window(find_window(group.index, v, group.params), group.seg, add);
+      };
+      if (period == 0 || period > kCodeMajorPeriod) {
+        in_order(begin, end);
+      } else {  // whole rows of the period code by code, the partial rows at the ends in order
+        const int64_t row = std::min(end, (begin + period - 1) / period * period);
+        const int64_t row_end = std::max(row, end / period * period);
+        in_order(begin, row);
+        const int64_t bad_rows = pass1_code_major(index, qp, s, y, g, period, row, row_end, add);
+        if (bad_rows >= 0 && (bad < 0 || bad_rows < bad)) bad = bad_rows;
+        in_order(row_end, end);
       }
       bad_score[c] = bad;
     });
@@ -87,6 +192,7 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
   const int64_t num_groups = offsets.numel() - 1;
   const int64_t* off = offsets.const_data_ptr<int64_t>();
   const int32_t* gc = codes.const_data_ptr<int32_t>();
+  const int64_t period = codes.numel() < n ? codes.numel() : 0;
   const double scale = grad_output.item<double>();
   const OwnedSegmentedWindowIndex index(st.q, st.shift, off, num_groups, delta);
 
@@ -96,12 +202,13 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
     const label_t* y = labels.const_data_ptr<label_t>();
     scalar_t* g = grad.data_ptr<scalar_t>();
     at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        if (i + kPrefetchDistance < end) prefetch(index, gc[i + kPrefetchDistance], s[i + kPrefetchDistance]);
+      CodeCursors cursor(gc, period, begin);
+      for (int64_t i = begin; i < end; ++i, cursor.next()) {
+        prefetch(index, static_cast<const double*>(nullptr), cursor, s, i, end);
         const int cls = classify_label(y[i]);
         double value = 0.0;
         if (cls == kNegative || cls == kPositive) {
-          const SegmentSearch& group = index.group(gc[i]);
+          const SegmentSearch& group = index.group(cursor.code());
           const double v = static_cast<double>(s[i]);
           if (group.seg.empty()) {
             // a group without positives ranks nothing

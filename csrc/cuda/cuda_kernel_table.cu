@@ -26,7 +26,7 @@ const Kernels& cuda_kernels() {
                              gpu::sorted_pass2, gpu::pairwise_pass2,
                              gpu::grouped_gather, gpu::grouped_pass1, gpu::grouped_pass2,
                              gpu::pass1_records, gpu::dense_codes,
-                             /*pass1_float_atomics=*/true};
+                             /*pass1_float_atomics=*/true, /*periodic_codes=*/false};
   return table;
 }
 
