@@ -444,15 +444,17 @@ def test_grad_output_scaling_and_threads():
     assert loss_1.item() == loss_n.item() and torch.equal(grad_1, grad_n)  # CPU: bitwise
 
 
+@pytest.mark.parametrize("p_pos", [0.02, 1e-4], ids=["large-segments", "small-segments"])
 @pytest.mark.parametrize(
     "ids_shape", [(7,), (1, 1, 7), (11113, 7), ()], ids=["per-class", "leading-ones", "long-period", "scalar"]
 )
-def test_periodic_codes_equal_one_code_per_entry(ids_shape):
+def test_periodic_codes_equal_one_code_per_entry(ids_shape, p_pos):
     # Ids broadcast over leading dims reach the CPU kernels as one period of codes (read
     # code by code over whole rows, entry by entry at a chunk's ragged ends); the same ids
     # expanded to full size take the one-code-per-entry path. Two chunks whose boundary
-    # falls inside a row (233,373 entries, period 7).
-    scores, labels = random_problem((3, 11113, 7), seed=41, p_pos=0.02, dtype=torch.float64)
+    # falls inside a row (233,373 entries, period 7). Segments of at most 8 positives are
+    # searched in q itself, larger ones through their tables.
+    scores, labels = random_problem((3, 11113, 7), seed=41, p_pos=p_pos, dtype=torch.float64)
     ids = full_ids(ids_shape, 5, seed=11) if ids_shape else torch.tensor(3)
     loss, grad = loss_and_grad(scores, labels, group_ids=ids)
     loss_full, grad_full = loss_and_grad(

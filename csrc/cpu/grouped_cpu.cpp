@@ -19,23 +19,24 @@ namespace aploss {
 namespace cpu {
 namespace {
 
-// As in sorted_cpu.cpp: the bucket-table entry an entry's window search will read is
-// pulled in this many entries ahead (the tables are larger than L1 and read at random),
-// and its group's search record twice as far ahead, so that computing the table
-// address does not itself wait on memory (random groups: retrieval-style ids).
+// As in sorted_cpu.cpp: what an entry's window search will read is pulled in this many
+// entries ahead (it is read at random): the bucket-table entry, and twice as far ahead
+// the group's search record, so that computing the table address does not itself wait
+// on memory (random groups: retrieval-style ids).
 constexpr int64_t kPrefetchDistance = 16;
 constexpr int64_t kGroupPrefetchDistance = 2 * kPrefetchDistance;
 
-// Pass 1 searches a segment this small in q itself (one or two cache lines) rather than
-// through its bucket table: one random memory access fewer (many small groups). Pass 2
-// measured no gain from it: its table lookups skip the search in most buckets.
+// A segment this small is searched in q itself, its step parameters computed from q and
+// the shifts: one or two cache lines instead of its search record and its bucket table
+// (many small groups, e.g. one query each). Segments come from the offsets, U+1 int64
+// that stay in cache.
 constexpr int64_t kSmallSegment = 8;
 
-bool searched_in_q(const SegmentSearch& group) { return group.seg.size() <= kSmallSegment; }
+bool searched_in_q(Segment seg) { return seg.size() <= kSmallSegment; }
 
 Window find_pass1_window(const SegmentSearch& group, const double* q, double s) {
-  return searched_in_q(group) ? find_segment_window(q, group.seg, s, group.params)
-                              : find_window(group.index, s, group.params);
+  return searched_in_q(group.seg) ? find_segment_window(q, group.seg, s, group.params)
+                                  : find_window(group.index, s, group.params);
 }
 
 // The codes of entries i, i + kPrefetchDistance and i + kGroupPrefetchDistance, one
@@ -62,17 +63,27 @@ class CodeCursors {
   int64_t at_[3];
 };
 
-// `q`: prefetch q for small segments (pass 1); null: always the table entry (pass 2).
+// The lines the search of entry i + kPrefetchDistance will read: q (and `near_q`, the
+// prefix sums of pass 2, or null) at a small segment's start, else its table entry.
 template <typename scalar_t>
-void prefetch(const OwnedSegmentedWindowIndex& index, const double* q, const CodeCursors& codes,
-              const scalar_t* s, int64_t i, int64_t end) {
-  if (i + kGroupPrefetchDistance < end) __builtin_prefetch(&index.group(codes.code_far_ahead()));
+void prefetch(const OwnedSegmentedWindowIndex& index, const int64_t* offsets, int64_t num_groups,
+              const double* q, const double* near_q, const CodeCursors& codes, const scalar_t* s,
+              int64_t i, int64_t end) {
+  if (i + kGroupPrefetchDistance < end) {
+    const int32_t code = codes.code_far_ahead();
+    if (!searched_in_q(segment_of(offsets, num_groups, code))) __builtin_prefetch(&index.group(code));
+  }
   if (i + kPrefetchDistance < end) {
-    const SegmentSearch& group = index.group(codes.code_ahead());
-    if (group.seg.empty()) return;
-    __builtin_prefetch(q != nullptr && searched_in_q(group)
-                           ? static_cast<const void*>(q + group.seg.begin)
-                           : window_entry(group.index, static_cast<double>(s[i + kPrefetchDistance])));
+    const int32_t code = codes.code_ahead();
+    const Segment seg = segment_of(offsets, num_groups, code);
+    if (seg.empty()) return;
+    if (searched_in_q(seg)) {
+      __builtin_prefetch(q + seg.begin);
+      if (near_q != nullptr) __builtin_prefetch(near_q + seg.begin);
+    } else {
+      __builtin_prefetch(
+          window_entry(index.group(code).index, static_cast<double>(s[i + kPrefetchDistance])));
+    }
   }
 }
 
@@ -94,7 +105,7 @@ int64_t pass1_code_major(const OwnedSegmentedWindowIndex& index, const double* q
     const int64_t tile_end = std::min(row_end, tile_begin + tile);
     for (int64_t c = 0; c < period; ++c) {
       const SegmentSearch group = index.group(codes[c]);
-      const bool table = !group.seg.empty() && !searched_in_q(group);
+      const bool table = !group.seg.empty() && !searched_in_q(group.seg);
       const int64_t ahead = kPrefetchDistance * period;
       int64_t full_steps = 0;
       for (int64_t i = tile_begin + c; i < tile_end; i += period) {
@@ -118,6 +129,43 @@ int64_t pass1_code_major(const OwnedSegmentedWindowIndex& index, const double* q
   }
   return bad;
 }
+// Pass 2's value for one entry of the non-empty segment `seg`: a positive's from its
+// score, a negative's from its window (found by `find` unless the entry is pruned).
+template <typename Find>
+double entry_gradient(int cls, double v, Segment seg, const StepParams& params,
+                      const StateView& st, Find find) {
+  if (cls == kPositive) return segment_positive_gradient(st.q, seg, st.pos_grad, v);
+  if (cls != kNegative || is_pruned(v, params)) return 0.0;
+  return segment_window_gradient(find(), seg, st.prefix_w, st.prefix_q, params);
+}
+
+// Pass 2 over whole rows of periodic codes, code by code (as pass1_code_major).
+template <typename scalar_t, typename label_t>
+void pass2_code_major(const OwnedSegmentedWindowIndex& index, const StateView& st,
+                      const scalar_t* s, const label_t* y, const int32_t* codes, int64_t period,
+                      int64_t row, int64_t row_end, double scale, scalar_t* g) {
+  const int64_t tile = std::max<int64_t>(1, kTileEntries / period) * period;
+  for (int64_t tile_begin = row; tile_begin < row_end; tile_begin += tile) {
+    const int64_t tile_end = std::min(row_end, tile_begin + tile);
+    for (int64_t c = 0; c < period; ++c) {
+      const SegmentSearch group = index.group(codes[c]);
+      const bool table = !group.seg.empty() && !searched_in_q(group.seg);
+      const int64_t ahead = kPrefetchDistance * period;
+      for (int64_t i = tile_begin + c; i < tile_end; i += period) {
+        if (table && i + ahead < tile_end) {
+          __builtin_prefetch(window_entry(group.index, static_cast<double>(s[i + ahead])));
+        }
+        const double v = static_cast<double>(s[i]);
+        const double value =
+            group.seg.empty() ? 0.0
+                              : entry_gradient(classify_label(y[i]), v, group.seg, group.params, st,
+                                               [&] { return find_pass1_window(group, st.q, v); });
+        g[i] = static_cast<scalar_t>(scale * value);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
@@ -151,17 +199,25 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
       const auto in_order = [&](int64_t from, int64_t to) {
         CodeCursors cursor(g, period, from);
         for (int64_t i = from; i < to; ++i, cursor.next()) {
-          prefetch(index, qp, cursor, s, i, to);
+          prefetch(index, off, num_groups, qp, static_cast<const double*>(nullptr), cursor, s, i, to);
           if (classify_label(y[i]) != kNegative) continue;
           const double v = static_cast<double>(s[i]);
           if (!is_finite_score(v)) {  // checked before the segment: every group is validated
             if (bad < 0 || i < bad) bad = i;
             continue;
           }
-          const SegmentSearch& group = index.group(cursor.code());
-          if (group.seg.empty()) continue;  // a group without positives ranks nothing
-          if (is_pruned(v, group.params)) continue;
-          accumulate_segment_window(find_pass1_window(group, qp, v), group.seg, add);
+          const int32_t code = cursor.code();
+          const Segment seg = segment_of(off, num_groups, code);
+          if (seg.empty()) continue;  // a group without positives ranks nothing
+          if (searched_in_q(seg)) {
+            const StepParams params = segment_params(delta, qp, shift, seg);
+            if (is_pruned(v, params)) continue;
+            accumulate_segment_window(find_segment_window(qp, seg, v, params), seg, add);
+          } else {
+            const SegmentSearch& group = index.group(code);
+            if (is_pruned(v, group.params)) continue;
+            accumulate_segment_window(find_window(group.index, v, group.params), seg, add);
+          }
         }
       };
       if (period == 0 || period > kCodeMajorPeriod) {
@@ -202,25 +258,46 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
     const label_t* y = labels.const_data_ptr<label_t>();
     scalar_t* g = grad.data_ptr<scalar_t>();
     at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
-      CodeCursors cursor(gc, period, begin);
-      for (int64_t i = begin; i < end; ++i, cursor.next()) {
-        prefetch(index, static_cast<const double*>(nullptr), cursor, s, i, end);
-        const int cls = classify_label(y[i]);
-        double value = 0.0;
-        if (cls == kNegative || cls == kPositive) {
-          const SegmentSearch& group = index.group(cursor.code());
-          const double v = static_cast<double>(s[i]);
-          if (group.seg.empty()) {
-            // a group without positives ranks nothing
-          } else if (cls == kPositive) {
-            value = segment_positive_gradient(st.q, group.seg, st.pos_grad, v);
-          } else if (!is_pruned(v, group.params)) {
-            value = segment_window_gradient(find_window(group.index, v, group.params), group.seg,
-                                            st.prefix_w, st.prefix_q, group.params);
+      const auto in_order = [&](int64_t from, int64_t to) {
+        CodeCursors cursor(gc, period, from);
+        for (int64_t i = from; i < to; ++i, cursor.next()) {
+          prefetch(index, off, num_groups, st.q, st.prefix_w, cursor, s, i, to);
+          const int cls = classify_label(y[i]);
+          double value = 0.0;
+          if (cls == kNegative || cls == kPositive) {
+            const int32_t code = cursor.code();
+            const Segment seg = segment_of(off, num_groups, code);
+            const double v = static_cast<double>(s[i]);
+            if (seg.empty()) {
+              // a group without positives ranks nothing
+            } else if (cls == kPositive) {
+              value = segment_positive_gradient(st.q, seg, st.pos_grad, v);
+            } else if (searched_in_q(seg)) {
+              const StepParams params = segment_params(delta, st.q, st.shift, seg);
+              if (!is_pruned(v, params)) {
+                value = segment_window_gradient(find_segment_window(st.q, seg, v, params), seg,
+                                                st.prefix_w, st.prefix_q, params);
+              }
+            } else {
+              const SegmentSearch& group = index.group(code);
+              if (!is_pruned(v, group.params)) {
+                value = segment_window_gradient(find_window(group.index, v, group.params), seg,
+                                                st.prefix_w, st.prefix_q, group.params);
+              }
+            }
           }
+          g[i] = static_cast<scalar_t>(scale * value);
         }
-        g[i] = static_cast<scalar_t>(scale * value);
+      };
+      if (period == 0 || period > kCodeMajorPeriod) {
+        in_order(begin, end);
+        return;
       }
+      const int64_t row = std::min(end, (begin + period - 1) / period * period);
+      const int64_t row_end = std::max(row, end / period * period);
+      in_order(begin, row);
+      pass2_code_major(index, st, s, y, gc, period, row, row_end, scale, g);
+      in_order(row_end, end);
     });
   });
 }
