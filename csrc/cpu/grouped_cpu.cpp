@@ -90,9 +90,10 @@ void prefetch(const OwnedSegmentedWindowIndex& index, const int64_t* offsets, in
 // Pass 1 over the whole rows [row, row_end) of periodic codes, in tiles visited one
 // code at a time: each group's record stays in registers and its table in cache, and
 // its full steps are counted in a register (codes repeating every few entries, e.g. one
-// per class, otherwise touch every group's record and table at every step). `visit`
-// handles one entry of a group; returns the lowest non-finite negative's index or -1.
-constexpr int64_t kTileEntries = 8192;
+// per class, otherwise touch every group's record and table at every step). Returns
+// the lowest non-finite negative's index, or -1. The tile size was measured: per class
+// at N = 4M, 2^17 entries beat 2^11, 2^15 and 2^19.
+constexpr int64_t kTileEntries = int64_t(1) << 17;
 constexpr int64_t kCodeMajorPeriod = 256;  // longer periods: entry by entry
 
 template <typename scalar_t, typename label_t, typename Add>
