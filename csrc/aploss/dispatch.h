@@ -7,7 +7,7 @@
 #define APLOSS_LABEL_CASE(ENUM, ...) AT_PRIVATE_CASE_TYPE_USING_HINT(ENUM, label_t, __VA_ARGS__)
 
 // Label dtypes accepted by every kernel; keep in sync with LABEL_DTYPES in
-// aploss_cuda/loss.py and check_inputs in csrc/ap_loss.cpp.
+// aploss_cuda/_contract.py and check_inputs in csrc/ops.cpp.
 #if !defined(APLOSS_SIMT_FEW_DTYPES)
 #define APLOSS_DISPATCH_LABELS(TYPE, NAME, ...)                            \
   AT_DISPATCH_SWITCH(TYPE, NAME,                                           \

@@ -4,7 +4,7 @@
 // code in ../stages.cpp and ../positive_stage.cpp.
 //
 // Conventions for every kernel:
-//   scores, labels: 1-D views of the same N entries in memory order (see ap_loss.cpp),
+//   scores, labels: 1-D views of the same N entries in memory order (../flat_inputs.h),
 //                   scores floating (fp16/bf16/fp32/fp64), labels in their own dtype.
 //   positives:      (2, P) float64, P >= 1: row 0 the positives' scores sorted ascending
 //                   (q), row 1 each one's cluster shift (math.h, StepParams).

@@ -1,7 +1,7 @@
 // Per-entry math of AP-loss, shared unchanged by the CPU and CUDA kernels.
 //
 // Everything here is a pure inline function marked APLOSS_HD, so the CPU tests
-// exercise exactly the code the GPU runs. Notation follows ../shared/algorithm.md:
+// exercise exactly the code the GPU runs. Notation follows docs/algorithm.md:
 // q[0..P) are the positives' scores sorted ascending, in float64.
 //
 // Every H-region test is made on the difference x = s - q_i, exactly as H(x) is

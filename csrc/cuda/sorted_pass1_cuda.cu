@@ -24,9 +24,10 @@
 // every fp(i), hence the loss, is NaN rather than silently wrong.
 //
 // Summation order of the float64 atomics is not deterministic: d1 and db are integer
-// counts (exact), da may differ in the last bits between runs. So this kernel calls
-// alertNotDeterministic: under torch.use_deterministic_algorithms(True) it raises (or
-// warns with warn_only=True), like PyTorch's own atomics-based CUDA kernels.
+// counts (exact), da may differ in the last bits between runs. Under
+// torch.use_deterministic_algorithms(True) pass 1 sums per-entry records instead
+// (../deterministic_pass1.cpp); a direct call of this kernel there still meets
+// alertNotDeterministic, like PyTorch's own atomics-based CUDA kernels.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
