@@ -96,40 +96,57 @@ void prefetch(const OwnedSegmentedWindowIndex& index, const int64_t* offsets, in
 constexpr int64_t kTileEntries = int64_t(1) << 17;
 constexpr int64_t kCodeMajorPeriod = 256;  // longer periods: entry by entry
 
+// Whole rows [row, row_end) of periodic codes, tile by tile and code by code:
+// visit(group, first, end) for the entries first, first + period, ... < end of one code.
+template <typename Visit>
+void for_each_code_in_tiles(const OwnedSegmentedWindowIndex& index, const int32_t* codes,
+                            int64_t period, int64_t row, int64_t row_end, Visit visit) {
+  const int64_t tile = std::max<int64_t>(1, kTileEntries / period) * period;
+  for (int64_t tile_begin = row; tile_begin < row_end; tile_begin += tile) {
+    const int64_t tile_end = std::min(row_end, tile_begin + tile);
+    for (int64_t c = 0; c < period; ++c) visit(index.group(codes[c]), tile_begin + c, tile_end);
+  }
+}
+
+// In a code's run of entries `period` apart: the table entry the search of the entry
+// kPrefetchDistance steps ahead will read.
+template <typename scalar_t>
+void prefetch_in_run(const SegmentSearch& group, const scalar_t* s, int64_t i, int64_t period,
+                     int64_t end) {
+  const int64_t ahead = i + kPrefetchDistance * period;
+  if (ahead < end && !group.seg.empty() && !searched_in_q(group.seg)) {
+    __builtin_prefetch(window_entry(group.index, static_cast<double>(s[ahead])));
+  }
+}
+
 template <typename scalar_t, typename label_t, typename Add>
 int64_t pass1_code_major(const OwnedSegmentedWindowIndex& index, const double* q,
                          const scalar_t* s, const label_t* y, const int32_t* codes,
                          int64_t period, int64_t row, int64_t row_end, Add add) {
   int64_t bad = -1;
-  const int64_t tile = std::max<int64_t>(1, kTileEntries / period) * period;
-  for (int64_t tile_begin = row; tile_begin < row_end; tile_begin += tile) {
-    const int64_t tile_end = std::min(row_end, tile_begin + tile);
-    for (int64_t c = 0; c < period; ++c) {
-      const SegmentSearch group = index.group(codes[c]);
-      const bool table = !group.seg.empty() && !searched_in_q(group.seg);
-      const int64_t ahead = kPrefetchDistance * period;
-      int64_t full_steps = 0;
-      for (int64_t i = tile_begin + c; i < tile_end; i += period) {
-        if (table && i + ahead < tile_end) {
-          __builtin_prefetch(window_entry(group.index, static_cast<double>(s[i + ahead])));
-        }
-        if (classify_label(y[i]) != kNegative) continue;
-        const double v = static_cast<double>(s[i]);
-        if (!is_finite_score(v)) {  // every group is validated
-          if (bad < 0 || i < bad) bad = i;
-          continue;
-        }
-        if (group.seg.empty() || is_pruned(v, group.params)) continue;
-        const int64_t base = group.seg.begin;
-        full_steps += accumulate_negative(
-            find_pass1_window(group, q, v),
-            [&](int array, int64_t at, double value) { add(array, base + at, value); });
+  for_each_code_in_tiles(index, codes, period, row, row_end,
+                         [&](const SegmentSearch& record, int64_t first, int64_t end) {
+    const SegmentSearch group = record;  // a local copy: kept in registers
+    int64_t full_steps = 0;
+    for (int64_t i = first; i < end; i += period) {
+      prefetch_in_run(group, s, i, period, end);
+      if (classify_label(y[i]) != kNegative) continue;
+      const double v = static_cast<double>(s[i]);
+      if (!is_finite_score(v)) {  // every group is validated
+        if (bad < 0 || i < bad) bad = i;
+        continue;
       }
-      if (full_steps > 0) add(kD1, group.seg.begin, static_cast<double>(full_steps));
+      if (group.seg.empty() || is_pruned(v, group.params)) continue;
+      const int64_t base = group.seg.begin;
+      full_steps += accumulate_negative(
+          find_pass1_window(group, q, v),
+          [&](int array, int64_t at, double value) { add(array, base + at, value); });
     }
-  }
+    if (full_steps > 0) add(kD1, group.seg.begin, static_cast<double>(full_steps));
+  });
   return bad;
 }
+
 // Pass 2's value for one entry of the non-empty segment `seg`: a positive's from its
 // score, a negative's from its window (found by `find` unless the entry is pruned).
 template <typename Find>
@@ -145,26 +162,19 @@ template <typename scalar_t, typename label_t>
 void pass2_code_major(const OwnedSegmentedWindowIndex& index, const StateView& st,
                       const scalar_t* s, const label_t* y, const int32_t* codes, int64_t period,
                       int64_t row, int64_t row_end, double scale, scalar_t* g) {
-  const int64_t tile = std::max<int64_t>(1, kTileEntries / period) * period;
-  for (int64_t tile_begin = row; tile_begin < row_end; tile_begin += tile) {
-    const int64_t tile_end = std::min(row_end, tile_begin + tile);
-    for (int64_t c = 0; c < period; ++c) {
-      const SegmentSearch group = index.group(codes[c]);
-      const bool table = !group.seg.empty() && !searched_in_q(group.seg);
-      const int64_t ahead = kPrefetchDistance * period;
-      for (int64_t i = tile_begin + c; i < tile_end; i += period) {
-        if (table && i + ahead < tile_end) {
-          __builtin_prefetch(window_entry(group.index, static_cast<double>(s[i + ahead])));
-        }
-        const double v = static_cast<double>(s[i]);
-        const double value =
-            group.seg.empty() ? 0.0
-                              : entry_gradient(classify_label(y[i]), v, group.seg, group.params, st,
-                                               [&] { return find_pass1_window(group, st.q, v); });
-        g[i] = static_cast<scalar_t>(scale * value);
-      }
+  for_each_code_in_tiles(index, codes, period, row, row_end,
+                         [&](const SegmentSearch& record, int64_t first, int64_t end) {
+    const SegmentSearch group = record;
+    for (int64_t i = first; i < end; i += period) {
+      prefetch_in_run(group, s, i, period, end);
+      const double v = static_cast<double>(s[i]);
+      const double value =
+          group.seg.empty() ? 0.0
+                            : entry_gradient(classify_label(y[i]), v, group.seg, group.params, st,
+                                             [&] { return find_pass1_window(group, st.q, v); });
+      g[i] = static_cast<scalar_t>(scale * value);
     }
-  }
+  });
 }
 
 }  // namespace
