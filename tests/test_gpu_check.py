@@ -19,9 +19,10 @@ def sanitizer_test_ids():
 def test_sanitizer_test_ids_exist():
     ids = sanitizer_test_ids()
     assert len(ids) >= 5
+    # -P: the installed package, not the source tree in the working directory.
     as_collected_here = [re.sub(r"-cuda\]$", "-cpu]", i) for i in ids]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-P", "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
          *as_collected_here],
         cwd=ROOT, capture_output=True, text=True,
     )
