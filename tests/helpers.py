@@ -4,7 +4,11 @@ import pytest
 import torch
 
 import aploss_cuda
+from aploss_cuda._contract import LABEL_DTYPES, SCORE_DTYPES  # noqa: F401  (the tests' lists)
 from aploss_cuda.reference import ap_loss_reference
+
+# The methods that run kernels ("auto" picks one of them).
+KERNEL_METHODS = ("sorted", "pairwise")
 
 # Per score dtype: tolerance of loss and gradient against the float64 reference. The
 # kernels compute in float64 and round once on output, so these are output roundings.

@@ -14,15 +14,14 @@ import warnings
 
 import pytest
 import torch
-from helpers import assert_same_result, loss_and_grad, random_problem
+from helpers import KERNEL_METHODS, SCORE_DTYPES, assert_same_result, loss_and_grad, random_problem
 
 import aploss_cuda
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 DEVICE = "cuda"
-METHODS = ["sorted", "pairwise"]
-SCORE_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+METHODS = KERNEL_METHODS
 
 
 def cuda_problem(shape, **kwargs):

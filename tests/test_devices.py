@@ -10,14 +10,19 @@ import contextlib
 import pytest
 import torch
 from devices import CUDA_KERNEL_TARGETS, SHARED_LIMIT_P, TARGETS
-from helpers import assert_same_result, loss_and_grad, random_problem
+from helpers import (
+    KERNEL_METHODS,
+    LABEL_DTYPES,
+    SCORE_DTYPES,
+    assert_same_result,
+    loss_and_grad,
+    random_problem,
+)
 
 import aploss_cuda
 from aploss_cuda.reference import ap_loss_reference
 
-METHODS = ["sorted", "pairwise"]
-SCORE_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-LABEL_DTYPES = [torch.bool, torch.int8, torch.uint8, torch.int32, torch.int64, torch.float32, torch.float64]
+METHODS = KERNEL_METHODS
 targets = pytest.mark.parametrize("target", TARGETS, ids=str)
 
 

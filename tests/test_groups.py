@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from helpers import TOLERANCE, loss_and_grad, opcheck, random_problem
+from helpers import LABEL_DTYPES, TOLERANCE, loss_and_grad, opcheck, random_problem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -120,10 +120,7 @@ def test_score_dtypes(layout, dtype):
     assert_grouped_matches(scores, labels, LAYOUTS[layout](), delta=0.5, interpolate=False)
 
 
-@pytest.mark.parametrize(
-    "label_dtype",
-    [torch.bool, torch.int8, torch.uint8, torch.int32, torch.int64, torch.float32, torch.float64],
-)
+@pytest.mark.parametrize("label_dtype", LABEL_DTYPES)
 def test_label_dtypes(label_dtype):
     p_ignore = 0.0 if label_dtype in (torch.uint8, torch.bool) else 0.1
     scores, labels = image_class_problem(21, label_dtype=label_dtype, p_ignore=p_ignore)

@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-from helpers import assert_matches_reference, loss_and_grad, random_problem
+from helpers import KERNEL_METHODS, assert_matches_reference, loss_and_grad, random_problem
 
 import aploss_cuda
 
-METHODS = ["sorted", "pairwise"]
+METHODS = KERNEL_METHODS
 
 
 def test_shape_mismatch_names_both_shapes():
