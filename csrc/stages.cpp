@@ -50,7 +50,9 @@ at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives
 
 at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, double delta,
                  Method method) {
-  if (method == Method::kPairwise) return k.pairwise_pass1(in.scores, in.labels, pos.positives, delta);
+  if (method == Method::kPairwise) {
+    return k.pairwise_pass1(in.scores, in.labels, pos.positives, delta);
+  }
   const bool deterministic = needs_deterministic_pass1(k);
   return sums_from_histograms(pos.positives, pass1_histograms(k, in, pos, delta, deterministic),
                               delta);

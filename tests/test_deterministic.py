@@ -1,7 +1,8 @@
 """The deterministic pass 1 (csrc/deterministic_pass1.cpp): per-entry records summed
 with ATen's deterministic index_add. CUDA uses it under
 torch.use_deterministic_algorithms(True) instead of float atomics; here it is held
-against the backend's own pass 1 on the CPU (tests/test_devices.py holds the two against each other on every target, a GPU included)."""
+against the backend's own pass 1 on the CPU (tests/test_devices.py holds the two against
+each other on every target, a GPU included)."""
 
 import pytest
 import torch

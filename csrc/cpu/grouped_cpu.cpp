@@ -71,7 +71,9 @@ void prefetch(const OwnedSegmentedWindowIndex& index, const int64_t* offsets, in
               int64_t i, int64_t end) {
   if (i + kGroupPrefetchDistance < end) {
     const int32_t code = codes.code_far_ahead();
-    if (!searched_in_q(segment_of(offsets, num_groups, code))) __builtin_prefetch(&index.group(code));
+    if (!searched_in_q(segment_of(offsets, num_groups, code))) {
+      __builtin_prefetch(&index.group(code));
+    }
   }
   if (i + kPrefetchDistance < end) {
     const int32_t code = codes.code_ahead();
@@ -210,7 +212,8 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
       const auto in_order = [&](int64_t from, int64_t to) {
         CodeCursors cursor(g, period, from);
         for (int64_t i = from; i < to; ++i, cursor.next()) {
-          prefetch(index, off, num_groups, qp, static_cast<const double*>(nullptr), cursor, s, i, to);
+          prefetch(index, off, num_groups, qp, static_cast<const double*>(nullptr), cursor, s, i,
+                   to);
           if (classify_label(y[i]) != kNegative) continue;
           const double v = static_cast<double>(s[i]);
           if (!is_finite_score(v)) {  // checked before the segment: every group is validated
