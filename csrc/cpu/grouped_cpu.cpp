@@ -34,8 +34,23 @@ constexpr int64_t kSmallSegment = 8;
 
 bool searched_in_q(Segment seg) { return seg.size() <= kSmallSegment; }
 
+// The window of s in a small segment by counting instead of binary search: both regions
+// are prefixes of q (math.h), so their lengths are the counts of their predicates, and
+// the count has no data-dependent branch to mispredict. The same window as
+// find_segment_window.
+Window find_small_window(const double* q, Segment seg, double s, const StepParams& p) {
+  const FullStep full{s, p.delta};
+  const NonzeroStep nonzero{s, p.delta};
+  int64_t lo = 0, hi = 0;
+  for (int64_t i = seg.begin; i < seg.end; ++i) {
+    lo += full(q[i]);
+    hi += nonzero(q[i]);
+  }
+  return {lo, hi, window_offset(s, lo, hi, p)};
+}
+
 Window find_pass1_window(const SegmentSearch& group, const double* q, double s) {
-  return searched_in_q(group.seg) ? find_segment_window(q, group.seg, s, group.params)
+  return searched_in_q(group.seg) ? find_small_window(q, group.seg, s, group.params)
                                   : find_window(group.index, s, group.params);
 }
 
@@ -226,7 +241,7 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
           if (searched_in_q(seg)) {
             const StepParams params = segment_params(delta, qp, shift, seg);
             if (is_pruned(v, params)) continue;
-            accumulate_segment_window(find_segment_window(qp, seg, v, params), seg, add);
+            accumulate_segment_window(find_small_window(qp, seg, v, params), seg, add);
           } else {
             const SegmentSearch& group = index.group(code);
             if (is_pruned(v, group.params)) continue;
@@ -289,7 +304,7 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
             } else if (searched_in_q(seg)) {
               const StepParams params = segment_params(delta, st.q, st.shift, seg);
               if (!is_pruned(v, params)) {
-                value = segment_window_gradient(find_segment_window(st.q, seg, v, params), seg,
+                value = segment_window_gradient(find_small_window(st.q, seg, v, params), seg,
                                                 st.prefix_w, st.prefix_q, params);
               }
             } else {
