@@ -19,7 +19,7 @@ def _forward_fake(scores, labels, group_ids, delta, interpolate, method):
     ctx = torch.library.get_ctx()
     # P + 1 state columns and U + 1 offsets, data-dependent; each symbol must be a size.
     state = scores.new_empty((STATE_ROWS, ctx.new_dynamic_size(min=1)), dtype=torch.float64)
-    offsets = scores.new_empty((ctx.new_dynamic_size(min=2),), dtype=torch.int64)
+    offsets = scores.new_empty((ctx.new_dynamic_size(min=1),), dtype=torch.int64)
     if group_ids is None:
         codes = scores.new_empty((0,), dtype=torch.int32)
     else:
