@@ -1,7 +1,8 @@
 // Grouped rankings on the CPU: sorted pass 1 and pass 2 with each entry ranked against
 // its own group's segment of the positives (../aploss/segments.h). The structure is
 // that of sorted_cpu.cpp (private per-chunk accumulators merged in chunk order, so the
-// result is bitwise reproducible), with one window index per segment.
+// result is bitwise reproducible), with one window index per segment. Codes come one per
+// entry or as one period (../aploss/kernels.h).
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -78,11 +79,11 @@ class CodeCursors {
   int64_t at_[3];
 };
 
-// The lines the search of entry i + kPrefetchDistance will read: q (and `near_q`, the
-// prefix sums of pass 2, or null) at a small segment's start, else its table entry.
+// The lines the search of entry i + kPrefetchDistance will read: q (and pass 2's prefix
+// sums `prefix_w`; null in pass 1) at a small segment's start, else its table entry.
 template <typename scalar_t>
 void prefetch(const OwnedSegmentedWindowIndex& index, const int64_t* offsets, int64_t num_groups,
-              const double* q, const double* near_q, const CodeCursors& codes, const scalar_t* s,
+              const double* q, const double* prefix_w, const CodeCursors& codes, const scalar_t* s,
               int64_t i, int64_t end) {
   if (i + kGroupPrefetchDistance < end) {
     const int32_t code = codes.code_far_ahead();
@@ -96,7 +97,7 @@ void prefetch(const OwnedSegmentedWindowIndex& index, const int64_t* offsets, in
     if (seg.empty()) return;
     if (searched_in_q(seg)) {
       __builtin_prefetch(q + seg.begin);
-      if (near_q != nullptr) __builtin_prefetch(near_q + seg.begin);
+      if (prefix_w != nullptr) __builtin_prefetch(prefix_w + seg.begin);
     } else {
       __builtin_prefetch(
           window_entry(index.group(code).index, static_cast<double>(s[i + kPrefetchDistance])));
@@ -104,14 +105,21 @@ void prefetch(const OwnedSegmentedWindowIndex& index, const int64_t* offsets, in
   }
 }
 
-// Pass 1 over the whole rows [row, row_end) of periodic codes, in tiles visited one
-// code at a time: each group's record stays in registers and its table in cache, and
-// its full steps are counted in a register (codes repeating every few entries, e.g. one
-// per class, otherwise touch every group's record and table at every step). Returns
-// the lowest non-finite negative's index, or -1. The tile size was measured: per class
-// at N = 4M, 2^17 entries beat 2^11, 2^15 and 2^19.
+// Periodic codes with a short period (one per class) are visited code by code over
+// tiles of whole rows: each group's record stays in registers and its table in cache
+// (in entry order every step touches another group's record and table). The tile size
+// was measured: per class at N = 4M, 2^17 entries beat 2^11, 2^15 and 2^19.
 constexpr int64_t kTileEntries = int64_t(1) << 17;
 constexpr int64_t kCodeMajorPeriod = 256;  // longer periods: entry by entry
+
+struct Rows {
+  int64_t begin, end;  // the whole rows of the period within a range of entries
+};
+
+Rows whole_rows(int64_t begin, int64_t end, int64_t period) {
+  const int64_t row = std::min(end, (begin + period - 1) / period * period);
+  return {row, std::max(row, end / period * period)};
+}
 
 // Whole rows [row, row_end) of periodic codes, tile by tile and code by code:
 // visit(group, first, end) for the entries first, first + period, ... < end of one code.
@@ -136,6 +144,9 @@ void prefetch_in_run(const SegmentSearch& group, const scalar_t* s, int64_t i, i
   }
 }
 
+// Pass 1 over the whole rows [row, row_end) of periodic codes, code by code, each
+// group's full steps counted in a register. Returns the lowest non-finite negative's
+// index, or -1.
 template <typename scalar_t, typename label_t, typename Add>
 int64_t pass1_code_major(const OwnedSegmentedWindowIndex& index, const double* q,
                          const scalar_t* s, const label_t* y, const int32_t* codes,
@@ -252,12 +263,12 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
       if (period == 0 || period > kCodeMajorPeriod) {
         in_order(begin, end);
       } else {  // whole rows of the period code by code, the partial rows at the ends in order
-        const int64_t row = std::min(end, (begin + period - 1) / period * period);
-        const int64_t row_end = std::max(row, end / period * period);
-        in_order(begin, row);
-        const int64_t bad_rows = pass1_code_major(index, qp, s, y, g, period, row, row_end, add);
+        const Rows rows = whole_rows(begin, end, period);
+        in_order(begin, rows.begin);
+        const int64_t bad_rows =
+            pass1_code_major(index, qp, s, y, g, period, rows.begin, rows.end, add);
         if (bad_rows >= 0 && (bad < 0 || bad_rows < bad)) bad = bad_rows;
-        in_order(row_end, end);
+        in_order(rows.end, end);
       }
       bad_score[c] = bad;
     });
@@ -322,11 +333,10 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
         in_order(begin, end);
         return;
       }
-      const int64_t row = std::min(end, (begin + period - 1) / period * period);
-      const int64_t row_end = std::max(row, end / period * period);
-      in_order(begin, row);
-      pass2_code_major(index, st, s, y, gc, period, row, row_end, scale, g);
-      in_order(row_end, end);
+      const Rows rows = whole_rows(begin, end, period);
+      in_order(begin, rows.begin);
+      pass2_code_major(index, st, s, y, gc, period, rows.begin, rows.end, scale, g);
+      in_order(rows.end, end);
     });
   });
 }
