@@ -50,11 +50,6 @@ Window find_small_window(const double* q, Segment seg, double s, const StepParam
   return {lo, hi, window_offset(s, lo, hi, p)};
 }
 
-Window find_pass1_window(const SegmentSearch& group, const double* q, double s) {
-  return searched_in_q(group.seg) ? find_small_window(q, group.seg, s, group.params)
-                                  : find_window(group.index, s, group.params);
-}
-
 // The codes of entries i, i + kPrefetchDistance and i + kGroupPrefetchDistance, one
 // per entry or periodic (../aploss/kernels.h), advanced one entry at a time (no
 // division per entry).
@@ -122,14 +117,28 @@ Rows whole_rows(int64_t begin, int64_t end, int64_t period) {
 }
 
 // Whole rows [row, row_end) of periodic codes, tile by tile and code by code:
-// visit(group, first, end) for the entries first, first + period, ... < end of one code.
+// visit(group, first, end, find) for the entries first, first + period, ... < end of one
+// code, find(s) being the window search of that group (in q for a small segment, else
+// through its table: chosen once per group, not per entry). `group` is a local copy,
+// kept in registers.
 template <typename Visit>
-void for_each_code_in_tiles(const OwnedSegmentedWindowIndex& index, const int32_t* codes,
-                            int64_t period, int64_t row, int64_t row_end, Visit visit) {
+void for_each_code_in_tiles(const OwnedSegmentedWindowIndex& index, const double* q,
+                            const int32_t* codes, int64_t period, int64_t row, int64_t row_end,
+                            Visit visit) {
   const int64_t tile = std::max<int64_t>(1, kTileEntries / period) * period;
   for (int64_t tile_begin = row; tile_begin < row_end; tile_begin += tile) {
     const int64_t tile_end = std::min(row_end, tile_begin + tile);
-    for (int64_t c = 0; c < period; ++c) visit(index.group(codes[c]), tile_begin + c, tile_end);
+    for (int64_t c = 0; c < period; ++c) {
+      const SegmentSearch group = index.group(codes[c]);
+      const int64_t first = tile_begin + c;
+      if (searched_in_q(group.seg)) {
+        visit(group, first, tile_end,
+              [&](double s) { return find_small_window(q, group.seg, s, group.params); });
+      } else {
+        visit(group, first, tile_end,
+              [&](double s) { return find_window(group.index, s, group.params); });
+      }
+    }
   }
 }
 
@@ -152,9 +161,8 @@ int64_t pass1_code_major(const OwnedSegmentedWindowIndex& index, const double* q
                          const scalar_t* s, const label_t* y, const int32_t* codes,
                          int64_t period, int64_t row, int64_t row_end, Add add) {
   int64_t bad = -1;
-  for_each_code_in_tiles(index, codes, period, row, row_end,
-                         [&](const SegmentSearch& record, int64_t first, int64_t end) {
-    const SegmentSearch group = record;  // a local copy: kept in registers
+  for_each_code_in_tiles(index, q, codes, period, row, row_end,
+                         [&](const SegmentSearch& group, int64_t first, int64_t end, auto find) {
     int64_t full_steps = 0;
     for (int64_t i = first; i < end; i += period) {
       prefetch_in_run(group, s, i, period, end);
@@ -167,8 +175,7 @@ int64_t pass1_code_major(const OwnedSegmentedWindowIndex& index, const double* q
       if (group.seg.empty() || is_pruned(v, group.params)) continue;
       const int64_t base = group.seg.begin;
       full_steps += accumulate_negative(
-          find_pass1_window(group, q, v),
-          [&](int array, int64_t at, double value) { add(array, base + at, value); });
+          find(v), [&](int array, int64_t at, double value) { add(array, base + at, value); });
     }
     if (full_steps > 0) add(kD1, group.seg.begin, static_cast<double>(full_steps));
   });
@@ -190,16 +197,15 @@ template <typename scalar_t, typename label_t>
 void pass2_code_major(const OwnedSegmentedWindowIndex& index, const StateView& st,
                       const scalar_t* s, const label_t* y, const int32_t* codes, int64_t period,
                       int64_t row, int64_t row_end, double scale, scalar_t* g) {
-  for_each_code_in_tiles(index, codes, period, row, row_end,
-                         [&](const SegmentSearch& record, int64_t first, int64_t end) {
-    const SegmentSearch group = record;
+  for_each_code_in_tiles(index, st.q, codes, period, row, row_end,
+                         [&](const SegmentSearch& group, int64_t first, int64_t end, auto find) {
     for (int64_t i = first; i < end; i += period) {
       prefetch_in_run(group, s, i, period, end);
       const double v = static_cast<double>(s[i]);
       const double value =
           group.seg.empty() ? 0.0
                             : entry_gradient(classify_label(y[i]), v, group.seg, group.params, st,
-                                             [&] { return find_pass1_window(group, st.q, v); });
+                                             [&] { return find(v); });
       g[i] = static_cast<scalar_t>(scale * value);
     }
   });
