@@ -52,58 +52,25 @@ at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at
                             const std::optional<at::Tensor>& offsets, double delta,
                             bool deterministic);
 
-// The operators above bound to one table, for one dispatch key.
-template <const Kernels& (*table)()>
-struct Bound {
-  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
-      const at::Tensor& scores, const at::Tensor& labels,
-      const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
-      c10::string_view method) {
-    return ops::forward(table(), scores, labels, group_ids, delta, interpolate, method);
-  }
-  static at::Tensor backward(const at::Tensor& grad_output, const at::Tensor& scores,
-                             const at::Tensor& labels, const std::optional<at::Tensor>& codes,
-                             const at::Tensor& state, const at::Tensor& offsets, double delta,
-                             c10::string_view method) {
-    return ops::backward(table(), grad_output, scores, labels, codes, state, offsets, delta,
-                         method);
-  }
-  static at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels,
-                           const std::optional<at::Tensor>& codes) {
-    return ops::gather(table(), scores, labels, codes);
-  }
-  static at::Tensor pass1(const at::Tensor& scores, const at::Tensor& labels,
-                          const std::optional<at::Tensor>& codes, const at::Tensor& positives,
-                          const at::Tensor& offsets, const at::Tensor& positive_group,
-                          double delta, c10::string_view method) {
-    return ops::pass1(table(), scores, labels, codes, positives, offsets, positive_group, delta,
-                      method);
-  }
-  static std::tuple<at::Tensor, at::Tensor> positive_stage(
-      const at::Tensor& positives, const at::Tensor& offsets, const at::Tensor& positive_group,
-      const at::Tensor& false_positives, double delta, bool interpolate,
-      at::ScalarType loss_dtype, c10::string_view method) {
-    return ops::positive_stage(table(), positives, offsets, positive_group, false_positives,
-                               delta, interpolate, loss_dtype, method);
-  }
-  static at::Tensor pass1_histograms(const at::Tensor& scores, const at::Tensor& labels,
-                                     const std::optional<at::Tensor>& codes,
-                                     const at::Tensor& positives,
-                                     const std::optional<at::Tensor>& offsets, double delta,
-                                     bool deterministic) {
-    return ops::pass1_histograms(table(), scores, labels, codes, positives, offsets, delta,
-                                 deterministic);
-  }
+// fn(table(), args...) as a plain function for m.impl: one operator bound to the table
+// of one dispatch key.
+template <const Kernels& (*table)(), auto fn>
+struct WithTable;
+
+template <const Kernels& (*table)(), typename R, typename... Args,
+          R (*fn)(const Kernels&, Args...)>
+struct WithTable<table, fn> {
+  static R call(Args... args) { return fn(table(), args...); }
 };
 
 template <const Kernels& (*table)()>
 void register_backend(torch::Library& m) {
-  m.impl("ap_loss_forward", &Bound<table>::forward);
-  m.impl("ap_loss_backward", &Bound<table>::backward);
-  m.impl("gather", &Bound<table>::gather);
-  m.impl("pass1", &Bound<table>::pass1);
-  m.impl("positive_stage", &Bound<table>::positive_stage);
-  m.impl("_pass1_histograms", &Bound<table>::pass1_histograms);
+  m.impl("ap_loss_forward", &WithTable<table, &forward>::call);
+  m.impl("ap_loss_backward", &WithTable<table, &backward>::call);
+  m.impl("gather", &WithTable<table, &gather>::call);
+  m.impl("pass1", &WithTable<table, &pass1>::call);
+  m.impl("positive_stage", &WithTable<table, &positive_stage>::call);
+  m.impl("_pass1_histograms", &WithTable<table, &pass1_histograms>::call);
 }
 
 }  // namespace ops
