@@ -27,14 +27,9 @@ namespace {
 constexpr int64_t kPrefetchDistance = 16;
 constexpr int64_t kGroupPrefetchDistance = 2 * kPrefetchDistance;
 
-// A segment this small is searched in q itself, its step parameters computed from q and
-// the shifts: one or two cache lines instead of its search record and its bucket table
-// (many small groups, e.g. one query each). Segments come from the offsets, U+1 int64
-// that stay in cache.
-constexpr int64_t kSmallSegment = 8;
-
-bool searched_in_q(Segment seg) { return seg.size() <= kSmallSegment; }
-
+// Entry by entry, a small segment (window_index_cpu.h, searched_in_q) is found from the
+// offsets, U+1 int64 that stay in cache, without reading its search record.
+//
 // The window of s in a small segment by counting instead of binary search: both regions
 // are prefixes of q (math.h), so their lengths are the counts of their predicates, and
 // the count has no data-dependent branch to mispredict. The same window as

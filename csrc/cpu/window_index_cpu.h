@@ -43,9 +43,17 @@ struct SegmentSearch {
   WindowIndex index;    // over the segment's positives (local positions)
 };
 
+// A segment this small is searched in q itself, its step parameters computed from q and
+// the shifts: one or two cache lines instead of its search record and its bucket table
+// (many small groups, e.g. one query each). It gets no table.
+constexpr int64_t kSmallSegment = 8;
+
+inline bool searched_in_q(Segment seg) { return seg.size() <= kSmallSegment; }
+
 // One window index per group's segment of the positives (grouped rankings,
-// segments.h): each segment is indexed exactly as a whole ungrouped q would be, with
-// buckets in proportion to its size; the tables together hold at most ~2^21 buckets.
+// segments.h): each segment larger than kSmallSegment is indexed exactly as a whole
+// ungrouped q would be, with buckets in proportion to its size; the tables together
+// hold at most ~2^21 buckets.
 class OwnedSegmentedWindowIndex {
  public:
   OwnedSegmentedWindowIndex(const double* q, const double* cluster_shift, const int64_t* offsets,
@@ -57,10 +65,11 @@ class OwnedSegmentedWindowIndex {
         num_pos > 0 ? std::min(64.0, static_cast<double>(kMaxBuckets) / num_pos) : 64.0;
     for (int64_t u = 0; u < num_groups; ++u) {
       const int64_t size = offsets[u + 1] - offsets[u];
+      const bool indexed = size > kSmallSegment;
       const int64_t buckets =
-          size > 0 ? std::max<int64_t>(1, static_cast<int64_t>(per_positive * size)) : 0;
-      // A segment's table has buckets + 1 edges; empty segments have none.
-      first_bucket_[u + 1] = first_bucket_[u] + (size > 0 ? buckets + 1 : 0);
+          indexed ? std::max<int64_t>(1, static_cast<int64_t>(per_positive * size)) : 0;
+      // A segment's table has buckets + 1 edges; empty and small segments have none.
+      first_bucket_[u + 1] = first_bucket_[u] + (indexed ? buckets + 1 : 0);
     }
     table_.resize(2 * first_bucket_[num_groups]);
     at::parallel_for(0, num_groups, 16, [&](int64_t begin, int64_t end) {
@@ -68,13 +77,14 @@ class OwnedSegmentedWindowIndex {
         SegmentSearch& search = searches_[u];
         search.seg = segment_of(offsets, num_groups, u);
         if (search.seg.empty()) continue;
+        search.params = segment_params(delta, q, cluster_shift, search.seg);
+        if (searched_in_q(search.seg)) continue;
         const int64_t size = search.seg.size();
         const double* sq = q + search.seg.begin;
         const int64_t buckets = first_bucket_[u + 1] - first_bucket_[u] - 1;
         const double width = bucket_width(sq, size, delta, buckets);
         int32_t* table = table_.data() + 2 * first_bucket_[u];
         fill_window_table(sq, size, bucket_origin(sq, delta), width, delta, 0, buckets + 1, table);
-        search.params = segment_params(delta, q, cluster_shift, search.seg);
         search.index = {sq, size, table, buckets, bucket_origin(sq, delta), 1.0 / width};
       }
     });
