@@ -51,6 +51,34 @@ at::Tensor segmented_cummax(const at::Tensor& values, const at::Tensor& group) {
 
 }  // namespace
 
+at::Tensor loss_weights(const at::Tensor& positives, const at::Tensor& positive_group,
+                        const at::Tensor& offsets) {
+  const int64_t num_pos = positives.size(1);
+  if (!positive_group.defined()) {
+    return at::full({num_pos}, 1.0 / static_cast<double>(num_pos), positives.options());
+  }
+  // The mean over the G groups that have a positive of each group's mean over its P_g.
+  const at::Tensor group_sizes =
+      (offsets.narrow(0, 1, offsets.numel() - 1) - offsets.narrow(0, 0, offsets.numel() - 1))
+          .to(at::kDouble);
+  const at::Tensor num_groups = (group_sizes > 0).sum().to(at::kDouble);
+  return 1.0 / (group_sizes.index_select(0, positive_group) * num_groups);
+}
+
+at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w,
+                       const at::Tensor& positive_grad) {
+  const int64_t num_pos = positives.size(1);
+  at::Tensor state = at::zeros({kStateRows, num_pos + 1}, positives.options());
+  // Rows q and shift: P values, the padding column repeats the last one.
+  state.narrow(0, kRowQ, 2).narrow(1, 0, num_pos).copy_(positives);
+  state.narrow(0, kRowQ, 2).narrow(1, num_pos, 1).copy_(positives.narrow(1, num_pos - 1, 1));
+  state[kRowW].narrow(0, 0, num_pos).copy_(w);
+  state[kRowPrefixW].narrow(0, 1, num_pos).copy_(w.cumsum(0));
+  state[kRowPrefixQ].narrow(0, 1, num_pos).copy_(((positives[0] - positives[1]) * w).cumsum(0));
+  state[kRowPosGrad].narrow(0, 0, num_pos).copy_(positive_grad);
+  return state;
+}
+
 std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives,
                                                      const at::Tensor& false_positives,
                                                      const at::Tensor& positive_sums,
@@ -60,18 +88,7 @@ std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives
                                                      const at::Tensor& offsets) {
   const int64_t num_pos = positives.size(1);
   const bool grouped = positive_group.defined();
-  // Each positive's weight in the loss: 1/P, or grouped 1 / (G * P_g) (the mean over the
-  // G groups that have a positive of each group's mean over its P_g positives).
-  at::Tensor inv_num_pos;
-  if (grouped) {
-    const at::Tensor group_sizes = (offsets.narrow(0, 1, offsets.numel() - 1) -
-                                    offsets.narrow(0, 0, offsets.numel() - 1))
-                                       .to(at::kDouble);
-    const at::Tensor num_groups = (group_sizes > 0).sum().to(at::kDouble);
-    inv_num_pos = 1.0 / (group_sizes.index_select(0, positive_group) * num_groups);
-  } else {
-    inv_num_pos = at::full({num_pos}, 1.0 / static_cast<double>(num_pos), positives.options());
-  }
+  const at::Tensor inv_num_pos = loss_weights(positives, positive_group, offsets);
 
   // positive_sums includes the self term H(0) = 1/2: rank_pos = 1 + sum_{k != i} H.
   const at::Tensor rank_pos = positive_sums + 0.5;
@@ -85,14 +102,7 @@ std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives
   const at::Tensor c = at::where(ip > prec, one_minus_ip / (1.0 - prec), at::ones_like(prec));
   const at::Tensor w = c / rank * inv_num_pos;
 
-  at::Tensor state = at::zeros({kStateRows, num_pos + 1}, positives.options());
-  // Rows q and shift: P values, the padding column repeats the last one.
-  state.narrow(0, kRowQ, 2).narrow(1, 0, num_pos).copy_(positives);
-  state.narrow(0, kRowQ, 2).narrow(1, num_pos, 1).copy_(positives.narrow(1, num_pos - 1, 1));
-  state[kRowW].narrow(0, 0, num_pos).copy_(w);
-  state[kRowPrefixW].narrow(0, 1, num_pos).copy_(w.cumsum(0));
-  state[kRowPrefixQ].narrow(0, 1, num_pos).copy_(((positives[0] - positives[1]) * w).cumsum(0));
-  state[kRowPosGrad].narrow(0, 0, num_pos).copy_(one_minus_ip * -inv_num_pos);
+  const at::Tensor state = pass2_state(positives, w, one_minus_ip * -inv_num_pos);
 
   const at::Tensor loss =
       // Grouped: sum of (1 - ip) / (G P_g), exactly 0 when every ip is 1 (1 minus a sum of

@@ -1,6 +1,7 @@
-// The positive stage: everything that lives on P-sized data. Written with ATen ops
-// only, so the same code runs on CPU and CUDA tensors. Later losses of the family
-// (aLRP, Rank & Sort) replace this stage and keep both passes.
+// The positive stage of AP-loss, and what every loss's positive stage shares: everything
+// that lives on P-sized data, written with ATen ops only, so that the same code runs on
+// CPU and CUDA tensors. The other losses of the family (rank_sort_stage.h, alrp_stage.h)
+// replace ap_positive_stage and keep both passes.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -18,6 +19,17 @@ at::Tensor make_positives(const at::Tensor& sorted_q, double delta,
 // themselves) from pass 1's (3, P+1) difference arrays.
 at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& histograms,
                                 double delta);
+
+// Each positive's weight in a mean over the positives: 1/P, or grouped (positive_group
+// (P,) int64 and the groups' offsets, segments.h) 1 / (G P_g), G the number of groups
+// that have a positive and P_g the size of the positive's group.
+at::Tensor loss_weights(const at::Tensor& positives, const at::Tensor& positive_group = {},
+                        const at::Tensor& offsets = {});
+
+// The (kStateRows, P+1) float64 state pass 2 reads (kernels.h) from each positive's
+// weight w(i) in the negatives' gradients (loss weight included) and its own gradient.
+at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w,
+                       const at::Tensor& positive_grad);
 
 // From the positives, fp(i) and sum_k H(q_k - q_i) (self included): the loss (0-dim,
 // loss_dtype) and the (kStateRows, P+1) float64 state of kernels.h. Grouped:

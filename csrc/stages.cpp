@@ -9,28 +9,35 @@
 namespace aploss {
 
 at::Tensor gather(const Kernels& k, const Entries& in) {
-  if (in.codes.defined()) return k.grouped_gather(in.scores, in.labels, in.codes);
-  const at::Tensor scores = k.gather_positives(in.scores, in.labels);
-  return at::stack({scores, at::zeros_like(scores)});
+  return k.gather(in.scores, in.labels, in.codes);
 }
+
+namespace {
+
+// Applies a stable sort by `key` to the permutation `order`.
+at::Tensor stable_sort_by(const at::Tensor& order, const at::Tensor& key) {
+  return order.index_select(0, std::get<1>(key.index_select(0, order).sort(true, 0, false)));
+}
+
+}  // namespace
 
 Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double delta) {
   const at::Tensor score = gathered[0];
   const at::Tensor code = gathered[1].to(at::kLong);
-  at::Tensor q, group;
-  if (num_groups == 1) {
-    q = std::get<0>(score.sort());
-    group = at::zeros_like(code);
-  } else {
-    const at::Tensor by_score = std::get<1>(score.sort(/*stable=*/true, 0, false));
-    const at::Tensor by_group = by_score.index_select(
-        0, std::get<1>(code.index_select(0, by_score).sort(true, 0, false)));
-    q = score.index_select(0, by_group);
-    group = code.index_select(0, by_group);
-  }
+  const at::Tensor position = gathered[2].to(at::kLong);
+  // Column order by position = memory order: the rank of each column among the positives.
+  const at::Tensor by_position = std::get<1>(position.sort(true, 0, false));
+  at::Tensor order = stable_sort_by(by_position, score);
+  if (num_groups > 1) order = stable_sort_by(order, code);
+  const at::Tensor memory_rank = at::empty_like(by_position).index_put_(
+      {by_position}, at::arange(by_position.numel(), by_position.options()));
+  const at::Tensor q = score.index_select(0, order);
+  const at::Tensor group =
+      num_groups > 1 ? code.index_select(0, order) : at::zeros_like(code);
   at::Tensor offsets = at::zeros({num_groups + 1}, code.options());
   offsets.narrow(0, 1, num_groups).copy_(at::bincount(group, {}, num_groups).cumsum(0));
-  return {make_positives(q, delta, num_groups == 1 ? at::Tensor() : group), offsets, group};
+  return {make_positives(q, delta, num_groups == 1 ? at::Tensor() : group), offsets, group,
+          position.index_select(0, order), memory_rank.index_select(0, order)};
 }
 
 at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives& pos,
@@ -75,14 +82,18 @@ std::tuple<at::Tensor, at::Tensor> positive_stage(const Kernels& k, const Positi
 }
 
 void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
-           const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
-           at::Tensor& grad, Method method) {
+           const at::Tensor& offsets, const at::Tensor& positive_grads, double delta,
+           const at::Tensor& grad_output, at::Tensor& grad, Method method) {
   if (method == Method::kPairwise) {
     k.pairwise_pass2(in.scores, in.labels, state, delta, grad_output, grad);
   } else if (in.codes.defined()) {
     k.grouped_pass2(in.scores, in.labels, in.codes, state, offsets, delta, grad_output, grad);
   } else {
     k.sorted_pass2(in.scores, in.labels, state, delta, grad_output, grad);
+  }
+  if (positive_grads.defined() && positive_grads.size(1) > 0) {
+    grad.index_copy_(0, positive_grads[0].to(at::kLong),
+                     (positive_grads[1] * grad_output).to(grad.scalar_type()));
   }
 }
 

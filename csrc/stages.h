@@ -24,19 +24,23 @@ struct Entries {
                      // undefined: the single ranking
 };
 
-// The positives, sorted by (group, score), and where each group's segment lies.
+// The positives, sorted by (group, score, position), and where each group's segment lies.
 struct Positives {
   at::Tensor positives;       // (2, P) float64: scores q; cluster shifts (math.h)
   at::Tensor offsets;         // (U+1) int64: group u owns columns [offsets[u], offsets[u+1])
   at::Tensor positive_group;  // (P,) int64, non-decreasing
+  at::Tensor positions;       // (P,) int64: each one's index in the flat entries
+  at::Tensor memory_rank;     // (P,) int64: each one's rank among the positives by position
   bool grouped() const { return offsets.numel() > 2; }
 };
 
-// Gather: validates every label and every positive's score, collects the positives
-// (2, P) float64 [score; code] in no particular order. The one host sync of a call.
+// Gather: validates every label and every score that takes part, collects the positives
+// (3, P) float64 [score; code; position] in no particular order. The one host sync of a
+// call.
 at::Tensor gather(const Kernels& k, const Entries& in);
 
-// Sorts the gathered positives by (group, score): their cluster shifts and segments.
+// Sorts the gathered positives by (group, score), ties by position (so that every
+// device orders them alike): their cluster shifts and segments.
 Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double delta);
 
 // Pass 1: fp(i), the sum over the negatives of H(s_j - q_i), for every positive.
@@ -60,8 +64,11 @@ std::tuple<at::Tensor, at::Tensor> positive_stage(const Kernels& k, const Positi
                                                   at::ScalarType loss_dtype, Method method);
 
 // Pass 2: writes grad_output * the error-driven gradient of every entry into `grad`.
+// `positive_grads` (defined for the losses whose positives' gradients are not a function
+// of their scores): (2, P) float64 [position; gradient], written over pass 2's values
+// there (the state's positive gradients are then 0).
 void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
-           const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
-           at::Tensor& grad, Method method);
+           const at::Tensor& offsets, const at::Tensor& positive_grads, double delta,
+           const at::Tensor& grad_output, at::Tensor& grad, Method method);
 
 }  // namespace aploss

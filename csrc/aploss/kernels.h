@@ -53,9 +53,12 @@ inline StateView view_state(const at::Tensor& state) {
 }
 
 struct Kernels {
-  // Validates every label (ValueError naming the first bad value) and every positive's
-  // score (ValueError on NaN/Inf); returns the positives' scores as float64, unsorted.
-  at::Tensor (*gather_positives)(const at::Tensor& scores, const at::Tensor& labels);
+  // Validates every label (ValueError naming the first bad value) and every score that
+  // takes part; returns the positives as (3, P) float64 [score; code; position], in no
+  // particular order: each positive's score, its group code (`codes` below; 0 when codes
+  // is undefined, the single ranking) and its index in the flat entries.
+  at::Tensor (*gather)(const at::Tensor& scores, const at::Tensor& labels,
+                       const at::Tensor& codes);
 
   // Sorted pass 1: (3, P+1) float64 difference arrays d1, da, db summed over the
   // negatives (math.h, negative_contributions). ValueError on a non-finite negative.
@@ -82,9 +85,6 @@ struct Kernels {
   // int64, group u's positives are columns [offsets[u], offsets[u+1]) of `positives` /
   // `state`.
 
-  // As gather_positives, plus each positive's code: (2, P) float64 [score; code].
-  at::Tensor (*grouped_gather)(const at::Tensor& scores, const at::Tensor& labels,
-                               const at::Tensor& codes);
   // As sorted_pass1, each negative against its own group's segment.
   at::Tensor (*grouped_pass1)(const at::Tensor& scores, const at::Tensor& labels,
                               const at::Tensor& codes, const at::Tensor& positives,
@@ -94,6 +94,18 @@ struct Kernels {
                         const at::Tensor& codes, const at::Tensor& state,
                         const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
                         at::Tensor& grad);
+
+  // Sums among the positives, for the losses whose positive stage weighs positives by a
+  // value and by a second key (Rank & Sort: the targets; aLRP: the regression losses).
+  // `offsets` as above ([0, P] for a single ranking); `values` (V, P) float64 and `keys`
+  // (P,) float64 (undefined: no key condition) are in the columns' order. Returns (V, P)
+  // float64: for every positive x and row r, the sum over the positives m of x's segment
+  // with keys[m] < keys[x] (below) or keys[m] >= keys[x] (not below) of
+  //   H(q_m - q_x) values[r][m]      (transpose false), or
+  //   H(q_x - q_m) values[r][m]      (transpose true).
+  at::Tensor (*positive_window_sums)(const at::Tensor& positives, const at::Tensor& offsets,
+                                     const at::Tensor& keys, const at::Tensor& values,
+                                     double delta, bool below, bool transpose);
 
   // Deterministic pass 1 (segments.h, PassOneRecord): (4, N) float64 rows begin, lo, hi,
   // a of every entry. `codes` and `offsets` undefined: the single ranking.
@@ -110,7 +122,7 @@ struct Kernels {
   // pass1_records instead (../deterministic_pass1.cpp).
   bool pass1_float_atomics;
 
-  // Whether grouped_gather / grouped_pass1 / grouped_pass2 read periodic codes (above);
+  // Whether gather / grouped_pass1 / grouped_pass2 read periodic codes (above);
   // otherwise they get one code per entry. pass1_records always gets one per entry.
   bool periodic_codes;
 };

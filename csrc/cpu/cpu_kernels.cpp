@@ -9,10 +9,10 @@
 namespace aploss {
 
 const Kernels& cpu_kernels() {
-  static const Kernels table{cpu::gather_positives, cpu::sorted_pass1, cpu::pairwise_pass1,
+  static const Kernels table{cpu::gather, cpu::sorted_pass1, cpu::pairwise_pass1,
                              cpu::sorted_pass2, cpu::pairwise_pass2,
-                             cpu::grouped_gather, cpu::grouped_pass1, cpu::grouped_pass2,
-                             cpu::pass1_records, cpu::dense_codes,
+                             cpu::grouped_pass1, cpu::grouped_pass2,
+                             cpu::positive_window_sums, cpu::pass1_records, cpu::dense_codes,
                              /*pass1_float_atomics=*/false, /*periodic_codes=*/true};
   return table;
 }

@@ -8,7 +8,7 @@
 namespace aploss {
 namespace cpu {
 
-at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels);
+at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes);
 at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
                         const at::Tensor& positives, double delta);
 void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
@@ -17,14 +17,15 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
                           const at::Tensor& positives, double delta);
 void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                     double delta, const at::Tensor& grad_output, at::Tensor& grad);
-at::Tensor grouped_gather(const at::Tensor& scores, const at::Tensor& labels,
-                          const at::Tensor& codes);
 at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& codes, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta);
 void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
                    const at::Tensor& state, const at::Tensor& offsets, double delta,
                    const at::Tensor& grad_output, at::Tensor& grad);
+at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& offsets,
+                                const at::Tensor& keys, const at::Tensor& values, double delta,
+                                bool below, bool transpose);
 at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& codes, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta);

@@ -9,7 +9,7 @@
 //     C10_CUDA_CHECK on runtime calls;
 //   * int64_t indexing everywhere (N >= 2^31 is supported), grid-stride loops;
 //   * no cudaDeviceSynchronize; the only device-to-host copy of a call is the one in
-//     gather_positives (which is where P is learned).
+//     gather (which is where P is learned).
 //
 // This header deliberately avoids ATen/cuda/CUDAContext.h (it pulls in cusparse.h).
 #pragma once
@@ -73,7 +73,7 @@ inline int kernel_device_index(const at::Tensor& t) {
 
 // ---- host entry points (one per kernel of the Kernels table) ----------------------------
 
-at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels);
+at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes);
 at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
                         const at::Tensor& positives, double delta);
 void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
@@ -82,14 +82,15 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
                           const at::Tensor& positives, double delta);
 void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                     double delta, const at::Tensor& grad_output, at::Tensor& grad);
-at::Tensor grouped_gather(const at::Tensor& scores, const at::Tensor& labels,
-                          const at::Tensor& codes);
 at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& codes, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta);
 void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
                    const at::Tensor& state, const at::Tensor& offsets, double delta,
                    const at::Tensor& grad_output, at::Tensor& grad);
+at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& offsets,
+                                const at::Tensor& keys, const at::Tensor& values, double delta,
+                                bool below, bool transpose);
 at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& codes, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta);

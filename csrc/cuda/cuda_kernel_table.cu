@@ -22,10 +22,10 @@ std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
 }  // namespace gpu
 
 const Kernels& cuda_kernels() {
-  static const Kernels table{gpu::gather_positives, gpu::sorted_pass1, gpu::pairwise_pass1,
+  static const Kernels table{gpu::gather, gpu::sorted_pass1, gpu::pairwise_pass1,
                              gpu::sorted_pass2, gpu::pairwise_pass2,
-                             gpu::grouped_gather, gpu::grouped_pass1, gpu::grouped_pass2,
-                             gpu::pass1_records, gpu::dense_codes,
+                             gpu::grouped_pass1, gpu::grouped_pass2,
+                             gpu::positive_window_sums, gpu::pass1_records, gpu::dense_codes,
                              /*pass1_float_atomics=*/true, /*periodic_codes=*/false};
   return table;
 }

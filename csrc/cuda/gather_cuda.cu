@@ -1,5 +1,5 @@
-// Gather pass on the GPU: validate every label, collect the positives' scores (and, for
-// grouped rankings, their group codes, into a second row of the output).
+// Gather pass on the GPU: validate every label, collect the positives' scores, group codes
+// (0 for a single ranking) and positions into the three rows of the output.
 //
 // One read of the labels and of the scores of the non-ignored entries (every score that
 // takes part is checked for NaN/Inf here, so that pass 1, which runs after the sync,
@@ -15,7 +15,8 @@
 // count exceeds the capacity, the kernel is run once more into a buffer of the exact
 // size: P is deterministic, so that rerun needs no second copy; it only costs a second
 // read of the labels, in the rare case P > capacity. The order of the positives in the
-// buffer is not deterministic; the driver sorts them, so q is.
+// buffer is not deterministic; the driver sorts them (by position where the order of
+// ties matters), so q is.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -94,7 +95,8 @@ __global__ void __launch_bounds__(kGatherBlock)
             start + static_cast<unsigned long long>(__popc(mask & ((1u << lane) - 1u)));
         if (slot < static_cast<unsigned long long>(capacity)) {
           out[slot] = v;
-          if (codes != nullptr) out[capacity + slot] = static_cast<double>(codes[i]);
+          out[capacity + slot] = codes != nullptr ? static_cast<double>(codes[i]) : 0.0;
+          out[2 * capacity + slot] = static_cast<double>(i);
         }
       }
     }
@@ -104,8 +106,7 @@ __global__ void __launch_bounds__(kGatherBlock)
   if (bad_negative != LLONG_MAX) atomicMin(meta + kMetaBadNegative, bad_negative);
 }
 
-// One run of the gather into `out` ((rows, capacity); rows 2 with codes); meta is reset
-// first.
+// One run of the gather into `out` ((3, capacity)); meta is reset first.
 void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes,
                    at::Tensor& out, at::Tensor& meta, int device, cudaStream_t stream) {
   const int64_t n = scores.numel();
@@ -113,7 +114,7 @@ void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const int
   APLOSS_LAUNCH(init_meta_kernel, 1, 1, 0, stream)(meta_ptr);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
-                                    "aploss_gather_positives_cuda", [&] {
+                                    "aploss_gather_cuda", [&] {
     const auto kernel = gather_kernel<scalar_t, label_t>;
     const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGatherBlock, 0);
     const int64_t grid = grid_size(device, per_sm, n, kGatherBlock);
@@ -124,16 +125,16 @@ void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const int
   });
 }
 
-// Returns (P,) scores, or (2, P) [scores; codes] when `codes` is given.
-at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes) {
-  check_flat_inputs(scores, labels, "aploss gather_positives");
+// (3, P) [scores; codes; positions].
+at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes) {
+  check_flat_inputs(scores, labels, "aploss gather");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   const auto f64 = scores.options().dtype(at::kDouble);
   const int64_t n = scores.numel();
-  const int64_t rows = codes != nullptr ? 2 : 1;
-  if (n == 0) return codes != nullptr ? at::empty({2, 0}, f64) : at::empty({0}, f64);
+  const int64_t rows = 3;
+  if (n == 0) return at::empty({rows, 0}, f64);
 
   // Capacity guess: detection batches have far fewer positives than 1 in 256 entries.
   const int64_t capacity = std::min(n, std::max(kMinCapacity, n / 256));
@@ -158,21 +159,17 @@ at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const int3
   } else {
     out = out.narrow(1, 0, num_pos);
   }
-  return codes != nullptr ? out : out[0];
+  return out;
 }
 
 }  // namespace
 
-at::Tensor gather_positives(const at::Tensor& scores, const at::Tensor& labels) {
-  return gather(scores, labels, nullptr);
-}
-
-at::Tensor grouped_gather(const at::Tensor& scores, const at::Tensor& labels,
-                          const at::Tensor& codes) {
+at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes) {
+  if (!codes.defined()) return gather_rows(scores, labels, nullptr);
   TORCH_CHECK(on_kernel_device(codes) && codes.scalar_type() == at::kInt && codes.is_contiguous() &&
                   codes.numel() == scores.numel() && codes.device() == scores.device(),
-              "aploss grouped_gather: codes must be contiguous int32 like scores");
-  return gather(scores, labels, codes.const_data_ptr<int32_t>());
+              "aploss gather: codes must be contiguous int32 like scores");
+  return gather_rows(scores, labels, codes.const_data_ptr<int32_t>());
 }
 
 }  // namespace gpu

@@ -14,7 +14,7 @@
 // w are streamed through shared memory kTile at a time and each negative sums
 // H(s - q_i) w_i; positives get positive_gradient(); ignored entries 0.
 //
-// Non-finite NEGATIVE scores are rejected with ValueError by gather_positives before
+// Non-finite NEGATIVE scores are rejected with ValueError by gather before
 // this pass; should one get here anyway, fp becomes NaN for every positive (so does the
 // loss) rather than silently wrong.
 #include <ATen/ATen.h>

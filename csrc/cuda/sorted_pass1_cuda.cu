@@ -19,7 +19,7 @@
 // warp and added once per warp.
 //
 // Non-finite NEGATIVE scores (NaN, +inf, -inf) are rejected with ValueError by
-// gather_positives, before this pass runs. As a second line of defence (a caller of the
+// gather, before this pass runs. As a second line of defence (a caller of the
 // kernel table that skipped the gather), the block that sees one adds NaN to d1[0], so
 // every fp(i), hence the loss, is NaN rather than silently wrong.
 //
