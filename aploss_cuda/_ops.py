@@ -16,26 +16,64 @@ def _positives_fakes(like, width):
 @torch.library.register_fake("aploss::ap_loss_forward")
 def _forward_fake(scores, labels, group_ids, delta, interpolate, method):
     torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
+    state, offsets = _state_and_offsets_fakes(scores)
+    return scores.new_empty(()), state, offsets, _codes_fake(scores, group_ids)
+
+
+def _state_and_offsets_fakes(scores):
+    """P + 1 state columns and U + 1 offsets, data-dependent; each symbol must be a size."""
     ctx = torch.library.get_ctx()
-    # P + 1 state columns and U + 1 offsets, data-dependent; each symbol must be a size.
     state = scores.new_empty((STATE_ROWS, ctx.new_dynamic_size(min=1)), dtype=torch.float64)
-    offsets = scores.new_empty((ctx.new_dynamic_size(min=1),), dtype=torch.int64)
+    return state, scores.new_empty((ctx.new_dynamic_size(min=1),), dtype=torch.int64)
+
+
+def _codes_fake(scores, group_ids):
     if group_ids is None:
-        codes = scores.new_empty((0,), dtype=torch.int32)
-    else:
-        codes = group_ids.new_empty(group_ids.shape, dtype=torch.int32)  # contiguous
-    return scores.new_empty(()), state, offsets, codes
+        return scores.new_empty((0,), dtype=torch.int32)
+    return group_ids.new_empty(group_ids.shape, dtype=torch.int32)  # contiguous
 
 
-@torch.library.register_fake("aploss::ap_loss_backward")
-def _backward_fake(grad_output, scores, labels, group_codes, state, offsets, delta, method):
+@torch.library.register_fake("aploss::rank_sort_forward")
+def _rank_sort_forward_fake(scores, targets, group_ids, delta):
+    torch._check(scores.shape == targets.shape, lambda: "targets.shape must equal scores.shape")
+    state, offsets = _state_and_offsets_fakes(scores)
+    width = torch.library.get_ctx().new_dynamic_size()
+    return (
+        scores.new_empty(()),
+        scores.new_empty((2,)),
+        state,
+        offsets,
+        _codes_fake(scores, group_ids),
+        torch.empty_like(targets, dtype=torch.int8),
+        scores.new_empty((2, width), dtype=torch.float64),
+    )
+
+
+@torch.library.register_fake("aploss::alrp_forward")
+def _alrp_forward_fake(scores, labels, regression_losses, group_ids, delta):
+    torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
+    state, offsets = _state_and_offsets_fakes(scores)
+    num_pos = regression_losses.shape[0]
+    return (
+        scores.new_empty(()),
+        scores.new_empty((num_pos,), dtype=torch.float64),
+        state,
+        offsets,
+        _codes_fake(scores, group_ids),
+        scores.new_empty((2, num_pos), dtype=torch.float64),
+    )
+
+
+@torch.library.register_fake("aploss::pass2")
+def _pass2_fake(grad_output, scores, labels, group_codes, state, offsets, positive_grads, delta,
+                method):
     return torch.empty_like(scores)
 
 
 @torch.library.register_fake("aploss::gather")
 def _gather_fake(scores, labels, codes):
     width = torch.library.get_ctx().new_dynamic_size()
-    return scores.new_empty((2, width), dtype=torch.float64)
+    return scores.new_empty((3, width), dtype=torch.float64)
 
 
 @torch.library.register_fake("aploss::rank_positives")
@@ -69,9 +107,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_loss, *_):
     scores, labels, codes, state, offsets = ctx.saved_tensors
-    grad_scores = torch.ops.aploss.ap_loss_backward(
-        grad_loss, scores, labels, codes if ctx.grouped else None, state, offsets, ctx.delta,
-        ctx.method,
+    grad_scores = torch.ops.aploss.pass2(
+        grad_loss, scores, labels, codes if ctx.grouped else None, state, offsets, None,
+        ctx.delta, ctx.method,
     )
     return grad_scores, None, None, None, None, None
 
@@ -79,9 +117,57 @@ def _backward(ctx, grad_loss, *_):
 torch.library.register_autograd("aploss::ap_loss_forward", _backward, setup_context=_setup_context)
 
 
+def _setup_rank_sort_context(ctx, inputs, output):
+    scores, targets, group_ids, delta = inputs
+    _, parts, state, offsets, codes, labels, positive_grads = output
+    ctx.mark_non_differentiable(parts, state, offsets, codes, labels, positive_grads)
+    # O(P) state, the int8 labels of the targets and a reference to scores.
+    ctx.save_for_backward(scores, labels, codes, state, offsets, positive_grads)
+    ctx.grouped = group_ids is not None
+    ctx.delta = delta
+
+
+def _rank_sort_backward(ctx, grad_loss, *_):
+    scores, labels, codes, state, offsets, positive_grads = ctx.saved_tensors
+    grad_scores = torch.ops.aploss.pass2(
+        grad_loss, scores, labels, codes if ctx.grouped else None, state, offsets,
+        positive_grads, ctx.delta, "sorted",
+    )
+    return grad_scores, None, None, None
+
+
+torch.library.register_autograd(
+    "aploss::rank_sort_forward", _rank_sort_backward, setup_context=_setup_rank_sort_context
+)
+
+
+def _setup_alrp_context(ctx, inputs, output):
+    scores, labels, regression_losses, group_ids, delta = inputs
+    _, loc_weights, state, offsets, codes, positive_grads = output
+    ctx.mark_non_differentiable(loc_weights, state, offsets, codes, positive_grads)
+    ctx.save_for_backward(scores, labels, codes, state, offsets, positive_grads)
+    ctx.grouped = group_ids is not None
+    ctx.delta = delta
+
+
+def _alrp_backward(ctx, grad_loss, *_):
+    scores, labels, codes, state, offsets, positive_grads = ctx.saved_tensors
+    grad_scores = torch.ops.aploss.pass2(
+        grad_loss, scores, labels, codes if ctx.grouped else None, state, offsets,
+        positive_grads, ctx.delta, "sorted",
+    )
+    # The localisation component is differentiated outside the operator (loss.py).
+    return grad_scores, None, None, None, None
+
+
+torch.library.register_autograd(
+    "aploss::alrp_forward", _alrp_backward, setup_context=_setup_alrp_context
+)
+
+
 def _no_double_backward(ctx, grad):
     raise RuntimeError(
-        "ap_loss does not support double backward: its gradient is the paper's "
+        "aploss_cuda's losses do not support double backward: their gradient is the "
         "error-driven update, not the derivative of a function, so it has no derivative"
     )
 
@@ -91,7 +177,7 @@ def _setup_backward_context(ctx, inputs, output):
 
 
 torch.library.register_autograd(
-    "aploss::ap_loss_backward", _no_double_backward, setup_context=_setup_backward_context
+    "aploss::pass2", _no_double_backward, setup_context=_setup_backward_context
 )
 
 

@@ -125,8 +125,10 @@ class _DistributedAPLoss(torch.autograd.Function):
 
         codes, unique, num_groups = _global_codes(group_ids, all_ids, device)
         positive_codes = torch.searchsorted(unique, all_ids).to(torch.float64)
+        # Positions: the rank-major order of the exchange, so ties sort alike on every rank.
+        order = torch.arange(all_scores.numel(), dtype=torch.float64, device=device)
         positives, offsets, positive_group = torch.ops.aploss.rank_positives(
-            torch.stack([all_scores, positive_codes]), num_groups, delta
+            torch.stack([all_scores, positive_codes, order]), num_groups, delta
         )
         # Pass 1 over this rank's entries; a non-finite negative is reported, not raised,
         # until every rank knows (the flag rides in the last element of the all_reduce).
@@ -161,8 +163,8 @@ class _DistributedAPLoss(torch.autograd.Function):
             scores, _ = ctx.saved_tensors
             return torch.zeros_like(scores), None, None, None, None, None, None
         scores, labels, codes, state, offsets = ctx.saved_tensors
-        grad = torch.ops.aploss.ap_loss_backward(
-            grad_loss, scores, labels, codes, state, offsets, ctx.delta, "sorted"
+        grad = torch.ops.aploss.pass2(
+            grad_loss, scores, labels, codes, state, offsets, None, ctx.delta, "sorted"
         )
         return grad, None, None, None, None, None, None
 

@@ -1,4 +1,6 @@
-"""The public API: ap_loss and APLoss."""
+"""The public API: ap_loss, rank_sort_loss and alrp_loss, and their module forms."""
+
+from typing import NamedTuple
 
 import torch
 
@@ -79,3 +81,107 @@ class APLoss(torch.nn.Module):
 
     def extra_repr(self):
         return f"delta={self.delta}, interpolate={self.interpolate}, method={self.method!r}"
+
+
+class RankSortParts(NamedTuple):
+    """rank_sort_loss(..., return_parts=True): the loss and its two parts (detached)."""
+
+    loss: torch.Tensor
+    ranking: torch.Tensor
+    sorting: torch.Tensor
+
+
+def rank_sort_loss(scores, targets, *, delta=0.5, group_ids=None, return_parts=False):
+    """Rank & Sort loss (Oksuz et al., ICCV 2021) over every entry of ``scores``: one
+    ranking of the whole batch, as the authors' released code computes it
+    (docs/ranking_family.md).
+
+    Args:
+        scores: floating tensor of any shape (logits of every anchor x class).
+        targets: floating tensor shaped like scores: > 0 a positive with its target in
+            (0, 1] (the IoU of the prediction with its ground-truth box, detached), 0 a
+            negative, < 0 (use -1) ignored.
+        delta: half-width of the piecewise-linear step H (> 0).
+        group_ids: optional integer tensor broadcastable to scores' shape: entries with
+            equal id form separate rankings and the loss is the mean of the groups' losses
+            (as in ``ap_loss``).
+        return_parts: also return the ranking and sorting losses (detached).
+
+    Returns:
+        The 0-dim loss ranking + sorting in scores' dtype, carrying the whole error-driven
+        gradient (the released code's, times the incoming gradient); with
+        ``return_parts=True`` a ``RankSortParts(loss, ranking, sorting)``.
+    """
+    _contract.validate_rank_sort(scores, targets, delta)
+    _contract.validate_group_ids(group_ids, scores, "sorted", "rank_sort_loss")
+    loss, parts, *_ = torch.ops.aploss.rank_sort_forward(
+        scores.contiguous(), targets.detach().contiguous(), group_ids, float(delta)
+    )
+    if return_parts:
+        return RankSortParts(loss, parts[0], parts[1])
+    return loss
+
+
+def alrp_loss(scores, labels, regression_losses, *, delta=1.0, group_ids=None):
+    """aLRP loss (Oksuz et al., NeurIPS 2020) over every entry of ``scores``, as the
+    authors' released code computes it (docs/ranking_family.md).
+
+    Args:
+        scores: floating tensor of any shape (logits of every anchor x class).
+        labels: same shape; 1 positive, 0 negative, -1 ignored (dtypes as ``ap_loss``).
+        regression_losses: 1-D floating tensor, one value >= 0 per positive, in the
+            row-major order of the positive entries of labels (``labels[labels == 1]``):
+            the localisation loss of the box predicted there (e.g. GIoU loss / 2).
+        delta: half-width of the piecewise-linear step H (> 0).
+        group_ids: optional, as in ``ap_loss``: both components are then means over the
+            groups that have a positive.
+
+    Returns:
+        ``(cls_loss, loc_loss)``, 0-dim tensors in the dtypes of scores and of
+        regression_losses. cls_loss carries the error-driven gradient to scores (none to
+        regression_losses); loc_loss, the mean over the positives (by descending score,
+        ties by descending position) of the running sum of their regression losses over
+        their rank, is differentiable with respect to regression_losses by ordinary
+        autograd (ranks detached). The released heads train on
+        ``cls_loss + SB * loc_loss`` with a self-balancing weight SB they keep themselves.
+    """
+    _contract.validate_alrp(scores, labels, regression_losses, delta)
+    _contract.validate_group_ids(group_ids, scores, "sorted", "alrp_loss")
+    cls_loss, loc_weights, *_ = torch.ops.aploss.alrp_forward(
+        scores.contiguous(), labels.contiguous(), regression_losses.detach(), group_ids,
+        float(delta),
+    )
+    loc_loss = (regression_losses.to(torch.float64) * loc_weights).sum()
+    return cls_loss, loc_loss.to(regression_losses.dtype)
+
+
+class RankSortLoss(torch.nn.Module):
+    """Module form of :func:`rank_sort_loss`."""
+
+    def __init__(self, *, delta=0.5):
+        super().__init__()
+        _contract.validate_delta(delta, "RankSortLoss")
+        self.delta = float(delta)
+
+    def forward(self, scores, targets, *, group_ids=None, return_parts=False):
+        return rank_sort_loss(
+            scores, targets, delta=self.delta, group_ids=group_ids, return_parts=return_parts
+        )
+
+    def extra_repr(self):
+        return f"delta={self.delta}"
+
+
+class ALRPLoss(torch.nn.Module):
+    """Module form of :func:`alrp_loss`."""
+
+    def __init__(self, *, delta=1.0):
+        super().__init__()
+        _contract.validate_delta(delta, "ALRPLoss")
+        self.delta = float(delta)
+
+    def forward(self, scores, labels, regression_losses, *, group_ids=None):
+        return alrp_loss(scores, labels, regression_losses, delta=self.delta, group_ids=group_ids)
+
+    def extra_repr(self):
+        return f"delta={self.delta}"

@@ -10,13 +10,23 @@
   H(s_j - q_i) in chunks of positives; forward sums it (fp and rank), backward
   recomputes each chunk and reduces it against the weights w (a mat-vec).
   O(P * N) work, O(chunk * N) memory.
+- ``rank_sort_loop``: Rank & Sort loss (Oksuz et al., ICCV 2021) the way its released
+  code computes it: the same per-positive loop (ascending score order, negatives pruned
+  at ``min positive - delta``) with the ranking and sorting errors and their
+  error-driven updates; returns ranking + sorting carrying the whole gradient.
+- ``alrp_loop``: aLRP loss (Oksuz et al., NeurIPS 2020) the way its released code
+  computes it: the per-positive loop for the classification part (error-driven
+  gradient), and the localisation part by autograd from the regression losses ordered
+  by descending score (``argsort(...).flip``; the sort is stable, so tied positives
+  come later-in-memory first), divided by the detached ranks.
 - ``focal_loss``: sigmoid focal loss forward (+ backward by autograd) as the cost
   yardstick, over the non-ignored entries as RetinaNet computes it;
   ``focal_loss_unmasked`` over the whole tensor, focal loss at its cheapest.
   torchvision's when it is installed, else the same formula.
 
-Both AP-loss baselines compute in the dtype of ``scores`` and return a 0-dim loss
-whose backward is the error-driven gradient (times the incoming gradient).
+The AP-loss, Rank & Sort and aLRP baselines compute in the dtype of ``scores`` on its
+device and return a 0-dim loss whose backward is the error-driven gradient (times the
+incoming gradient).
 """
 
 import torch
@@ -102,6 +112,108 @@ def per_positive_loop(scores, labels, delta=1.0, interpolate=True):
         grad /= num_fg
         loss = 1 - prec.mean()
     return _with_gradient(scores, loss, grad)
+
+
+def rank_sort_loop(scores, targets, delta=0.5):
+    """Rank & Sort loss the way the released code computes it: a Python loop over
+    positives (targets > 0, target value = IoU), negatives (targets == 0) pruned at
+    min positive - delta. Returns ranking + sorting with the whole gradient."""
+    s = scores.reshape(-1)
+    t = targets.reshape(-1)
+    eps = 1e-10
+    with torch.no_grad():
+        sd = s.detach()
+        fg_labels = t > 0
+        fg_logits = sd[fg_labels]
+        fg_num = fg_logits.numel()
+        grad = torch.zeros_like(sd)
+        if fg_num == 0:
+            loss = sd.new_zeros(())
+    if fg_num == 0:
+        return _with_gradient(scores, loss, grad)
+    with torch.no_grad():
+        fg_targets = t[fg_labels].to(sd.dtype)
+        threshold_logit = fg_logits.min() - delta
+        relevant_bg_labels = (t == 0) & (sd >= threshold_logit)
+        relevant_bg_logits = sd[relevant_bg_labels]
+        relevant_bg_grad = torch.zeros_like(relevant_bg_logits)
+        sorting_error = torch.zeros_like(fg_logits)
+        ranking_error = torch.zeros_like(fg_logits)
+        fg_grad = torch.zeros_like(fg_logits)
+        for ii in torch.argsort(fg_logits).tolist():
+            fg_relations = _step(fg_logits - fg_logits[ii], delta)  # self term kept: H(0)
+            bg_relations = _step(relevant_bg_logits - fg_logits[ii], delta)
+            rank_pos = fg_relations.sum()
+            fp_num = bg_relations.sum()
+            rank = rank_pos + fp_num
+            ranking_error[ii] = fp_num / rank
+            current_sorting_error = (fg_relations * (1 - fg_targets)).sum() / rank_pos
+            iou_relations = fg_targets >= fg_targets[ii]
+            target_sorted_order = iou_relations * fg_relations
+            rank_pos_target = target_sorted_order.sum()
+            target_sorting_error = (target_sorted_order * (1 - fg_targets)).sum() / rank_pos_target
+            sorting_error[ii] = current_sorting_error - target_sorting_error
+            if fp_num > eps:  # .item()-style sync, as released
+                fg_grad[ii] -= ranking_error[ii]
+                relevant_bg_grad += bg_relations * (ranking_error[ii] / fp_num)
+            missorted_examples = (~iou_relations) * fg_relations
+            sorting_pmf_denom = missorted_examples.sum()
+            if sorting_pmf_denom > eps:
+                fg_grad[ii] -= sorting_error[ii]
+                fg_grad += missorted_examples * (sorting_error[ii] / sorting_pmf_denom)
+        grad[fg_labels] = fg_grad
+        grad[relevant_bg_labels] = relevant_bg_grad
+        grad /= fg_num
+        loss = ranking_error.mean() + sorting_error.mean()
+    return _with_gradient(scores, loss, grad)
+
+
+def alrp_loop(scores, labels, regression_losses, delta=1.0):
+    """aLRP loss the way the released code computes it. Returns (cls_loss, loc_loss):
+    cls_loss carries the error-driven gradient to scores, loc_loss is differentiable
+    with respect to regression_losses (one per positive, in memory order)."""
+    s = scores.reshape(-1)
+    y = _flat_labels(labels)
+    eps = 1e-5
+    with torch.no_grad():
+        sd = s.detach()
+        fg_labels = y == 1
+        fg_logits = sd[fg_labels]
+        fg_num = fg_logits.numel()
+        grad = torch.zeros_like(sd)
+        if fg_num == 0:
+            cls_loss = sd.new_zeros(())
+    if fg_num == 0:
+        return _with_gradient(scores, cls_loss, grad), regression_losses.sum()
+    with torch.no_grad():
+        reg = regression_losses.detach().to(sd.dtype)
+        threshold_logit = fg_logits.min() - delta
+        relevant_bg_labels = (y == 0) & (sd >= threshold_logit)
+        relevant_bg_logits = sd[relevant_bg_labels]
+        relevant_bg_grad = torch.zeros_like(relevant_bg_logits)
+        rank = torch.zeros_like(fg_logits)
+        prec = torch.zeros_like(fg_logits)
+        fg_grad = torch.zeros_like(fg_logits)
+        # stable: the tie order of the localisation part below is fixed
+        order = torch.argsort(fg_logits, stable=True)
+        for ii in order.tolist():
+            fg_relations = _step(fg_logits - fg_logits[ii], delta)
+            fg_relations[ii] = 0  # i != k in rank_pos
+            bg_relations = _step(relevant_bg_logits - fg_logits[ii], delta)
+            rank_pos = 1 + fg_relations.sum()
+            fp_num = bg_relations.sum()
+            rank[ii] = rank_pos + fp_num
+            prec[ii] = rank_pos / rank[ii]
+            if fp_num > eps:  # .item()-style sync, as released
+                fg_grad[ii] = -((fg_relations * reg).sum() + fp_num) / rank[ii]
+                relevant_bg_grad += bg_relations * (-fg_grad[ii] / fp_num)
+        grad[fg_labels] = fg_grad
+        grad[relevant_bg_labels] = relevant_bg_grad
+        grad /= fg_num
+        cls_loss = 1 - prec.mean()
+    ordered_losses = regression_losses[order].flip(dims=[0])
+    loc_loss = (torch.cumsum(ordered_losses, dim=0) / rank[order].flip(dims=[0])).mean()
+    return _with_gradient(scores, cls_loss, grad), loc_loss
 
 
 class _Dense(torch.autograd.Function):

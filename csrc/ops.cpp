@@ -11,6 +11,9 @@
 #include "aploss/kernels.h"
 #include "flat_inputs.h"
 #include "group_codes.h"
+#include "alrp_stage.h"
+#include "family_inputs.h"
+#include "rank_sort_stage.h"
 #include "stages.h"
 
 namespace aploss {
@@ -88,6 +91,58 @@ Entries entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores
   return {in.scores, in.labels, flatten_like(*codes, scores, in)};
 }
 
+// Everything before the positive stage, written once for every loss: group codes,
+// gather, rank_positives, pass 1. `pos.positives` stays undefined when there is no
+// positive.
+struct Ranking {
+  at::Tensor codes;  // dense int32 group codes (empty without group_ids), for the backward
+  int64_t num_groups = 1;
+  Positives pos;
+  at::Tensor false_positives;
+  bool has_positives() const { return pos.positives.defined(); }
+};
+
+Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+                     const std::optional<at::Tensor>& group_ids, double delta, Method method) {
+  Ranking r;
+  std::optional<at::Tensor> codes;
+  if (group_ids.has_value()) {
+    const GroupCodes groups = dense_group_codes(k, *group_ids);
+    codes = groups.codes;
+    r.num_groups = groups.num_groups;
+  }
+  r.codes = codes.value_or(at::empty({0}, scores.options().dtype(at::kInt)));
+  if (scores.numel() == 0) return r;
+  const FlatInputs flat = flatten(scores, labels);
+  const Entries in = entries(k, flat, scores, codes);
+  const at::Tensor gathered = aploss::gather(k, in);
+  const int64_t num_pos = gathered.size(1);
+  if (num_pos == 0) return r;
+  TORCH_CHECK_VALUE(num_pos <= std::numeric_limits<int32_t>::max(),
+                    "ap_loss: at most 2^31 - 1 positives, got ", num_pos);
+  r.pos = rank_positives(gathered, r.num_groups, delta);
+  r.false_positives = aploss::pass1(k, in, r.pos, delta, method);
+  return r;
+}
+
+// What a call without positives returns: zero losses and an empty state.
+at::Tensor empty_state(const at::Tensor& scores) {
+  return at::zeros({kStateRows, 1}, scores.options().dtype(at::kDouble));
+}
+at::Tensor empty_offsets(const Ranking& r, const at::Tensor& scores) {
+  return at::zeros({r.num_groups + 1}, scores.options().dtype(at::kLong));
+}
+at::Tensor empty_positive_grads(const at::Tensor& scores) {
+  return at::empty({2, 0}, scores.options().dtype(at::kDouble));
+}
+
+// The family's N-sized inputs: contiguous, so that "the memory order of the positives"
+// (regression losses, tie order) is the row-major order the user indexes with.
+void check_contiguous(const at::Tensor& scores, const at::Tensor& other, const char* what) {
+  TORCH_CHECK(scores.is_contiguous() && other.is_contiguous(), what,
+              ": scores and labels/targets must be contiguous (the Python API makes them so)");
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
@@ -96,49 +151,78 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
     c10::string_view method) {
   check_inputs(scores, labels, delta);
   const Method m = check_grouping(group_ids, scores, method);
-  std::optional<at::Tensor> codes;
-  int64_t num_groups = 1;
-  if (group_ids.has_value()) {
-    const GroupCodes groups = dense_group_codes(k, *group_ids);
-    codes = groups.codes;
-    num_groups = groups.num_groups;
+  const Ranking r = rank_entries(k, scores, labels, group_ids, delta, m);
+  if (!r.has_positives()) {
+    return {at::zeros({}, scores.options()), empty_state(scores), empty_offsets(r, scores),
+            r.codes};
   }
-  const auto f64 = scores.options().dtype(at::kDouble);
-  const at::Tensor codes_out = codes.value_or(at::empty({0}, scores.options().dtype(at::kInt)));
-  const auto no_positive = [&] {
-    return std::make_tuple(at::zeros({}, scores.options()), at::zeros({kStateRows, 1}, f64),
-                           at::zeros({num_groups + 1}, f64.dtype(at::kLong)), codes_out);
-  };
-  if (scores.numel() == 0) return no_positive();
-  const FlatInputs flat = flatten(scores, labels);
-  const Entries in = entries(k, flat, scores, codes);
-
-  const at::Tensor gathered = aploss::gather(k, in);
-  const int64_t num_pos = gathered.size(1);
-  if (num_pos == 0) return no_positive();
-  TORCH_CHECK_VALUE(num_pos <= std::numeric_limits<int32_t>::max(),
-                    "ap_loss: at most 2^31 - 1 positives, got ", num_pos);
-  const Positives pos = rank_positives(gathered, num_groups, delta);
-  const at::Tensor false_positives = aploss::pass1(k, in, pos, delta, m);
-  auto [loss, state] = aploss::positive_stage(k, pos, false_positives, delta, interpolate,
+  auto [loss, state] = aploss::positive_stage(k, r.pos, r.false_positives, delta, interpolate,
                                               scores.scalar_type(), m);
-  return {loss, state, pos.offsets, codes_out};
+  return {loss, state, r.pos.offsets, r.codes};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+rank_sort_forward(const Kernels& k, const at::Tensor& scores, const at::Tensor& targets,
+                  const std::optional<at::Tensor>& group_ids, double delta) {
+  TORCH_CHECK_VALUE(scores.sizes() == targets.sizes(), "rank_sort_loss: targets.shape ",
+                    targets.sizes(), " must equal scores.shape ", scores.sizes());
+  TORCH_CHECK_VALUE(scores.device() == targets.device(), "rank_sort_loss: scores are on ",
+                    scores.device(), " but targets are on ", targets.device());
+  check_contiguous(scores, targets, "rank_sort_forward");
+  const at::Tensor labels = labels_from_targets(targets);
+  check_inputs(scores, labels, delta);
+  (void)check_grouping(group_ids, scores, "sorted");
+  const Ranking r = rank_entries(k, scores, labels, group_ids, delta, Method::kSorted);
+  if (!r.has_positives()) {
+    const at::Tensor zero = at::zeros({}, scores.options());
+    return {zero, at::zeros({2}, scores.options()), empty_state(scores), empty_offsets(r, scores),
+            r.codes, labels, empty_positive_grads(scores)};
+  }
+  const at::Tensor positive_targets =
+      targets.view({-1}).index_select(0, r.pos.positions).to(at::kDouble);
+  RankSortStage stage = rank_sort_positive_stage(k, r.pos, r.false_positives, positive_targets,
+                                                 delta, scores.scalar_type());
+  return {stage.loss, stage.parts, stage.state, r.pos.offsets, r.codes, labels,
+          stage.positive_grads};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_forward(
+    const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+    const at::Tensor& regression_losses, const std::optional<at::Tensor>& group_ids,
+    double delta) {
+  check_inputs(scores, labels, delta);
+  check_contiguous(scores, labels, "alrp_forward");
+  (void)check_grouping(group_ids, scores, "sorted");
+  const Ranking r = rank_entries(k, scores, labels, group_ids, delta, Method::kSorted);
+  const int64_t num_pos = r.has_positives() ? r.pos.positives.size(1) : 0;
+  check_regression_losses(regression_losses, num_pos, scores);
+  if (!r.has_positives()) {
+    return {at::zeros({}, scores.options()), at::zeros({0}, scores.options().dtype(at::kDouble)),
+            empty_state(scores), empty_offsets(r, scores), r.codes, empty_positive_grads(scores)};
+  }
+  const at::Tensor positive_losses =
+      regression_losses.index_select(0, r.pos.memory_rank).to(at::kDouble);
+  ALRPStage stage = alrp_positive_stage(k, r.pos, r.false_positives, positive_losses, delta,
+                                        scores.scalar_type());
+  return {stage.cls_loss, stage.loc_weights, stage.state, r.pos.offsets, r.codes,
+          stage.positive_grads};
 }
 
 at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
                     const at::Tensor& labels, const std::optional<at::Tensor>& codes,
-                    const at::Tensor& state, const at::Tensor& offsets, double delta,
+                    const at::Tensor& state, const at::Tensor& offsets,
+                    const std::optional<at::Tensor>& positive_grads, double delta,
                     c10::string_view method) {
   check_inputs(scores, labels, delta);
   const Method m = check_grouping(codes, scores, method);
-  check_state(state, offsets, "ap_loss_backward");
+  check_state(state, offsets, "aploss::pass2");
   const FlatInputs flat = flatten(scores, labels);
   auto [grad, flat_grad] = gradient_like(scores, flat);
   if (state.size(1) == 1 || scores.numel() == 0) return grad.zero_();
 
   const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
-  aploss::pass2(k, entries(k, flat, scores, codes), state, offsets.contiguous(), delta, scale,
-                flat_grad, m);
+  aploss::pass2(k, entries(k, flat, scores, codes), state, offsets.contiguous(),
+                positive_grads.value_or(at::Tensor()), delta, scale, flat_grad, m);
   return grad;
 }
 
@@ -146,7 +230,7 @@ at::Tensor gather(const Kernels& k, const at::Tensor& scores, const at::Tensor& 
                   const std::optional<at::Tensor>& codes) {
   check_inputs(scores, labels, 1.0);
   (void)check_grouping(codes, scores, "sorted");
-  if (scores.numel() == 0) return at::empty({2, 0}, scores.options().dtype(at::kDouble));
+  if (scores.numel() == 0) return at::empty({3, 0}, scores.options().dtype(at::kDouble));
   return aploss::gather(k, entries(k, flatten(scores, labels), scores, codes));
 }
 
@@ -195,9 +279,16 @@ TORCH_LIBRARY(aploss, m) {
       "ap_loss_forward(Tensor scores, Tensor labels, Tensor? group_ids, float delta,"
       " bool interpolate, str method) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "ap_loss_backward(Tensor grad_output, Tensor scores, Tensor labels, Tensor? group_codes,"
-      " Tensor state, Tensor offsets, float delta, str method) -> Tensor");
-  // The stages, for aploss_cuda/distributed.py (the backward is pass 2).
+      "rank_sort_forward(Tensor scores, Tensor targets, Tensor? group_ids, float delta)"
+      " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "alrp_forward(Tensor scores, Tensor labels, Tensor regression_losses, Tensor? group_ids,"
+      " float delta) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The backward of every loss.
+  m.def(
+      "pass2(Tensor grad_output, Tensor scores, Tensor labels, Tensor? group_codes,"
+      " Tensor state, Tensor offsets, Tensor? positive_grads, float delta, str method) -> Tensor");
+  // The stages, for aploss_cuda/distributed.py.
   m.def("gather(Tensor scores, Tensor labels, Tensor? codes) -> Tensor");
   m.def("rank_positives(Tensor gathered, int num_groups, float delta) -> (Tensor, Tensor, Tensor)");
   m.def(
@@ -219,9 +310,9 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rank_positives_op(const at::Tensor& gathered,
                                                                  int64_t num_groups,
                                                                  double delta) {
-  TORCH_CHECK(gathered.dim() == 2 && gathered.size(0) == 2 && gathered.size(1) >= 1 &&
+  TORCH_CHECK(gathered.dim() == 2 && gathered.size(0) == 3 && gathered.size(1) >= 1 &&
                   gathered.scalar_type() == at::kDouble,
-              "aploss::rank_positives: expected (2, P) float64 [scores; codes], P >= 1");
+              "aploss::rank_positives: expected (3, P) float64 [scores; codes; positions], P >= 1");
   TORCH_CHECK(num_groups >= 1, "aploss::rank_positives: num_groups must be >= 1");
   const Positives pos = rank_positives(gathered, num_groups, delta);
   return {pos.positives, pos.offsets, pos.positive_group};

@@ -25,10 +25,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
     const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
     c10::string_view method);
 
-// Pass 2: grad_output * the error-driven gradient, shaped like scores.
+// The same driver with Rank & Sort loss's positive stage. Returns (loss, parts (ranking,
+// sorting), state, offsets, codes, labels, positive_grads): labels are the int8 labels
+// of the targets, which the backward reads.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+rank_sort_forward(const Kernels& k, const at::Tensor& scores, const at::Tensor& targets,
+                  const std::optional<at::Tensor>& group_ids, double delta);
+
+// The same driver with aLRP loss's positive stage. Returns (cls_loss, loc_weights, state,
+// offsets, codes, positive_grads); loc_loss = sum_k regression_losses[k] loc_weights[k].
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_forward(
+    const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+    const at::Tensor& regression_losses, const std::optional<at::Tensor>& group_ids,
+    double delta);
+
+// Pass 2, the backward of every loss: grad_output * the error-driven gradient, shaped
+// like scores. positive_grads: as the forward returned them (Rank & Sort, aLRP).
 at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
                     const at::Tensor& labels, const std::optional<at::Tensor>& codes,
-                    const at::Tensor& state, const at::Tensor& offsets, double delta,
+                    const at::Tensor& state, const at::Tensor& offsets,
+                    const std::optional<at::Tensor>& positive_grads, double delta,
                     c10::string_view method);
 
 // The stages as operators, for callers that communicate between them
@@ -66,7 +82,9 @@ struct WithTable<table, fn> {
 template <const Kernels& (*table)()>
 void register_backend(torch::Library& m) {
   m.impl("ap_loss_forward", &WithTable<table, &forward>::call);
-  m.impl("ap_loss_backward", &WithTable<table, &backward>::call);
+  m.impl("rank_sort_forward", &WithTable<table, &rank_sort_forward>::call);
+  m.impl("alrp_forward", &WithTable<table, &alrp_forward>::call);
+  m.impl("pass2", &WithTable<table, &backward>::call);
   m.impl("gather", &WithTable<table, &gather>::call);
   m.impl("pass1", &WithTable<table, &pass1>::call);
   m.impl("positive_stage", &WithTable<table, &positive_stage>::call);

@@ -18,7 +18,7 @@ import aploss_cuda
 from aploss_cuda.reference import ap_loss_reference
 
 FWD = torch.ops.aploss.ap_loss_forward
-BWD = torch.ops.aploss.ap_loss_backward
+BWD = torch.ops.aploss.pass2
 
 # Ids at or above max(2**16, 2 * group_ids.numel()) take the sort-based (non-direct) path
 # of the dense group codes; smaller ids are used as codes directly.
@@ -589,7 +589,7 @@ def test_opcheck_forward_no_positive_and_empty():
 def test_opcheck_backward(layout):
     scores, labels = image_class_problem(43)
     _, state, offsets, codes = FWD(scores, labels, OPCHECK_IDS[layout](), 1.0, True, "sorted")
-    args = (torch.tensor(2.0), scores, labels, codes, state, offsets, 1.0, "sorted")
+    args = (torch.tensor(2.0), scores, labels, codes, state, offsets, None, 1.0, "sorted")
     opcheck(BWD.default, args)
 
 

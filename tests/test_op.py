@@ -30,8 +30,8 @@ def test_opcheck_backward(device, method):
     scores, labels = random_problem((6, 50), seed=1, device=device)
     _, state, offsets, _ = torch.ops.aploss.ap_loss_forward(*_forward_args(scores, labels, method))
     grad_output = torch.tensor(2.0, device=device)
-    args = (grad_output, scores, labels, None, state, offsets, 1.0, method)
-    opcheck(torch.ops.aploss.ap_loss_backward.default, args)
+    args = (grad_output, scores, labels, None, state, offsets, None, 1.0, method)
+    opcheck(torch.ops.aploss.pass2.default, args)
 
 
 def test_opcheck_no_positive():
@@ -76,7 +76,10 @@ def test_torch_compile_fullgraph(device, dynamic):
     torch._dynamo.reset()
 
     def step(scores, labels):
-        return aploss_cuda.ap_loss(scores.sigmoid().logit(), labels, delta=0.5) * 2.0
+        # The default delta too: dynamic=True traces it as a symbolic float.
+        return aploss_cuda.ap_loss(scores.sigmoid().logit(), labels, delta=0.5) * 2.0 + (
+            aploss_cuda.ap_loss(scores, labels)
+        )
 
     compiled = torch.compile(step, fullgraph=True, dynamic=dynamic)
     for seed, shape in enumerate([(8, 30), (8, 30), (5, 44)]):
