@@ -1,12 +1,14 @@
-"""AP-loss against focal loss: the small RetinaNet, 3 seeds each, one table.
+"""Focal loss against ranking-based losses: the small RetinaNet, 3 seeds each, one table.
 
-    python examples/compare.py            # 13.4 minutes on 2 CPU cores (results/compare.md)
+    python examples/compare.py            # focal vs AP-loss: 13.4 minutes on 2 CPU cores
+    python examples/compare.py --losses focal ap rs alrp --out examples/results/ranking
 
 Runs train_retinanet.train for every (loss, seed) in turn with the same data, budget and
-schedule (each loss at its learning rate tuned on the val split, see tune.py), then writes
-to examples/results/: compare.json (every run, the summary, where it ran), compare.md (the
-table), curves.png (every run's curves) and predictions.png (seed 0 of each loss on the
-same held-out images). Per-run outputs go to examples/results/runs/.
+schedule (each loss at its default learning rate, see train_retinanet.DEFAULT_LR and
+tune.py), then writes to --out (default examples/results/): compare.json (every run, the
+summary, where it ran), compare.md (the table), curves.png (every run's curves) and
+predictions.png (the first seed of each loss on the same held-out images). Per-run
+outputs go to <out>/runs/.
 """
 
 import argparse
@@ -23,15 +25,22 @@ import evaluate  # noqa: E402
 import plots  # noqa: E402
 import shapes  # noqa: E402
 import train_retinanet  # noqa: E402
+from model import LOSSES  # noqa: E402
 from run_info import run_info  # noqa: E402
 
-LOSS_NAMES = {"ap": "AP-loss", "focal": "focal loss"}
+LOSS_NAMES = {"focal": "focal loss", "ap": "AP-loss", "rs": "RS loss", "alrp": "aLRP loss"}
+BOX_LOSSES = {
+    "focal": "torchvision's L1 loss",
+    "ap": "torchvision's L1 loss",
+    "rs": "GIoU loss weighted by each positive's score, balanced to the RS loss's value",
+    "alrp": "aLRP's localisation component (GIoU), times its self-balancing weight",
+}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--losses", nargs="+", choices=("ap", "focal"), default=["focal", "ap"])
+    p.add_argument("--losses", nargs="+", choices=LOSSES, default=["focal", "ap"])
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="passed to train_retinanet for every run (e.g. --extra --iters 500)")
@@ -47,7 +56,7 @@ def summarise(results):
     for loss in dict.fromkeys(r["loss"] for r in results):
         runs = [r for r in results if r["loss"] == loss]
         summary[loss] = {"seeds": [r["seed"] for r in runs], "lr": runs[0]["lr"],
-                         "delta": runs[0]["delta"] if loss == "ap" else None}
+                         "delta": runs[0]["delta"] if loss != "focal" else None}
         for key in ("map", "map_50", "wall_seconds"):
             mean, std = mean_std([r[key] for r in runs])
             summary[loss][key] = {"mean": mean, "std": std}
@@ -56,8 +65,10 @@ def summarise(results):
 
 def markdown(summary, results, info, total_seconds, command):
     first = results[0]
+    names = [LOSS_NAMES[loss] for loss in summary]
+    box_losses = "; ".join(f"{LOSS_NAMES[loss]}: {BOX_LOSSES[loss]}" for loss in summary)
     lines = [
-        "# AP-loss vs focal loss: a small RetinaNet on synthetic shapes",
+        f"# {' vs '.join(names)}: a small RetinaNet on synthetic shapes",
         "",
         f"Command: `{command}`  ",
         f"Total wall time: **{total_seconds / 60:.1f} min** for {len(results)} runs "
@@ -75,7 +86,7 @@ def markdown(summary, results, info, total_seconds, command):
     ]
     for loss, s in summary.items():
         per_seed = ", ".join(f"{r['map']:.3f}" for r in results if r["loss"] == loss)
-        name = LOSS_NAMES[loss] + (f" (delta {s['delta']:g})" if loss == "ap" else "")
+        name = LOSS_NAMES[loss] + (f" (delta {s['delta']:g})" if s["delta"] is not None else "")
         lines.append(
             f"| {name} | {s['lr']:g} | {s['map']['mean']:.3f} ± {s['map']['std']:.3f} "
             f"| {s['map_50']['mean']:.3f} ± {s['map_50']['std']:.3f} | {per_seed} "
@@ -86,19 +97,20 @@ def markdown(summary, results, info, total_seconds, command):
         f"Seeds {sorted(set(r['seed'] for r in results))} (model init, batch order, flips); "
         "the data set is fixed (data seed 0).",
         "",
-        "Settings, identical for both losses except the classification loss and the learning "
+        "Settings, identical for every loss except the losses and the learning "
         f"rate: {first['train_images']} training images of 128 px, {first['iters']} iterations "
         f"of batch {first['batch_size']} (about {first['iters'] * first['batch_size'] / first['train_images']:.0f} "
         "epochs), SGD momentum 0.9, weight decay 1e-4, 100 warm-up iterations then cosine decay, "
         "random flips; the model of `examples/model.py` (about 0.94 M parameters, from scratch); "
-        "box regression: torchvision's L1 loss for both. AP-loss is one ranking over all "
-        "anchors x classes of the batch (the paper's minibatch setting). Learning rates were "
-        "tuned per loss on the val split with seed 99: see `tuning.md`.",
+        f"box regression: {box_losses}. Each ranking loss is one ranking over all "
+        "anchors x classes of the batch (the papers' minibatch setting). Learning rates: "
+        "train_retinanet.DEFAULT_LR (focal loss and AP-loss tuned per loss on the val split "
+        "with seed 99, see `tuning.md`; RS and aLRP loss not tuned yet, at AP-loss's).",
         "",
         "![curves](curves.png)",
         "",
-        "Predictions (top 5 per image, seed 0; white: ground truth): focal loss on the top "
-        "row, AP-loss on the bottom row.",
+        f"Predictions (top 5 per image, seed {results[0]['seed']}; white: ground truth), one row "
+        f"per loss, top to bottom: {', '.join(names)}.",
         "",
         "![predictions](predictions.png)",
         "",
@@ -143,9 +155,8 @@ def main(argv=None):
         f.write(markdown(summary, results, info, total, command))
     plots.plot_curves(logs, os.path.join(args.out, "curves.png"))
     drawn = []
-    for loss in ("focal", "ap"):
-        if loss in detections:
-            drawn += plots.draw_detections(eval_images, detections[loss], eval_targets, shapes.CLASSES)
+    for loss in args.losses:
+        drawn += plots.draw_detections(eval_images, detections[loss], eval_targets, shapes.CLASSES)
     plots.save_grid(drawn, os.path.join(args.out, "predictions.png"), nrow=len(eval_images))
     print(open(os.path.join(args.out, "compare.md")).read())
 

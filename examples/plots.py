@@ -9,7 +9,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.utils import draw_bounding_boxes, make_grid  # noqa: E402
 
-COLOURS = {"ap": "tab:red", "focal": "tab:blue"}
+COLOURS = {"focal": "tab:blue", "ap": "tab:red", "rs": "tab:green", "alrp": "tab:purple"}
+TITLES = {"focal": "focal loss", "ap": "AP-loss = 1 - AP", "rs": "RS loss",
+          "alrp": "aLRP cls. = 1 - prec."}
 SMOOTHING_WINDOW = 50  # iterations in the trailing mean of the training curves
 
 
@@ -29,16 +31,16 @@ def smoothed(values, window=SMOOTHING_WINDOW):
 
 
 def plot_curves(runs_by_loss, path):
-    """runs_by_loss: {"ap"|"focal": [log, ...]}, each log as written by train_retinanet.
+    """runs_by_loss: {loss: [log, ...]} (a loss of COLOURS), each log as written by train_retinanet.
 
-    Classification losses differ in kind (1 - AP vs focal), so each loss gets its own
-    panel; the box-regression loss (L1, the same for both) and the held-out mAP share axes.
+    Classification losses differ in kind (1 - AP, focal, ...), so each loss gets its own
+    panel; the box-regression losses (each loss's own: L1 for focal and AP-loss, GIoU-based
+    for RS and aLRP) and the held-out mAP share axes.
     """
-    losses = [loss for loss in ("focal", "ap") if loss in runs_by_loss]
+    losses = [loss for loss in COLOURS if loss in runs_by_loss]
     fig, axes = plt.subplots(1, len(losses) + 2, figsize=(4 * (len(losses) + 2), 3.6))
-    titles = {"focal": "focal loss", "ap": "AP-loss = 1 - AP"}
     for axis, loss in zip(axes, losses):
-        axis.set_title(f"{titles[loss]} (train, mean of last {SMOOTHING_WINDOW})")
+        axis.set_title(f"{TITLES[loss]} (train, mean of last {SMOOTHING_WINDOW})")
     for loss, logs in runs_by_loss.items():
         colour = COLOURS.get(loss, None)
         for k, log in enumerate(logs):
@@ -49,7 +51,7 @@ def plot_curves(runs_by_loss, path):
             its = [e["iteration"] for e in log["evals"]]
             axes[-1].plot(its, [e["map"] for e in log["evals"]], "o-", color=colour, alpha=0.7,
                           label=label)
-    axes[-2].set_title(f"box regression L1 (train, mean of last {SMOOTHING_WINDOW})")
+    axes[-2].set_title(f"box regression loss (train, mean of last {SMOOTHING_WINDOW})")
     axes[-1].set_title("mAP@[.5:.95] (val split)")
     for axis in axes:
         axis.set_xlabel("iteration")

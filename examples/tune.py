@@ -1,13 +1,16 @@
-"""The learning-rate (both losses) and delta (AP-loss) search behind the defaults.
+"""The learning-rate (every loss) and delta (ranking losses) search behind the defaults.
 
-    python examples/tune.py               # about 40 minutes on 2 CPU cores
+    python examples/tune.py                      # focal and AP-loss: about 40 minutes on 2 CPU cores
+    python examples/tune.py --losses rs alrp     # RS and aLRP loss only
 
 Every configuration trains with seed 99 (not one of compare.py's seeds) and is scored on
 the val split, so the test split that compare.py reports stays unseen. A configuration
 whose result.json already exists under examples/results/tuning/ is not rerun. Writes
-examples/results/tuning.json and tuning.md.
+examples/results/tuning.json and tuning.md: the rows of the losses searched, and those of
+the other losses as the previous tuning.json had them.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -16,23 +19,29 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import train_retinanet  # noqa: E402
+from model import DEFAULT_DELTA, LOSSES  # noqa: E402
 
 SEED = 99
 LRS = (0.01, 0.02, 0.04, 0.08)  # extended by doubling or halving while the best is at an edge
 MAX_EXTENSIONS = 3
-AP_DELTAS = (0.5, 2.0)  # tried at AP-loss's best learning rate; the paper's default is 1
+# Tried at each ranking loss's best learning rate, besides its paper's default DEFAULT_DELTA.
+OTHER_DELTAS = {"ap": (0.5, 2.0), "rs": (0.25, 1.0), "alrp": (0.5, 2.0)}
+TUNING_JSON = os.path.join(HERE, "results", "tuning.json")
 
 
 def run_name(loss, lr, delta):
-    return f"{loss}_lr{lr:g}" + (f"_delta{delta:g}" if delta != 1.0 else "")
+    default = DEFAULT_DELTA.get(loss)
+    return f"{loss}_lr{lr:g}" + (f"_delta{delta:g}" if delta != default else "")
 
 
-def run(loss, lr, delta=1.0):
+def run(loss, lr, delta=None):
+    delta = DEFAULT_DELTA.get(loss) if delta is None else delta
     out = os.path.join(HERE, "results", "tuning", run_name(loss, lr, delta))
     path = os.path.join(out, "result.json")
     if not os.path.exists(path):
+        delta_args = ["--delta", str(delta)] if delta is not None else []
         args = train_retinanet.parse_args(
-            ["--loss", loss, "--lr", str(lr), "--delta", str(delta), "--seed", str(SEED),
+            ["--loss", loss, "--lr", str(lr), *delta_args, "--seed", str(SEED),
              "--eval-split", "val", "--out", out, "--no-progress"]
         )
         try:
@@ -66,11 +75,32 @@ def search_lr(loss):
     return results
 
 
-def main():
-    results = search_lr("focal") + search_lr("ap")
-    best_ap = best([r for r in results if r["loss"] == "ap"])
-    results += [run("ap", best_ap["lr"], delta) for delta in AP_DELTAS]
-    with open(os.path.join(HERE, "results", "tuning.json"), "w") as f:
+def search(loss):
+    """The learning-rate search of ``loss``, then its other deltas at the best rate."""
+    results = search_lr(loss)
+    top = best(results)["lr"]
+    return results + [run(loss, top, delta) for delta in OTHER_DELTAS.get(loss, ())]
+
+
+def previous_results(losses):
+    """The rows of the other losses in the existing tuning.json (none if there is none)."""
+    if not os.path.exists(TUNING_JSON):
+        return []
+    with open(TUNING_JSON) as f:
+        return [r for r in json.load(f) if r["loss"] not in losses]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--losses", nargs="+", choices=LOSSES, default=["focal", "ap"])
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    losses = parse_args(argv).losses
+    results = previous_results(losses) + [r for loss in losses for r in search(loss)]
+    results.sort(key=lambda r: LOSSES.index(r["loss"]))  # stable: each loss's order kept
+    with open(TUNING_JSON, "w") as f:
         json.dump(results, f, indent=1)
     lines = [
         "# Tuning (val split, seed 99)",
@@ -80,7 +110,8 @@ def main():
         "| loss | lr | delta | val mAP@[.5:.95] | val mAP@.5 |",
         "|---|---|---|---|---|",
     ]
-    winners = {id(best([r for r in results if r["loss"] == loss])) for loss in ("focal", "ap")}
+    present = [loss for loss in LOSSES if any(r["loss"] == loss for r in results)]
+    winners = {id(best([r for r in results if r["loss"] == loss])) for loss in present}
     for r in results:
         if r["map"] is None:
             cells = f"diverged: {r['error']} | |"
@@ -88,7 +119,7 @@ def main():
             cells = f"{r['map']:.3f} | {r['map_50']:.3f} |"
             if id(r) in winners:
                 cells = f"**{r['map']:.3f}** | **{r['map_50']:.3f}** |"
-        delta = f"{r['delta']:g}" if r["loss"] == "ap" else "-"
+        delta = f"{r['delta']:g}" if r["loss"] != "focal" and r.get("delta") is not None else "-"
         lines.append(f"| {r['loss']} | {r['lr']:g} | {delta} | {cells}")
     with open(os.path.join(HERE, "results", "tuning.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
