@@ -79,7 +79,37 @@ def _gather_fake(scores, labels, codes):
 @torch.library.register_fake("aploss::rank_positives")
 def _rank_positives_fake(gathered, num_groups, delta):
     positives, positive_group = _positives_fakes(gathered, gathered.shape[1])
-    return positives, gathered.new_empty((num_groups + 1,), dtype=torch.int64), positive_group
+    offsets = gathered.new_empty((num_groups + 1,), dtype=torch.int64)
+    return positives, offsets, positive_group, torch.empty_like(positive_group), torch.empty_like(
+        positive_group
+    )
+
+
+@torch.library.register_fake("aploss::rank_sort_labels")
+def _rank_sort_labels_fake(targets):
+    return torch.empty_like(targets, dtype=torch.int8)
+
+
+def _family_stage_fakes(positives, loss_dtype):
+    num_pos = positives.shape[1]
+    state = positives.new_empty((STATE_ROWS, num_pos + 1))
+    return state, positives.new_empty((2, num_pos))
+
+
+@torch.library.register_fake("aploss::rank_sort_stage")
+def _rank_sort_stage_fake(positives, offsets, positive_group, positions, false_positives, targets,
+                          delta, loss_dtype):
+    state, positive_grads = _family_stage_fakes(positives, loss_dtype)
+    loss = positives.new_empty((), dtype=loss_dtype)
+    return loss, positives.new_empty((2,), dtype=loss_dtype), state, positive_grads
+
+
+@torch.library.register_fake("aploss::alrp_stage")
+def _alrp_stage_fake(positives, offsets, positive_group, positions, memory_rank, false_positives,
+                     regression_losses, delta, loss_dtype):
+    state, positive_grads = _family_stage_fakes(positives, loss_dtype)
+    loss = positives.new_empty((), dtype=loss_dtype)
+    return loss, positives.new_empty((positives.shape[1],)), state, positive_grads
 
 
 @torch.library.register_fake("aploss::pass1")

@@ -127,7 +127,7 @@ class _DistributedAPLoss(torch.autograd.Function):
         positive_codes = torch.searchsorted(unique, all_ids).to(torch.float64)
         # Positions: the rank-major order of the exchange, so ties sort alike on every rank.
         order = torch.arange(all_scores.numel(), dtype=torch.float64, device=device)
-        positives, offsets, positive_group = torch.ops.aploss.rank_positives(
+        positives, offsets, positive_group, *_ = torch.ops.aploss.rank_positives(
             torch.stack([all_scores, positive_codes, order]), num_groups, delta
         )
         # Pass 1 over this rank's entries; a non-finite negative is reported, not raised,

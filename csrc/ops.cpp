@@ -258,6 +258,58 @@ std::tuple<at::Tensor, at::Tensor> positive_stage(
                                 loss_dtype, parse_method(method));
 }
 
+namespace {
+
+// The family's stage operators: positives as rank_positives returns them, and one
+// float64 value per sorted positive.
+Positives check_family_positives(const at::Tensor& positives, const at::Tensor& offsets,
+                                 const at::Tensor& positive_group, const at::Tensor& positions,
+                                 const at::Tensor& memory_rank,
+                                 const at::Tensor& false_positives, const at::Tensor& values,
+                                 const char* what) {
+  Positives pos = check_positives(positives, offsets, positive_group, what);
+  const int64_t num_pos = positives.size(1);
+  for (const at::Tensor* t : {&positions, &memory_rank}) {
+    TORCH_CHECK(t->dim() == 1 && t->numel() == num_pos && t->scalar_type() == at::kLong, what,
+                ": malformed positions / memory_rank");
+  }
+  for (const at::Tensor* t : {&false_positives, &values}) {
+    TORCH_CHECK(t->dim() == 1 && t->numel() == num_pos && t->scalar_type() == at::kDouble, what,
+                ": malformed false_positives / per-positive values");
+  }
+  pos.positions = positions.contiguous();
+  pos.memory_rank = memory_rank.contiguous();
+  return pos;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_sort_stage(
+    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
+    const at::Tensor& positive_group, const at::Tensor& positions,
+    const at::Tensor& false_positives, const at::Tensor& targets, double delta,
+    at::ScalarType loss_dtype) {
+  const Positives pos =
+      check_family_positives(positives, offsets, positive_group, positions, positions,
+                             false_positives, targets, "aploss::rank_sort_stage");
+  RankSortStage stage = rank_sort_positive_stage(k, pos, false_positives.contiguous(),
+                                                 targets.contiguous(), delta, loss_dtype);
+  return {stage.loss, stage.parts, stage.state, stage.positive_grads};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_stage(
+    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
+    const at::Tensor& positive_group, const at::Tensor& positions, const at::Tensor& memory_rank,
+    const at::Tensor& false_positives, const at::Tensor& regression_losses, double delta,
+    at::ScalarType loss_dtype) {
+  const Positives pos =
+      check_family_positives(positives, offsets, positive_group, positions, memory_rank,
+                             false_positives, regression_losses, "aploss::alrp_stage");
+  ALRPStage stage = alrp_positive_stage(k, pos, false_positives.contiguous(),
+                                        regression_losses.contiguous(), delta, loss_dtype);
+  return {stage.cls_loss, stage.loc_weights, stage.state, stage.positive_grads};
+}
+
 at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
                             const std::optional<at::Tensor>& codes, const at::Tensor& positives,
                             const std::optional<at::Tensor>& offsets, double delta,
@@ -290,7 +342,9 @@ TORCH_LIBRARY(aploss, m) {
       " Tensor state, Tensor offsets, Tensor? positive_grads, float delta, str method) -> Tensor");
   // The stages, for aploss_cuda/distributed.py.
   m.def("gather(Tensor scores, Tensor labels, Tensor? codes) -> Tensor");
-  m.def("rank_positives(Tensor gathered, int num_groups, float delta) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "rank_positives(Tensor gathered, int num_groups, float delta)"
+      " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "pass1(Tensor scores, Tensor labels, Tensor? codes, Tensor positives, Tensor offsets,"
       " Tensor positive_group, float delta, str method) -> Tensor");
@@ -298,6 +352,15 @@ TORCH_LIBRARY(aploss, m) {
       "positive_stage(Tensor positives, Tensor offsets, Tensor positive_group,"
       " Tensor false_positives, float delta, bool interpolate, ScalarType loss_dtype,"
       " str method) -> (Tensor, Tensor)");
+  m.def(
+      "rank_sort_stage(Tensor positives, Tensor offsets, Tensor positive_group, Tensor positions,"
+      " Tensor false_positives, Tensor targets, float delta, ScalarType loss_dtype)"
+      " -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "alrp_stage(Tensor positives, Tensor offsets, Tensor positive_group, Tensor positions,"
+      " Tensor memory_rank, Tensor false_positives, Tensor regression_losses, float delta,"
+      " ScalarType loss_dtype) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("rank_sort_labels(Tensor targets) -> Tensor");
   m.def(
       "_pass1_histograms(Tensor scores, Tensor labels, Tensor? codes, Tensor positives,"
       " Tensor? offsets, float delta, bool deterministic) -> Tensor");
@@ -307,22 +370,22 @@ TORCH_LIBRARY_IMPL(aploss, CPU, m) { ops::register_backend<&cpu_device_kernels>(
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> rank_positives_op(const at::Tensor& gathered,
-                                                                 int64_t num_groups,
-                                                                 double delta) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_positives_op(
+    const at::Tensor& gathered, int64_t num_groups, double delta) {
   TORCH_CHECK(gathered.dim() == 2 && gathered.size(0) == 3 && gathered.size(1) >= 1 &&
                   gathered.scalar_type() == at::kDouble,
               "aploss::rank_positives: expected (3, P) float64 [scores; codes; positions], P >= 1");
   TORCH_CHECK(num_groups >= 1, "aploss::rank_positives: num_groups must be >= 1");
   const Positives pos = rank_positives(gathered, num_groups, delta);
-  return {pos.positives, pos.offsets, pos.positive_group};
+  return {pos.positives, pos.offsets, pos.positive_group, pos.positions, pos.memory_rank};
 }
 
 }  // namespace
 
-// Sorting P values: ATen ops only, the same code on every device.
+// Sorting P values and elementwise work: ATen ops only, the same code on every device.
 TORCH_LIBRARY_IMPL(aploss, CompositeExplicitAutograd, m) {
   m.impl("rank_positives", &rank_positives_op);
+  m.impl("rank_sort_labels", &labels_from_targets);
 }
 
 }  // namespace aploss

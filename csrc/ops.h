@@ -61,6 +61,20 @@ std::tuple<at::Tensor, at::Tensor> positive_stage(
     const at::Tensor& positive_group, const at::Tensor& false_positives, double delta,
     bool interpolate, at::ScalarType loss_dtype, c10::string_view method);
 
+// The positive stages of Rank & Sort and aLRP loss as operators (for process_group):
+// positives, offsets, positive_group, positions and memory_rank as rank_positives returns
+// them; targets / regression_losses one float64 value per sorted positive.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_sort_stage(
+    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
+    const at::Tensor& positive_group, const at::Tensor& positions,
+    const at::Tensor& false_positives, const at::Tensor& targets, double delta,
+    at::ScalarType loss_dtype);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_stage(
+    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
+    const at::Tensor& positive_group, const at::Tensor& positions, const at::Tensor& memory_rank,
+    const at::Tensor& false_positives, const at::Tensor& regression_losses, double delta,
+    at::ScalarType loss_dtype);
+
 // Test-only: pass 1's difference arrays from the backend's kernel or from the
 // deterministic records, so the tests can hold the two against each other.
 at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
@@ -88,6 +102,8 @@ void register_backend(torch::Library& m) {
   m.impl("gather", &WithTable<table, &gather>::call);
   m.impl("pass1", &WithTable<table, &pass1>::call);
   m.impl("positive_stage", &WithTable<table, &positive_stage>::call);
+  m.impl("rank_sort_stage", &WithTable<table, &rank_sort_stage>::call);
+  m.impl("alrp_stage", &WithTable<table, &alrp_stage>::call);
   m.impl("_pass1_histograms", &WithTable<table, &pass1_histograms>::call);
 }
 

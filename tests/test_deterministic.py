@@ -22,7 +22,7 @@ def grouped_inputs(device, n, seed, groups=None, ties=False, offset=0.0):
     codes = torch.randint(0, groups or 1, (n,), generator=g, dtype=torch.int32)
     scores, labels, codes = (t.to(device) for t in (scores, labels, codes))
     gathered = torch.ops.aploss.gather(scores, labels, codes)
-    positives, offsets, _ = torch.ops.aploss.rank_positives(gathered, groups or 1, 1.0)
+    positives, offsets, *_ = torch.ops.aploss.rank_positives(gathered, groups or 1, 1.0)
     return scores, labels, codes, positives, offsets
 
 

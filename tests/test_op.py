@@ -57,7 +57,7 @@ def test_opcheck_stages(device, grouped):
     gathered = torch.ops.aploss.gather(scores, labels, codes)
     opcheck(torch.ops.aploss.gather.default, (scores, labels, codes))
     opcheck(torch.ops.aploss.rank_positives.default, (gathered, num_groups, 1.0))
-    positives, offsets, positive_group = torch.ops.aploss.rank_positives(gathered, num_groups, 1.0)
+    positives, offsets, positive_group, *_ = torch.ops.aploss.rank_positives(gathered, num_groups, 1.0)
     args = (scores, labels, codes, positives, offsets, positive_group, 1.0, "sorted")
     opcheck(torch.ops.aploss.pass1.default, args)
     fp = torch.ops.aploss.pass1(*args)
