@@ -3,14 +3,15 @@
 
     python benchmarks/run.py                     # every section (minutes on 2 CPU cores)
     python benchmarks/run.py --quick             # small sizes, under a minute
-    python benchmarks/run.py --section grouped   # one section: sweeps, grouped or distributed
+    python benchmarks/run.py --section family    # one section: sweeps, grouped, family, distributed
     python benchmarks/run.py --device cuda --quick --retinanet on
 
 Sections: bench_sweeps.py (ap_loss against focal loss and the baselines, over N and P),
-bench_grouped.py (group_ids against the ungrouped call), bench_distributed.py (bytes per
-call under process_group; CPU only). Writes <out>/<device>-<date>[-quick][-<section>]
-.json and .md, and PNG plots of the sweeps when matplotlib is installed. Methodology:
-benchmarks/README.md.
+bench_grouped.py (group_ids against the ungrouped call), bench_family.py (rank_sort_loss
+and alrp_loss against focal loss and their per-positive loops, over N and P),
+bench_distributed.py (bytes per call under process_group; CPU only). Writes
+<out>/<device>-<date>[-quick][-<section>].json and .md, and PNG plots of the sweeps when
+matplotlib is installed. Methodology: benchmarks/README.md.
 """
 
 import argparse
@@ -33,6 +34,7 @@ except ModuleNotFoundError as e:  # not installed: an in-place build in the chec
     import aploss_cuda
 
 import bench_distributed  # noqa: E402
+import bench_family  # noqa: E402
 import bench_grouped  # noqa: E402
 import bench_sweeps  # noqa: E402
 from common.inputs import LABEL_DTYPES, NO_IGNORE, REGIMES, SCORE_DTYPES  # noqa: E402
@@ -41,18 +43,24 @@ from common.machine import OtherProcessesCpu, environment  # noqa: E402
 from common.memory import PeakMemory  # noqa: E402
 from common.progress import Progress  # noqa: E402
 
-SECTIONS = {"sweeps": bench_sweeps, "grouped": bench_grouped, "distributed": bench_distributed}
+SECTIONS = {"sweeps": bench_sweeps, "grouped": bench_grouped, "family": bench_family,
+            "distributed": bench_distributed}
 DEFAULTS = {  # (device, --quick) -> sizes
     ("cpu", False): dict(sizes="100k,250k,1M,2M,4M,16M", psweep_n="1M",
                          positives="100,300,1000,3000,10000", grouped_sizes="1M,4M",
-                         distributed_sizes="100k,1M,4M"),
+                         family_sizes="100k,250k,1M,2M,4M,16M", family_psweep_n="4M",
+                         family_positives="400,4000,40000", distributed_sizes="100k,1M,4M"),
     ("cpu", True): dict(sizes="20k,100k,500k", psweep_n="100k", positives="20,2000",
-                        grouped_sizes="100k", distributed_sizes="20k,200k"),
+                        grouped_sizes="100k", family_sizes="20k,100k,500k",
+                        family_psweep_n="100k", family_positives="20,200,2000",
+                        distributed_sizes="20k,200k"),
     ("cuda", False): dict(sizes="1M,4M,16M,64M,128M", psweep_n="16M",
                           positives="500,2000,8000,32000,128000", grouped_sizes="4M,16M,64M",
-                          distributed_sizes="100k,1M,4M"),
+                          family_sizes="1M,4M,16M,64M", family_psweep_n="4M",
+                          family_positives="400,4000,40000", distributed_sizes="100k,1M,4M"),
     ("cuda", True): dict(sizes="1M,16M", psweep_n="4M", positives="400,4000",
-                         grouped_sizes="1M,16M", distributed_sizes="20k,200k"),
+                         grouped_sizes="1M,16M", family_sizes="1M,4M", family_psweep_n="4M",
+                         family_positives="400,4000,40000", distributed_sizes="20k,200k"),
 }
 
 
@@ -67,17 +75,22 @@ def build_parser():
         help="auto: cuda when torch.cuda.is_available()")
     add("--sizes", help="N of the N sweep, comma list: 1e6, 4M, 64k ('none': no N sweep)")
     add("--nsweep-p", default="N/1000",
-        help="P at each N of the N sweep and the grouped section: N/1000 or a fixed count")
+        help="P at each N of the N sweeps (sweeps, family) and the grouped section: N/1000 "
+        "or a fixed count")
     add("--positives", help="P of the P sweep, comma list ('none': no P sweep)")
     add("--psweep-n", help="N of the P sweep")
     add("--regime", choices=["init", "trained", "both"], default="both",
-        help="score distribution: " + "; ".join(f"{k}: {v}" for k, v in REGIMES.items()))
+        help="score distribution (grouped and family: init unless 'trained'): "
+        + "; ".join(f"{k}: {v}" for k, v in REGIMES.items()))
     add("--retinanet", choices=["auto", "on", "off"], default="auto",
         help="the RetinaNet-scale point in the sweeps (98.2M entries, P = 2,000); "
         "auto: on for CUDA without --quick")
     add("--impls", default=",".join(bench_sweeps.IMPLEMENTATIONS),
         help="comma subset of the sweeps' implementations (default: all)")
     add("--grouped-sizes", help="N of the grouped section, comma list")
+    add("--family-sizes", help="N of the family section's N sweep, comma list ('none': none)")
+    add("--family-positives", help="P of the family section's P sweep, comma list ('none': none)")
+    add("--family-psweep-n", help="N of the family section's P sweep")
     add("--distributed-sizes", help="N of the distributed section, comma list")
     add("--rounds", type=int, help="interleaved timed rounds per point (default 7, --quick 3)")
     add("--budget", type=float, help="seconds per implementation and point (default 10, "
@@ -124,9 +137,13 @@ def resolve(args):
         sizes=parse_counts(args.sizes), nsweep_p=args.nsweep_p,
         positives=parse_counts(args.positives), psweep_n=parse_count(args.psweep_n),
         grouped_sizes=parse_counts(args.grouped_sizes),
+        family_sizes=parse_counts(args.family_sizes),
+        family_positives=parse_counts(args.family_positives),
+        family_psweep_n=parse_count(args.family_psweep_n),
         distributed_sizes=parse_counts(args.distributed_sizes),
         regimes=["init", "trained"] if args.regime == "both" else [args.regime],
         grouped_regime="trained" if args.regime == "trained" else "init",
+        family_regime="trained" if args.regime == "trained" else "init",
         retinanet=args.retinanet == "on" or (args.retinanet == "auto" and device == "cuda"
                                              and not args.quick),
         rounds=args.rounds, budget=args.budget, round_s=0.03 if args.quick else 0.1,
@@ -177,7 +194,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     started, cpu = time.perf_counter(), OtherProcessesCpu().start()
     cfg = resolve(args)
-    steps = dict(sweeps=len(bench_sweeps.plan(cfg)), grouped=len(cfg.grouped_sizes), distributed=1)
+    steps = dict(sweeps=len(bench_sweeps.plan(cfg)), grouped=len(cfg.grouped_sizes),
+                 family=len(bench_family.plan(cfg)), distributed=1)
     progress = Progress(sum(steps[s] for s in cfg.sections), "aploss benchmark",
                         enabled=not args.no_progress)
     results = {name: SECTIONS[name].run(cfg, progress) for name in cfg.sections}

@@ -19,10 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
 sys.path.insert(0, BENCH)
 
-from baselines import dense_vectorized, per_positive_loop  # noqa: E402
+import bench_family  # noqa: E402
+from baselines import alrp_loop, dense_vectorized, per_positive_loop, rank_sort_loop  # noqa: E402
 from common.collectives import INPUT_ARGUMENT as COLLECTIVE_OPS  # noqa: E402
 from common.inputs import parse_counts, positives_for  # noqa: E402
 from common.memory import PeakMemory  # noqa: E402
+from common.progress import Progress  # noqa: E402
 from common.timing import interleaved  # noqa: E402
 
 
@@ -134,7 +136,9 @@ def _without(tmp_path, *packages):
 
 
 TINY = ["--quick", "--sizes", "20k,40k", "--positives", "20", "--psweep-n", "20k",
-        "--grouped-sizes", "25600", "--distributed-sizes", "20k", "--rounds", "2"]
+        "--grouped-sizes", "25600", "--family-sizes", "20k", "--family-positives", "20,200",
+        "--family-psweep-n", "10k", "--distributed-sizes", "20k", "--rounds", "2"]
+FAMILY = ["rank_sort", "rank_sort-loop", "alrp", "alrp-loop", "focal"]
 GROUPED = ["ungrouped", "per-image", "per-class", "retrieval", "retrieval-big-ids"]
 
 
@@ -185,6 +189,30 @@ def test_quick_run_without_matplotlib_and_tqdm(tmp_path):
         assert e["err_loss_vs_loop"] < 1e-5 and e["err_grad_vs_loop"] < 1e-6
     assert by["retrieval"]["loss"] == by["retrieval-big-ids"]["loss"]  # the same grouping
     assert "## Grouped vs ungrouped (group_ids)" in text
+
+    family = result["family"]
+    assert family["regime"] == "init"
+    assert [(pt["n"], pt["p"], pt["sweeps"]) for pt in family["points"]] == [
+        (20_000, 20, ["N"]), (10_000, 20, ["P"]), (10_000, 200, ["P"])]
+    for pt in family["points"]:
+        impls = pt["impls"]
+        assert list(impls) == FAMILY
+        for name, row in impls.items():
+            assert row["status"] == "measured", row  # the loops are cheap at these sizes
+            assert row["median_s"] > 0 and 1 <= len(row["samples"]) <= 2
+        for loss in ("rank_sort", "alrp"):
+            row = impls[loss]
+            assert row["agrees"] and row["err_grad"] < 1e-6 and row["err_loss"] < 1e-5
+            assert len(row["vs_focal_rounds"]) == 2 and len(row["loop_vs_ours_rounds"]) >= 1
+        assert impls["alrp"]["err_reg_grad"] < 1e-6 and "err_reg_grad" not in impls["rank_sort"]
+    # no N = 4M point in this run: every goal reads 'not measured'
+    assert len(family["goals"]) == 4 and all(g["met"] is None for g in family["goals"])
+    for heading in ("## Rank & Sort and aLRP against focal loss", "### Goals",
+                    "### Rank & Sort, N sweep (P = N/1000)", "### Rank & Sort, P sweep",
+                    "### aLRP, N sweep (P = N/1000)", "### aLRP, P sweep", "### Agreement"):
+        assert heading in text
+    assert "| Rank & Sort | ours / focal loss, N = 4,000,000, P = 4,000 | — | <= 1 | — |" in text
+    assert "**no**" not in text
 
     (row,) = result["distributed"]["rows"]
     assert (row["world"], row["n"], row["p"]) == (2, 20_000, 20)
@@ -249,3 +277,68 @@ def test_collective_bytes_on_a_one_process_group():
     ops = [op for op, _ in got["loss_call"]]
     assert ops and set(ops) <= set(COLLECTIVE_OPS)
     assert sum(size for _, size in got["loss_call"]) < 20_000 * 4 / 10  # P-sized, not N-sized
+
+
+def _family_cfg(*args):
+    import run  # benchmarks/run.py: the configuration exactly as the command line builds it
+
+    return run.resolve(run.build_parser().parse_args(["--section", "family", "--quick", *args]))
+
+
+def test_family_agreement_fails_against_a_wrong_baseline(monkeypatch):
+    cfg = _family_cfg("--family-sizes", "5k", "--family-positives", "none", "--rounds", "1")
+    # wrong on purpose: another delta for Rank & Sort, doubled regression losses for aLRP
+    wrong_rs = lambda s, t: rank_sort_loop(s, t, delta=0.25)
+    wrong_alrp = lambda s, y, r, delta: alrp_loop(s, y, 2 * r, delta)
+    monkeypatch.setitem(bench_family.IMPLEMENTATIONS, "rank_sort-loop",
+                        ("wrong loop", "rank_sort", "loop", wrong_rs))
+    monkeypatch.setitem(bench_family.IMPLEMENTATIONS, "alrp-loop",
+                        ("wrong loop", "alrp", "loop", bench_family._alrp_total(wrong_alrp)))
+    section = bench_family.run(cfg, Progress(1, "", enabled=False))
+    (pt,) = section["points"]
+    rs, alrp = pt["impls"]["rank_sort"], pt["impls"]["alrp"]
+    assert not rs["agrees"] and rs["err_loss"] > 1e-3
+    assert not alrp["agrees"] and alrp["err_reg_grad"] > 1e-4
+    agreement = bench_family.markdown(section).split("### Agreement")[1]
+    assert agreement.count("**no**") == 2
+
+
+def _timed_row(median_s, **extra):
+    return dict(status="measured", median_s=median_s, samples=[median_s], **extra)
+
+
+def _goal_point(p, rs_vs_focal, alrp_vs_focal, rs_s, alrp_s):
+    impls = dict(rank_sort=_timed_row(rs_s, vs_focal_rounds=rs_vs_focal),
+                 alrp=_timed_row(alrp_s, vs_focal_rounds=alrp_vs_focal),
+                 focal=_timed_row(0.1))
+    return dict(n=4_000_000, p=p, sweeps=["P"], impls=impls)
+
+
+def test_family_goals_are_computed_from_the_numbers():
+    points = [_goal_point(400, [0.2], [0.3], 0.02, 0.03),
+              _goal_point(4000, [0.7, 0.9, 1.6], [1.3, 1.1, 1.2], 0.10, 0.20),
+              _goal_point(40000, [1.2], [2.0], 0.14, 0.40)]
+    section = dict(regime="init", nsweep_p="N/1000", focal_source="x", points=points)
+    def goals():
+        return {(g["loss"], g["measure"]): (g["value"], g["goal"], g["met"])
+                for g in bench_family.goals(section)}
+
+    got = goals()
+    at = "N = 4,000,000"
+    growth = f"ours at P = 40,000 / at P = 4,000, {at}"
+    assert got[("Rank & Sort", f"ours / focal loss, {at}, P = 4,000")] == (0.9, 1.0, True)
+    assert got[("aLRP", f"ours / focal loss, {at}, P = 4,000")] == (1.2, 1.0, False)
+    assert got[("Rank & Sort", f"ours / focal loss, {at}, P = 400")] == (0.2, None, None)
+    assert got[("Rank & Sort", growth)][1:] == (1.5, True)
+    assert got[("Rank & Sort", growth)][0] == pytest.approx(1.4)
+    assert got[("aLRP", growth)] == (2.0, 1.5, False)
+    text = bench_family.markdown(section)
+    assert f"| Rank & Sort | ours / focal loss, {at}, P = 4,000 | 0.9 | <= 1 | yes |" in text
+    assert f"| aLRP | ours / focal loss, {at}, P = 4,000 | 1.2 | <= 1 | **no** |" in text
+    assert f"| aLRP | {growth} | 2 | <= 1.5 | **no** |" in text
+
+    # other numbers, other verdicts; and the goals are the init regime's only
+    points[1]["impls"]["alrp"]["vs_focal_rounds"] = [0.5]
+    assert goals()[("aLRP", f"ours / focal loss, {at}, P = 4,000")] == (0.5, 1.0, True)
+    section["regime"] = "trained"
+    assert all(g["met"] is None for g in bench_family.goals(section))
