@@ -75,9 +75,12 @@ def search_lr(loss):
     return results
 
 
-def search(loss):
-    """The learning-rate search of ``loss``, then its other deltas at the best rate."""
+def search(loss, lr_only=False):
+    """The learning-rate search of ``loss``, then (unless lr_only) its other deltas at the
+    best rate."""
     results = search_lr(loss)
+    if lr_only:
+        return results
     top = best(results)["lr"]
     return results + [run(loss, top, delta) for delta in OTHER_DELTAS.get(loss, ())]
 
@@ -93,19 +96,26 @@ def previous_results(losses):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--losses", nargs="+", choices=LOSSES, default=["focal", "ap"])
+    p.add_argument("--lr-only", action="store_true",
+                   help="search the learning rate only, at each loss's default delta")
     return p.parse_args(argv)
 
 
 def main(argv=None):
-    losses = parse_args(argv).losses
-    results = previous_results(losses) + [r for loss in losses for r in search(loss)]
+    args = parse_args(argv)
+    losses = args.losses
+    results = previous_results(losses) + [
+        r for loss in losses for r in search(loss, args.lr_only)
+    ]
     results.sort(key=lambda r: LOSSES.index(r["loss"]))  # stable: each loss's order kept
     with open(TUNING_JSON, "w") as f:
         json.dump(results, f, indent=1)
     lines = [
         "# Tuning (val split, seed 99)",
         "",
-        "`python examples/tune.py`: every other setting as in compare.md. Best per loss in bold.",
+        "`python examples/tune.py` (focal, ap), `python examples/tune.py --losses rs alrp "
+        "--lr-only` (rs, alrp): every other setting as in compare.md (1500 iterations). "
+        "Best per loss in bold.",
         "",
         "| loss | lr | delta | val mAP@[.5:.95] | val mAP@.5 |",
         "|---|---|---|---|---|",

@@ -45,6 +45,8 @@ SANITIZER_TESTS=(
   "tests/test_devices.py::test_non_finite_scores_raise[negative-nan-pairwise-cuda]"
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[7300]"
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[9700]"
+  "tests/test_family.py::test_groups[per-class-cuda]"
+  "tests/test_family.py::test_rank_sort_matches_reference[ties-float32-cuda]"
 )
 SANITIZER_TOOLS=(memcheck racecheck synccheck initcheck)
 

@@ -14,6 +14,10 @@ from aploss_cuda.reference import alrp_loss_reference, rank_sort_loss_reference
 targets = pytest.mark.parametrize("target", TARGETS, ids=str)
 
 
+def dtype_id(dtype):
+    return str(dtype).removeprefix("torch.")
+
+
 def family_problem(n, *, seed=0, dtype=torch.float64, p_pos=0.15, p_ignore=0.1, ties=False,
                    loc=0.0, scale=1.5):
     """Scores, Rank & Sort targets (IoU-like in [0.05, 1], some exactly 1), 1/0/-1 labels
@@ -95,10 +99,10 @@ def check_alrp(target, scores, labels, regression, group_ids=None, delta=1.0):
 CASES = {
     "random": dict(),
     "ties": dict(ties=True),
-    "few positives": dict(p_pos=0.02),
-    "many positives": dict(p_pos=0.6, p_ignore=0.0),
-    "large scores": dict(loc=1e9, ties=True),
-    "tiny spread": dict(scale=1e-4),
+    "few-positives": dict(p_pos=0.02),
+    "many-positives": dict(p_pos=0.6, p_ignore=0.0),
+    "large-scores": dict(loc=1e9, ties=True),
+    "tiny-spread": dict(scale=1e-4),
 }
 
 
@@ -107,7 +111,7 @@ case_and_dtype = pytest.mark.parametrize(
     ("case", "dtype"),
     [(case, dtype) for case in CASES for dtype in (torch.float32, torch.float64)
      if dtype == torch.float64 or not CASES[case].get("loc")],
-    ids=str,
+    ids=lambda v: dtype_id(v) if isinstance(v, torch.dtype) else str(v),
 )
 
 
@@ -153,7 +157,7 @@ def test_eps_gates_and_edge_mixes(target):
 
 
 @targets
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
 def test_huge_and_tiny_scores(target, dtype):
     big, tiny = 1e30, torch.finfo(dtype).tiny / 4
     scores = torch.tensor([big, -big, tiny, -tiny, 0.0, 1.0, big, -big, 3 * tiny, 0.5, big], dtype=dtype)
@@ -165,10 +169,10 @@ def test_huge_and_tiny_scores(target, dtype):
 
 
 GROUPINGS = {
-    "per image": lambda b, n: torch.arange(b).view(b, 1),
-    "per class": lambda b, n: (torch.arange(n) % 3).view(1, n),
-    "full size": lambda b, n: torch.randint(0, 5, (b, n), generator=torch.Generator().manual_seed(4)),
-    "one group": lambda b, n: torch.zeros(1, 1, dtype=torch.int64),
+    "per-image": lambda b, n: torch.arange(b).view(b, 1),
+    "per-class": lambda b, n: (torch.arange(n) % 3).view(1, n),
+    "full-size": lambda b, n: torch.randint(0, 5, (b, n), generator=torch.Generator().manual_seed(4)),
+    "one-group": lambda b, n: torch.zeros(1, 1, dtype=torch.int64),
 }
 
 
@@ -184,7 +188,7 @@ def test_groups(target, grouping):
 
 
 @targets
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
 def test_half_precision(target, dtype):
     """fp16 / bf16 scores: the loss and gradient are the reference's on the rounded scores,
     within the output dtype's tolerance (helpers.TOLERANCE)."""
