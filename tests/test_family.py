@@ -302,6 +302,42 @@ def test_opcheck(device, grouped):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("grouped", [False, True])
+def test_stage_operators(device, grouped):
+    # The stages process_group composes: each against its fake, and together equal to the
+    # one-call forward.
+    scores, targets_, labels, regression = (
+        t.to(device) for t in family_problem(150, seed=14, ties=True)
+    )
+    codes = (torch.arange(150, device=device) % 3).to(torch.int32) if grouped else None
+    num_groups = 3 if grouped else 1
+    opcheck(torch.ops.aploss.rank_sort_labels.default, (targets_,))
+    int8_labels = torch.ops.aploss.rank_sort_labels(targets_)
+    for loss_name, entry_labels in (("rank_sort", int8_labels), ("alrp", labels)):
+        gathered = torch.ops.aploss.gather(scores, entry_labels, codes)
+        positives, offsets, group, positions, memory_rank = torch.ops.aploss.rank_positives(
+            gathered, num_groups, 1.0
+        )
+        fp = torch.ops.aploss.pass1(scores, entry_labels, codes, positives, offsets, group, 1.0,
+                                    "sorted")
+        if loss_name == "rank_sort":
+            args = (positives, offsets, group, positions, fp, targets_[positions], 1.0,
+                    torch.float64)
+            opcheck(torch.ops.aploss.rank_sort_stage.default, args)
+            loss = torch.ops.aploss.rank_sort_stage(*args)[0]
+            expected = aploss_cuda.rank_sort_loss(scores, targets_, delta=1.0,
+                                                  group_ids=codes.long() if grouped else None)
+        else:
+            args = (positives, offsets, group, positions, memory_rank, fp, regression[memory_rank],
+                    1.0, torch.float64)
+            opcheck(torch.ops.aploss.alrp_stage.default, args)
+            loss = torch.ops.aploss.alrp_stage(*args)[0]
+            expected = aploss_cuda.alrp_loss(scores, labels, regression, delta=1.0,
+                                             group_ids=codes.long() if grouped else None)[0]
+        torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_torch_compile_fullgraph(device, dynamic):
     torch._dynamo.reset()
