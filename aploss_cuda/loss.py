@@ -47,9 +47,11 @@ def ap_loss(
     if process_group is not None:
         # Validates on every rank and tells the others when one rank's input is invalid,
         # so an error cannot leave the other ranks waiting in a collective.
-        return distributed.ap_loss_across_ranks(
-            scores, labels, group_ids, process_group, delta, bool(interpolate), method
+        (loss,) = distributed.across_ranks(
+            "ap_loss", process_group, scores, labels, group_ids=group_ids, delta=delta,
+            interpolate=bool(interpolate), method=method,
         )
+        return loss
     _contract.validate(scores, labels, delta, method)
     _contract.validate_group_ids(group_ids, scores, method)
     loss, *_ = torch.ops.aploss.ap_loss_forward(
@@ -91,7 +93,9 @@ class RankSortParts(NamedTuple):
     sorting: torch.Tensor
 
 
-def rank_sort_loss(scores, targets, *, delta=0.5, group_ids=None, return_parts=False):
+def rank_sort_loss(
+    scores, targets, *, delta=0.5, group_ids=None, return_parts=False, process_group=None
+):
     """Rank & Sort loss (Oksuz et al., ICCV 2021) over every entry of ``scores``: one
     ranking of the whole batch, as the authors' released code computes it
     (docs/ranking_family.md).
@@ -106,23 +110,35 @@ def rank_sort_loss(scores, targets, *, delta=0.5, group_ids=None, return_parts=F
             equal id form separate rankings and the loss is the mean of the groups' losses
             (as in ``ap_loss``).
         return_parts: also return the ranking and sorting losses (detached).
+        process_group: optional ``torch.distributed`` process group: one ranking of the
+            entries of every rank, as ``ap_loss``'s (``aploss_cuda.distributed``). The loss
+            and its parts are the same on every rank, those of the single-process call on
+            the concatenation of every rank's flattened inputs; each rank's gradient is its
+            slice of that call's gradient.
 
     Returns:
         The 0-dim loss ranking + sorting in scores' dtype, carrying the whole error-driven
         gradient (the released code's, times the incoming gradient); with
         ``return_parts=True`` a ``RankSortParts(loss, ranking, sorting)``.
     """
-    _contract.validate_rank_sort(scores, targets, delta)
-    _contract.validate_group_ids(group_ids, scores, "sorted", "rank_sort_loss")
-    loss, parts, *_ = torch.ops.aploss.rank_sort_forward(
-        scores.contiguous(), targets.detach().contiguous(), group_ids, float(delta)
-    )
+    if process_group is not None:
+        loss, *parts = distributed.across_ranks(
+            "rank_sort_loss", process_group, scores, targets, group_ids=group_ids, delta=delta
+        )
+    else:
+        _contract.validate_rank_sort(scores, targets, delta)
+        _contract.validate_group_ids(group_ids, scores, "sorted", "rank_sort_loss")
+        loss, parts, *_ = torch.ops.aploss.rank_sort_forward(
+            scores.contiguous(), targets.detach().contiguous(), group_ids, float(delta)
+        )
     if return_parts:
         return RankSortParts(loss, parts[0], parts[1])
     return loss
 
 
-def alrp_loss(scores, labels, regression_losses, *, delta=1.0, group_ids=None):
+def alrp_loss(
+    scores, labels, regression_losses, *, delta=1.0, group_ids=None, process_group=None
+):
     """aLRP loss (Oksuz et al., NeurIPS 2020) over every entry of ``scores``, as the
     authors' released code computes it (docs/ranking_family.md).
 
@@ -135,6 +151,13 @@ def alrp_loss(scores, labels, regression_losses, *, delta=1.0, group_ids=None):
         delta: half-width of the piecewise-linear step H (> 0).
         group_ids: optional, as in ``ap_loss``: both components are then means over the
             groups that have a positive.
+        process_group: optional ``torch.distributed`` process group: one ranking of the
+            entries of every rank, as ``ap_loss``'s (``aploss_cuda.distributed``); each
+            rank passes the regression losses of its own positives. cls_loss and loc_loss
+            are the same on every rank, those of the single-process call on the
+            concatenation of every rank's flattened inputs and regression losses; each
+            rank's gradients (to its scores, to its regression losses) are its slices of
+            that call's gradients.
 
     Returns:
         ``(cls_loss, loc_loss)``, 0-dim tensors in the dtypes of scores and of
@@ -145,6 +168,12 @@ def alrp_loss(scores, labels, regression_losses, *, delta=1.0, group_ids=None):
         autograd (ranks detached). The released heads train on
         ``cls_loss + SB * loc_loss`` with a self-balancing weight SB they keep themselves.
     """
+    if process_group is not None:
+        cls_loss, loc_loss = distributed.across_ranks(
+            "alrp_loss", process_group, scores, labels, regression_losses, group_ids=group_ids,
+            delta=delta,
+        )
+        return cls_loss, loc_loss
     _contract.validate_alrp(scores, labels, regression_losses, delta)
     _contract.validate_group_ids(group_ids, scores, "sorted", "alrp_loss")
     cls_loss, loc_weights, *_ = torch.ops.aploss.alrp_forward(
@@ -163,9 +192,10 @@ class RankSortLoss(torch.nn.Module):
         _contract.validate_delta(delta, "RankSortLoss")
         self.delta = float(delta)
 
-    def forward(self, scores, targets, *, group_ids=None, return_parts=False):
+    def forward(self, scores, targets, *, group_ids=None, return_parts=False, process_group=None):
         return rank_sort_loss(
-            scores, targets, delta=self.delta, group_ids=group_ids, return_parts=return_parts
+            scores, targets, delta=self.delta, group_ids=group_ids, return_parts=return_parts,
+            process_group=process_group,
         )
 
     def extra_repr(self):
@@ -180,8 +210,11 @@ class ALRPLoss(torch.nn.Module):
         _contract.validate_delta(delta, "ALRPLoss")
         self.delta = float(delta)
 
-    def forward(self, scores, labels, regression_losses, *, group_ids=None):
-        return alrp_loss(scores, labels, regression_losses, delta=self.delta, group_ids=group_ids)
+    def forward(self, scores, labels, regression_losses, *, group_ids=None, process_group=None):
+        return alrp_loss(
+            scores, labels, regression_losses, delta=self.delta, group_ids=group_ids,
+            process_group=process_group,
+        )
 
     def extra_repr(self):
         return f"delta={self.delta}"

@@ -40,30 +40,56 @@ def _record_failure(rank, out_dir):
         f.write(traceback.format_exc())
 
 
+def evaluate(sc, inputs, process_group=None):
+    """One call of the scenario's loss (sc["loss"], default ap_loss) on `inputs` (this
+    rank's part, or the full inputs in one process) and its backward: the detached
+    outputs and the gradients, by name, on the CPU. aLRP backpropagates
+    cls_loss + 0.5 * loc_loss, so that both components' gradients count."""
+    loss = sc.get("loss", "ap_loss")
+    scores = inputs["scores"].clone().requires_grad_()
+    common = {"delta": sc["delta"], "group_ids": inputs.get("group_ids"),
+              "process_group": process_group}
+    grads = {"scores": scores}
+    if loss == "ap_loss":
+        total = aploss_cuda.ap_loss(
+            scores, inputs["labels"], interpolate=sc["interpolate"], **common
+        )
+        outputs = {"loss": total}
+    elif loss == "rank_sort_loss":
+        parts = aploss_cuda.rank_sort_loss(scores, inputs["targets"], return_parts=True, **common)
+        outputs, total = parts._asdict(), parts.loss
+    elif loss == "alrp_loss":
+        regression_losses = inputs["regression_losses"].clone().requires_grad_()
+        grads["regression_losses"] = regression_losses
+        cls_loss, loc_loss = aploss_cuda.alrp_loss(
+            scores, inputs["labels"], regression_losses, **common
+        )
+        outputs, total = {"cls_loss": cls_loss, "loc_loss": loc_loss}, cls_loss + 0.5 * loc_loss
+    else:
+        raise ValueError(loss)
+    total.backward()
+    return (
+        {name: value.detach().cpu() for name, value in outputs.items()},
+        {name: leaf.grad.cpu() for name, leaf in grads.items()},
+    )
+
+
 def run_scenarios(rank, world, port, scenarios_path, out_dir, backend="gloo"):
-    """Each scenario: this rank's slice of scores/labels/group_ids; records loss and grad
-    (on the CPU). With nccl every rank works on its own GPU."""
+    """Each scenario: this rank's slice of the inputs; records the outputs and gradients
+    (on the CPU), or the error this rank raised. With nccl every rank works on its own
+    GPU."""
     _init(rank, world, port, backend)
     device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
     results = []
     try:
         for sc in torch.load(scenarios_path):
             part = {k: v.to(device) for k, v in sc["parts"][rank].items()}
-            scores = part["scores"].clone().requires_grad_()
             record = {}
             meter = CollectiveBytes()
             try:
                 with meter:
-                    loss = aploss_cuda.ap_loss(
-                        scores,
-                        part["labels"],
-                        delta=sc["delta"],
-                        interpolate=sc["interpolate"],
-                        group_ids=part.get("group_ids"),
-                        process_group=dist.group.WORLD,
-                    )
-                    loss.backward()
-                record = {"loss": loss.detach().cpu(), "grad": scores.grad.cpu()}
+                    outputs, grads = evaluate(sc, part, dist.group.WORLD)
+                record = {"outputs": outputs, "grads": grads}
             except Exception as e:  # the test checks which error each rank saw
                 record = {"error": type(e).__name__, "message": str(e)}
             record["bytes"] = bytes_by_step(meter.calls)

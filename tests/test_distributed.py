@@ -1,5 +1,6 @@
 """process_group: one exact ranking across torch.distributed ranks (gloo, CPU), compared
-with one process on the concatenated inputs; and DistributedDataParallel."""
+with one process on the concatenated inputs, for ap_loss, rank_sort_loss and alrp_loss;
+and DistributedDataParallel."""
 
 import os
 import socket
@@ -10,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import aploss_cuda
-from distributed_workers import TinyDetectorHead, run_ddp, run_scenarios
+from distributed_workers import TinyDetectorHead, evaluate, run_ddp, run_scenarios
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"
@@ -45,7 +46,15 @@ def problem(n, seed, positive_rate=0.05, ignore_rate=0.1, ties=False):
 
 
 def split(tensors, sizes):
-    return [dict(zip(tensors, parts)) for parts in zip(*(t.split(sizes) for t in tensors.values()))]
+    """Each rank's part: the entry-shaped tensors split along dim 0, the regression losses
+    (one per positive, row-major) by the rank's positive count."""
+    entries = {k: v for k, v in tensors.items() if k != "regression_losses"}
+    parts = [dict(zip(entries, p)) for p in zip(*(t.split(sizes) for t in entries.values()))]
+    if "regression_losses" in tensors:
+        counts = [int((p["labels"] == 1).sum()) for p in parts]
+        for p, losses in zip(parts, tensors["regression_losses"].split(counts)):
+            p["regression_losses"] = losses
+    return parts
 
 
 def scenario(sizes, seed, delta=1.0, interpolate=True, groups=None, **kw):
@@ -56,14 +65,37 @@ def scenario(sizes, seed, delta=1.0, interpolate=True, groups=None, **kw):
     return {"full": full, "parts": split(full, sizes), "delta": delta, "interpolate": interpolate}
 
 
+def family_scenario(loss, sizes, seed, delta=1.0, groups=None, columns=None, no_positive_on=None,
+                    dtype=torch.float64, **kw):
+    """rank_sort_loss (targets: IoUs in {0.25, 0.5, 0.75, 1}, so with ties) or alrp_loss
+    (labels and one regression loss per positive); `columns`: 2-D (rows, columns) inputs
+    split by rows; `no_positive_on`: a rank whose part has no positive."""
+    width = columns or 1
+    scores, labels = problem(sum(sizes) * width, seed, **kw)
+    if no_positive_on is not None:
+        start = sum(sizes[:no_positive_on]) * width
+        part = labels[start : start + sizes[no_positive_on] * width]
+        part[part == 1] = 0
+    g = torch.Generator().manual_seed(seed + 2)
+    full = {"scores": scores.to(dtype)}
+    if loss == "rank_sort_loss":
+        iou = torch.randint(1, 5, labels.shape, generator=g).to(dtype) / 4
+        full["targets"] = torch.where(labels == 1, iou, labels.to(dtype))
+    else:
+        full["labels"] = labels
+        positives = int((labels == 1).sum())
+        full["regression_losses"] = torch.rand(positives, generator=g).to(dtype)
+    if columns is not None:
+        for name in ("scores", "targets", "labels"):
+            if name in full:
+                full[name] = full[name].view(-1, columns)
+    if groups is not None:  # one id per row
+        full["group_ids"] = groups(sum(sizes), seed).view(-1, *[1] * (full["scores"].dim() - 1))
+    return {"loss": loss, "full": full, "parts": split(full, sizes), "delta": delta}
+
+
 def single_process(sc):
-    scores = sc["full"]["scores"].clone().requires_grad_()
-    loss = aploss_cuda.ap_loss(
-        scores, sc["full"]["labels"], delta=sc["delta"], interpolate=sc["interpolate"],
-        group_ids=sc["full"].get("group_ids"),
-    )
-    loss.backward()
-    return loss.detach(), scores.grad
+    return evaluate(sc, sc["full"])
 
 
 def random_groups(n, seed):
@@ -86,24 +118,35 @@ SCENARIOS_3 = [
 
 
 def check_against_single_process(scenarios, results):
+    """Every output bitwise the same on every rank and equal, to rounding, to one process
+    on the concatenated inputs; each rank's gradients its slices of that process's."""
     world = len(results)
     for index, sc in enumerate(scenarios):
-        loss, grad = single_process(sc)
-        sizes = [p["scores"].numel() for p in sc["parts"]]
+        outputs, grads = single_process(sc)
         for rank in range(world):
             r = results[rank][index]
             assert "error" not in r, (index, rank, r)
-            # bitwise the same loss on every rank, equal to one process to rounding
-            assert torch.equal(r["loss"], results[0][index]["loss"])
-            torch.testing.assert_close(r["loss"], loss, rtol=1e-12, atol=1e-12)
-            expected = grad.split(sizes)[rank]
-            torch.testing.assert_close(r["grad"], expected, rtol=1e-9, atol=1e-12)
+            assert r["outputs"].keys() == outputs.keys()
+            for name, value in outputs.items():
+                assert torch.equal(r["outputs"][name], results[0][index]["outputs"][name])
+                torch.testing.assert_close(r["outputs"][name], value, **tolerance(value, 1e-12))
+            part = sc["parts"][rank]
+            assert r["grads"].keys() == grads.keys()
+            for name, grad in grads.items():
+                expected = grad.split([p[name].shape[0] for p in sc["parts"]])[rank]
+                assert r["grads"][name].shape == part[name].shape
+                torch.testing.assert_close(r["grads"][name], expected, **tolerance(grad, 1e-9))
+
+
+def tolerance(value, rtol):
+    """float64: tight (only the order of pass 1's sums differs); else torch's defaults."""
+    return {"rtol": rtol, "atol": 1e-12} if value.dtype == torch.float64 else {}
 
 
 def test_two_ranks_match_one_process(tmp_path):
     results = spawn(run_scenarios, 2, SCENARIOS_2, tmp_path)
     check_against_single_process(SCENARIOS_2, results)
-    assert float(results[0][3]["loss"]) == 0.0
+    assert float(results[0][3]["outputs"]["loss"]) == 0.0
 
 
 @pytest.mark.skipif(
@@ -118,6 +161,88 @@ def test_nccl_two_gpus_match_one_process(tmp_path):
 def test_three_ranks_uneven_and_empty(tmp_path):
     results = spawn(run_scenarios, 3, SCENARIOS_3, tmp_path)
     check_against_single_process(SCENARIOS_3, results)
+
+
+FAMILY_2 = [
+    family_scenario("rank_sort_loss", [700, 300], 21),
+    family_scenario("rank_sort_loss", [500, 500], 22, delta=0.5, ties=True, groups=random_groups),
+    family_scenario("rank_sort_loss", [300, 200], 23, columns=3, groups=random_groups),  # 2-D
+    family_scenario("rank_sort_loss", [400, 600], 24, no_positive_on=0),
+    family_scenario("rank_sort_loss", [400, 600], 25, positive_rate=0.0),  # none anywhere
+    family_scenario("alrp_loss", [700, 300], 26),
+    family_scenario("alrp_loss", [1, 999], 27, delta=0.5, ties=True),
+    family_scenario("alrp_loss", [500, 500], 28, groups=random_groups),
+    family_scenario("alrp_loss", [300, 200], 29, columns=3, ties=True, no_positive_on=1),
+    family_scenario("alrp_loss", [500, 500], 30, dtype=torch.float32),
+    family_scenario("alrp_loss", [400, 600], 31, positive_rate=0.0),  # none anywhere
+]
+
+FAMILY_3 = [
+    family_scenario("rank_sort_loss", [600, 0, 400], 32),  # an empty rank
+    family_scenario("rank_sort_loss", [300, 300, 400], 33, ties=True, groups=random_groups,
+                    no_positive_on=2),
+    family_scenario("alrp_loss", [300, 300, 400], 34, ties=True, groups=random_groups,
+                    no_positive_on=1),
+    family_scenario("alrp_loss", [500, 0, 500], 35, delta=2.0),  # an empty rank
+]
+
+
+def test_family_two_ranks_match_one_process(tmp_path):
+    results = spawn(run_scenarios, 2, FAMILY_2, tmp_path)
+    check_against_single_process(FAMILY_2, results)
+    for index in (4, 10):  # no positive anywhere: every output 0
+        assert all(float(v) == 0.0 for v in results[0][index]["outputs"].values())
+    # Score, group id and the target / regression loss: 24 bytes per positive.
+    for index in (0, 5):
+        positives = max(count_positives(p) for p in FAMILY_2[index]["parts"])
+        assert results[0][index]["bytes"]["positives"] == 24 * positives
+
+
+def count_positives(part):
+    if "targets" in part:
+        return int((part["targets"] > 0).sum())
+    return int((part["labels"] == 1).sum())
+
+
+def test_family_three_ranks_uneven_and_empty(tmp_path):
+    results = spawn(run_scenarios, 3, FAMILY_3, tmp_path)
+    check_against_single_process(FAMILY_3, results)
+
+
+def test_family_invalid_rank_raises_on_every_rank(tmp_path):
+    def broken(sc, rank, name, edit):
+        sc["parts"][rank][name] = edit(sc["parts"][rank][name].clone())
+        return sc
+
+    def set_at(index, value):
+        def edit(t):
+            t.view(-1)[index] = value
+            return t
+        return edit
+
+    rs, alrp = "rank_sort_loss", "alrp_loss"
+    bad = [
+        (1, broken(family_scenario(rs, [100, 100, 100], 40), 1, "targets", set_at(7, 1.5))),
+        (2, broken(family_scenario(rs, [100, 100, 100], 41), 2, "targets",
+                   set_at(3, float("nan")))),
+        (2, broken(family_scenario(alrp, [100, 100, 100], 42), 2, "regression_losses",
+                   lambda t: t[:-1])),  # one regression loss short
+        (0, broken(family_scenario(alrp, [100, 100, 100], 43), 0, "regression_losses",
+                   lambda t: torch.cat([t, t[:1]]))),  # one too many
+        (1, broken(family_scenario(alrp, [100, 100, 100], 44), 1, "regression_losses",
+                   set_at(0, -1.0))),
+    ]
+    scenarios = [sc for _, sc in bad] + [family_scenario(alrp, [50, 50, 50], 45)]
+    results = spawn(run_scenarios, 3, scenarios, tmp_path)
+    for index, (faulty, _) in enumerate(bad):
+        expected_word = "targets" if index < 2 else "regression_losses"
+        for rank in range(3):
+            r = results[rank][index]
+            if rank == faulty:
+                assert r["error"] == "ValueError" and expected_word in r["message"], r
+            else:
+                assert r["error"] == "RemoteRankError" and f"[{faulty}]" in r["message"], r
+    assert all("error" not in results[rank][-1] for rank in range(3))  # still works
 
 
 def test_communication_is_positive_sized(tmp_path):
@@ -181,3 +306,7 @@ def test_process_group_needs_initialized_distributed():
         pytest.skip("a process group is already initialized in this process")
     with pytest.raises(RuntimeError, match="not initialized"):
         aploss_cuda.ap_loss(torch.randn(4), torch.ones(4), process_group=object())
+    with pytest.raises(RuntimeError, match="rank_sort_loss: .*not initialized"):
+        aploss_cuda.RankSortLoss()(torch.randn(4), torch.ones(4), process_group=object())
+    with pytest.raises(RuntimeError, match="alrp_loss: .*not initialized"):
+        aploss_cuda.alrp_loss(torch.randn(4), torch.ones(4), torch.zeros(4), process_group=object())
