@@ -33,87 +33,128 @@ std::vector<PositiveWindow> positive_windows(const double* q, const double* shif
     const int64_t begin = off[u], end = off[u + 1];
     if (end == begin) continue;
     const StepParams params = make_step_params(delta, q[begin], shift + begin, end - begin);
-    for (int64_t x = begin; x < end; ++x) {
-      const Window w = find_window(q + begin, end - begin, q[x], params);
-      windows[x] = {begin, begin + w.lo, begin + w.hi, end, w.a};
-    }
+    at::parallel_for(begin, end, 2048, [&](int64_t from, int64_t to) {
+      for (int64_t x = from; x < to; ++x) {
+        const Window w = find_window(q + begin, end - begin, q[x], params);
+        windows[x] = {begin, begin + w.lo, begin + w.hi, end, w.a};
+      }
+    });
   }
   return windows;
 }
 
-// Sums of v and of (q - shift) v over the columns [0, k) of what has been added.
+constexpr int kMaxRows = 4;  // value rows per call (the family uses at most 2)
+
+// For each value row r: sums of v_r and of (q - shift) v_r over the columns [0, k) of
+// what has been added.
 struct ColumnSums {
-  double v, qv;
+  double v[kMaxRows];
+  double qv[kMaxRows];
 };
 
-// The window sum of x from range sums (`sums(k)`: ColumnSums over [0, k)).
+// Rows of one call, column by column: what a column adds to ColumnSums.
+struct Values {
+  const double* q;
+  const double* shift;
+  const double* rows;  // (V, P)
+  int count;           // V
+  int64_t num_pos;
+
+  void add_to(ColumnSums& sums, int64_t m) const {
+    const double local = q[m] - shift[m];
+    for (int r = 0; r < count; ++r) {
+      const double v = rows[r * num_pos + m];
+      sums.v[r] += v;
+      sums.qv[r] += local * v;
+    }
+  }
+};
+
+// Every row's window sum of x from range sums (`sums(k)`: ColumnSums over [0, k)).
 template <typename Sums>
-double window_sum(const PositiveWindow& w, double inv_2delta, bool transpose, Sums sums) {
-  const ColumnSums at_begin = sums(w.begin), at_lo = sums(w.lo), at_hi = sums(w.hi);
-  const double linear_v = at_hi.v - at_lo.v, linear_qv = at_hi.qv - at_lo.qv;
-  if (transpose) return (at_lo.v - at_begin.v) + w.a * linear_v - linear_qv * inv_2delta;
-  const ColumnSums at_end = sums(w.end);
-  return (at_end.v - at_hi.v) + (1.0 - w.a) * linear_v + linear_qv * inv_2delta;
+void window_sums(const PositiveWindow& w, int64_t x, const Values& values, double inv_2delta,
+                 bool transpose, double* out, Sums sums) {
+  const ColumnSums at_lo = sums(w.lo), at_hi = sums(w.hi);
+  const ColumnSums at_edge = transpose ? sums(w.begin) : sums(w.end);
+  for (int r = 0; r < values.count; ++r) {
+    const double linear_v = at_hi.v[r] - at_lo.v[r], linear_qv = at_hi.qv[r] - at_lo.qv[r];
+    out[r * values.num_pos + x] =
+        transpose ? (at_lo.v[r] - at_edge.v[r]) + w.a * linear_v - linear_qv * inv_2delta
+                  : (at_edge.v[r] - at_hi.v[r]) + (1.0 - w.a) * linear_v + linear_qv * inv_2delta;
+  }
 }
 
+// Fenwick trees of every row's v and (q - shift) v, interleaved per column: 2V doubles
+// per node, so that the tree of 40,000 positives stays in L2 (its accesses are random).
 class Fenwick {
  public:
-  explicit Fenwick(int64_t n) : tree_(static_cast<size_t>(n + 1), ColumnSums{0.0, 0.0}) {}
-  void add(int64_t column, double v, double qv) {
-    for (int64_t i = column + 1; i < static_cast<int64_t>(tree_.size()); i += i & -i) {
-      tree_[i].v += v;
-      tree_[i].qv += qv;
+  Fenwick(int64_t n, int count)
+      : count_(count), tree_(static_cast<size_t>((n + 1) * 2 * count), 0.0) {}
+  void add(int64_t column, const Values& values) {
+    ColumnSums one{};
+    values.add_to(one, column);
+    const int64_t size = static_cast<int64_t>(tree_.size()) / (2 * count_);
+    for (int64_t i = column + 1; i < size; i += i & -i) {
+      double* node = tree_.data() + i * 2 * count_;
+      for (int r = 0; r < count_; ++r) {
+        node[2 * r] += one.v[r];
+        node[2 * r + 1] += one.qv[r];
+      }
     }
   }
   ColumnSums prefix(int64_t k) const {  // columns [0, k)
-    ColumnSums s{0.0, 0.0};
+    ColumnSums s{};
     for (int64_t i = k; i > 0; i -= i & -i) {
-      s.v += tree_[i].v;
-      s.qv += tree_[i].qv;
+      const double* node = tree_.data() + i * 2 * count_;
+      for (int r = 0; r < count_; ++r) {
+        s.v[r] += node[2 * r];
+        s.qv[r] += node[2 * r + 1];
+      }
     }
     return s;
   }
 
  private:
-  std::vector<ColumnSums> tree_;
+  int count_;
+  std::vector<double> tree_;
 };
 
-void sums_without_keys(const std::vector<PositiveWindow>& windows, const double* q,
-                       const double* shift, const double* v, double inv_2delta, bool transpose,
-                       double* out) {
-  const int64_t n = static_cast<int64_t>(windows.size());
-  std::vector<ColumnSums> prefix(static_cast<size_t>(n + 1), ColumnSums{0.0, 0.0});
+void sums_without_keys(const std::vector<PositiveWindow>& windows, const Values& values,
+                       double inv_2delta, bool transpose, double* out) {
+  const int64_t n = values.num_pos;
+  std::vector<ColumnSums> prefix(static_cast<size_t>(n + 1), ColumnSums{});
   for (int64_t m = 0; m < n; ++m) {
-    prefix[m + 1] = {prefix[m].v + v[m], prefix[m].qv + (q[m] - shift[m]) * v[m]};
+    prefix[m + 1] = prefix[m];
+    values.add_to(prefix[m + 1], m);
   }
-  for (int64_t x = 0; x < n; ++x) {
-    out[x] = window_sum(windows[x], inv_2delta, transpose, [&](int64_t k) { return prefix[k]; });
-  }
+  at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t x = begin; x < end; ++x) {
+      window_sums(windows[x], x, values, inv_2delta, transpose, out,
+                  [&](int64_t k) { return prefix[k]; });
+    }
+  });
 }
 
 // Positives in key order, ascending (below) or descending, ties in column order; runs of
 // equal keys are added after their queries (below: keys[m] < keys[x]) or before them.
-void sums_with_keys(const std::vector<PositiveWindow>& windows, const double* q,
-                    const double* shift, const double* keys, const double* v, double inv_2delta,
-                    bool below, bool transpose, double* out) {
-  const int64_t n = static_cast<int64_t>(windows.size());
+void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& values,
+                    const double* keys, double inv_2delta, bool below, bool transpose,
+                    double* out) {
+  const int64_t n = values.num_pos;
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), int64_t(0));
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
     return below ? keys[a] < keys[b] : keys[a] > keys[b];
   });
-  Fenwick tree(n);
+  Fenwick tree(n, values.count);
   const auto add_run = [&](int64_t from, int64_t to) {
-    for (int64_t t = from; t < to; ++t) {
-      const int64_t m = order[t];
-      tree.add(m, v[m], (q[m] - shift[m]) * v[m]);
-    }
+    for (int64_t t = from; t < to; ++t) tree.add(order[t], values);
   };
   const auto query_run = [&](int64_t from, int64_t to) {
     for (int64_t t = from; t < to; ++t) {
       const int64_t x = order[t];
-      out[x] = window_sum(windows[x], inv_2delta, transpose,
-                          [&](int64_t k) { return tree.prefix(k); });
+      window_sums(windows[x], x, values, inv_2delta, transpose, out,
+                  [&](int64_t k) { return tree.prefix(k); });
     }
   };
   for (int64_t from = 0; from < n;) {
@@ -148,24 +189,21 @@ at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& o
   TORCH_CHECK(!keys.defined() || (keys.numel() == num_pos && keys.is_contiguous() &&
                                   keys.scalar_type() == at::kDouble),
               "aploss positive_window_sums: keys must be contiguous (P,) float64");
+  TORCH_CHECK(values.size(0) <= kMaxRows, "aploss positive_window_sums: at most ", kMaxRows,
+              " value rows");
   at::Tensor out = at::empty_like(values);
-  if (num_pos == 0) return out;
+  if (num_pos == 0 || values.size(0) == 0) return out;
   const double* q = positives.const_data_ptr<double>();
-  const double* shift = q + num_pos;
-  const std::vector<PositiveWindow> windows = positive_windows(q, shift, offsets, delta);
+  const Values rows{q, q + num_pos, values.const_data_ptr<double>(),
+                    static_cast<int>(values.size(0)), num_pos};
+  const std::vector<PositiveWindow> windows = positive_windows(q, q + num_pos, offsets, delta);
   const double inv_2delta = 0.5 / delta;
-  at::parallel_for(0, values.size(0), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const double* v = values.const_data_ptr<double>() + r * num_pos;
-      double* o = out.data_ptr<double>() + r * num_pos;
-      if (keys.defined()) {
-        sums_with_keys(windows, q, shift, keys.const_data_ptr<double>(), v, inv_2delta, below,
-                       transpose, o);
-      } else {
-        sums_without_keys(windows, q, shift, v, inv_2delta, transpose, o);
-      }
-    }
-  });
+  if (keys.defined()) {
+    sums_with_keys(windows, rows, keys.const_data_ptr<double>(), inv_2delta, below, transpose,
+                   out.data_ptr<double>());
+  } else {
+    sums_without_keys(windows, rows, inv_2delta, transpose, out.data_ptr<double>());
+  }
   return out;
 }
 
