@@ -59,6 +59,9 @@ IMPLEMENTATIONS = {
     "alrp": ("alrp_loss", "alrp", "ours", _alrp_total(_alrp)),
     "alrp-loop": ("aLRP per-positive loop", "alrp", "loop", _alrp_total(alrp_loop)),
     "focal": ("focal loss", "focal", "focal", focal_loss),
+    # The two passes Rank & Sort and aLRP share with ap_loss: how much of their growth
+    # with P is the passes'.
+    "ap": ("ap_loss", "ap", "shared passes", aploss_cuda.ap_loss),
 }
 LOSSES = {"rank_sort": "Rank & Sort", "alrp": "aLRP"}
 
@@ -83,7 +86,8 @@ def loss_inputs(scores, labels, seed):
     targets = y.to(scores.dtype)  # 0 and -1 as they are
     targets[positive] = iou.to(scores.dtype)
     regression = torch.rand(p, generator=gen, device=scores.device, dtype=scores.dtype)
-    return dict(rank_sort=targets, alrp=(labels, regression.requires_grad_()), focal=labels)
+    return dict(rank_sort=targets, alrp=(labels, regression.requires_grad_()), focal=labels,
+                ap=labels)
 
 
 def agreement(ours, loop):
@@ -106,7 +110,7 @@ def agreement(ours, loop):
 def skip_reason(cfg, name, n, p, costs):
     """Why name does not run at this point, or None."""
     role = IMPLEMENTATIONS[name][2]
-    if role == "ours" and not cfg.kernels_usable:
+    if role in ("ours", "shared passes") and not cfg.kernels_usable:
         return "aploss_cuda.info(): CUDA kernels not usable"
     predicted = costs.predict(name, cfg.family_regime, n, p) if role == "loop" else None
     if predicted is not None and predicted > cfg.budget:
@@ -227,6 +231,11 @@ def goals(section):
         out.append(dict(loss=title, measure=f"ours at P = {GOAL_P_HIGH:,} / at P = {GOAL_P:,}, "
                         f"N = {GOAL_N:,}", value=value, goal=GOAL_P_GROWTH,
                         met=None if value is None else value <= GOAL_P_GROWTH))
+    low, high = (_row(at[p], "ap").get("median_s") if p in at else None
+                 for p in (GOAL_P, GOAL_P_HIGH))
+    out.append(dict(loss="ap_loss (the shared passes)",
+                    measure=f"at P = {GOAL_P_HIGH:,} / at P = {GOAL_P:,}, N = {GOAL_N:,}",
+                    value=high / low if low and high else None, goal=None, met=None))
     return out
 
 

@@ -138,7 +138,7 @@ def _without(tmp_path, *packages):
 TINY = ["--quick", "--sizes", "20k,40k", "--positives", "20", "--psweep-n", "20k",
         "--grouped-sizes", "25600", "--family-sizes", "20k", "--family-positives", "20,200",
         "--family-psweep-n", "10k", "--distributed-sizes", "20k", "--rounds", "2"]
-FAMILY = ["rank_sort", "rank_sort-loop", "alrp", "alrp-loop", "focal"]
+FAMILY = ["rank_sort", "rank_sort-loop", "alrp", "alrp-loop", "focal", "ap"]
 GROUPED = ["ungrouped", "per-image", "per-class", "retrieval", "retrieval-big-ids"]
 
 
@@ -206,7 +206,7 @@ def test_quick_run_without_matplotlib_and_tqdm(tmp_path):
             assert len(row["vs_focal_rounds"]) == 2 and len(row["loop_vs_ours_rounds"]) >= 1
         assert impls["alrp"]["err_reg_grad"] < 1e-6 and "err_reg_grad" not in impls["rank_sort"]
     # no N = 4M point in this run: every goal reads 'not measured'
-    assert len(family["goals"]) == 4 and all(g["met"] is None for g in family["goals"])
+    assert len(family["goals"]) == 5 and all(g["met"] is None for g in family["goals"])
     for heading in ("## Rank & Sort and aLRP against focal loss", "### Goals",
                     "### Rank & Sort, N sweep (P = N/1000)", "### Rank & Sort, P sweep",
                     "### aLRP, N sweep (P = N/1000)", "### aLRP, P sweep", "### Agreement"):
@@ -310,7 +310,7 @@ def _timed_row(median_s, **extra):
 def _goal_point(p, rs_vs_focal, alrp_vs_focal, rs_s, alrp_s):
     impls = dict(rank_sort=_timed_row(rs_s, vs_focal_rounds=rs_vs_focal),
                  alrp=_timed_row(alrp_s, vs_focal_rounds=alrp_vs_focal),
-                 focal=_timed_row(0.1))
+                 focal=_timed_row(0.1), ap=_timed_row(rs_s / 2))
     return dict(n=4_000_000, p=p, sweeps=["P"], impls=impls)
 
 
@@ -332,6 +332,8 @@ def test_family_goals_are_computed_from_the_numbers():
     assert got[("Rank & Sort", growth)][1:] == (1.5, True)
     assert got[("Rank & Sort", growth)][0] == pytest.approx(1.4)
     assert got[("aLRP", growth)] == (2.0, 1.5, False)
+    shared = got[("ap_loss (the shared passes)", f"at P = 40,000 / at P = 4,000, {at}")]
+    assert shared[0] == pytest.approx(1.4) and shared[1:] == (None, None)
     text = bench_family.markdown(section)
     assert f"| Rank & Sort | ours / focal loss, {at}, P = 4,000 | 0.9 | <= 1 | yes |" in text
     assert f"| aLRP | ours / focal loss, {at}, P = 4,000 | 1.2 | <= 1 | **no** |" in text
