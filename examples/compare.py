@@ -104,8 +104,8 @@ def markdown(summary, results, info, total_seconds, command):
         "random flips; the model of `examples/model.py` (about 0.94 M parameters, from scratch); "
         f"box regression: {box_losses}. Each ranking loss is one ranking over all "
         "anchors x classes of the batch (the papers' minibatch setting). Learning rates: "
-        "train_retinanet.DEFAULT_LR (focal loss and AP-loss tuned per loss on the val split "
-        "with seed 99, see `tuning.md`; RS and aLRP loss not tuned yet, at AP-loss's).",
+        "train_retinanet.DEFAULT_LR, tuned per loss on the val split with seed 99 at 1500 "
+        "iterations (`examples/results/tuning.md`).",
         "",
         "![curves](curves.png)",
         "",
