@@ -510,9 +510,14 @@ def test_coco_map_perfect_and_a_hand_computed_case():
 
 def test_smoothed_curves_cover_every_iteration():
     pytest.importorskip("matplotlib")
-    import numpy as np
-    import plots
+    import importlib.util
 
+    import numpy as np
+
+    # By path: benchmarks/ has a plots module too, and the suite may have imported it first.
+    spec = importlib.util.spec_from_file_location("examples_plots", os.path.join(EXAMPLES, "plots.py"))
+    plots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plots)
     its, means = plots.smoothed(np.arange(150.0), window=50)
     assert len(its) == len(means) == 150 and its[0] == 1 and its[-1] == 150
     assert means[0] == 0.0 and means[-1] == np.mean(np.arange(100.0, 150.0))
