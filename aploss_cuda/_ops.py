@@ -147,23 +147,34 @@ def _backward(ctx, grad_loss, *_):
 torch.library.register_autograd("aploss::ap_loss_forward", _backward, setup_context=_setup_context)
 
 
-def _setup_rank_sort_context(ctx, inputs, output):
-    scores, targets, group_ids, delta = inputs
-    _, parts, state, offsets, codes, labels, positive_grads = output
-    ctx.mark_non_differentiable(parts, state, offsets, codes, labels, positive_grads)
-    # O(P) state, the int8 labels of the targets and a reference to scores.
+def _save_for_pass2(ctx, scores, group_ids, delta, labels, state, offsets, codes,
+                    positive_grads, non_differentiable):
+    """What the family's backward (pass 2 with the positives' own gradients) reads: the
+    O(P) state and per-positive gradients, the labels the passes read, scores."""
+    ctx.mark_non_differentiable(*non_differentiable)
     ctx.save_for_backward(scores, labels, codes, state, offsets, positive_grads)
     ctx.grouped = group_ids is not None
     ctx.delta = delta
 
 
-def _rank_sort_backward(ctx, grad_loss, *_):
+def _family_pass2(ctx, grad_loss):
     scores, labels, codes, state, offsets, positive_grads = ctx.saved_tensors
-    grad_scores = torch.ops.aploss.pass2(
+    return torch.ops.aploss.pass2(
         grad_loss, scores, labels, codes if ctx.grouped else None, state, offsets,
         positive_grads, ctx.delta, "sorted",
     )
-    return grad_scores, None, None, None
+
+
+def _setup_rank_sort_context(ctx, inputs, output):
+    scores, targets, group_ids, delta = inputs
+    _, parts, state, offsets, codes, labels, positive_grads = output
+    # labels: the int8 labels of the targets.
+    _save_for_pass2(ctx, scores, group_ids, delta, labels, state, offsets, codes,
+                    positive_grads, (parts, state, offsets, codes, labels, positive_grads))
+
+
+def _rank_sort_backward(ctx, grad_loss, *_):
+    return _family_pass2(ctx, grad_loss), None, None, None
 
 
 torch.library.register_autograd(
@@ -174,20 +185,13 @@ torch.library.register_autograd(
 def _setup_alrp_context(ctx, inputs, output):
     scores, labels, regression_losses, group_ids, delta = inputs
     _, loc_weights, state, offsets, codes, positive_grads = output
-    ctx.mark_non_differentiable(loc_weights, state, offsets, codes, positive_grads)
-    ctx.save_for_backward(scores, labels, codes, state, offsets, positive_grads)
-    ctx.grouped = group_ids is not None
-    ctx.delta = delta
+    _save_for_pass2(ctx, scores, group_ids, delta, labels, state, offsets, codes,
+                    positive_grads, (loc_weights, state, offsets, codes, positive_grads))
 
 
 def _alrp_backward(ctx, grad_loss, *_):
-    scores, labels, codes, state, offsets, positive_grads = ctx.saved_tensors
-    grad_scores = torch.ops.aploss.pass2(
-        grad_loss, scores, labels, codes if ctx.grouped else None, state, offsets,
-        positive_grads, ctx.delta, "sorted",
-    )
     # The localisation component is differentiated outside the operator (loss.py).
-    return grad_scores, None, None, None, None
+    return _family_pass2(ctx, grad_loss), None, None, None, None
 
 
 torch.library.register_autograd(

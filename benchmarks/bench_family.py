@@ -16,11 +16,11 @@ import torch
 
 import aploss_cuda
 from baselines import FOCAL_SOURCE, alrp_loop, focal_loss, rank_sort_loop
-from bench_sweeps import CALIBRATION, Costs
+from bench_sweeps import CALIBRATION, Costs, _time_cell
 from common.inputs import make_copies, positives_for
 from common.machine import OtherProcessesCpu
 from common.memory import PeakMemory
-from common.tables import NOT_MEASURED, fmt_bytes, fmt_error, fmt_ratio, fmt_time
+from common.tables import NOT_MEASURED, fmt_bytes, fmt_error, fmt_ratio
 from common.tables import markdown_table
 from common.timing import fwd_bwd, interleaved, rotating, timed
 
@@ -200,14 +200,6 @@ def _ratio_cell(rounds):
         return NOT_MEASURED
     low, mid, high = min(rounds), statistics.median(rounds), max(rounds)
     return f"{fmt_ratio(mid)} [{fmt_ratio(low)}, {fmt_ratio(high)}]"
-
-
-def _time_cell(row):
-    if row.get("status") == "failed":
-        return "failed"
-    if "median_s" not in row:
-        return NOT_MEASURED
-    return fmt_time(row["median_s"]) + (" (1 sample)" if len(row["samples"]) == 1 else "")
 
 
 def goals(section):
