@@ -112,14 +112,38 @@ struct NonzeroStep {  // H(s - q_i) > 0
 // [hi(e_k), hi(e_k+1)]. The table only proposes these ranges: each is verified with the
 // search's own predicate and widened to all of q if it does not hold, so results are
 // exact whatever the rounding of the bucket arithmetic.
+//
+// Most buckets hold no breakpoint, and every score in such a bucket has the same window.
+// `window_ids` (optional) names it per bucket: lo + hi, which is unique because lo and hi
+// never decrease with s and one of them grows at every breakpoint; -1 for a bucket with a
+// breakpoint. A pass can then accumulate or look up per window instead of per entry.
 struct WindowIndex {
   const double* q;
   int64_t n;
-  const int32_t* table;  // 2 (buckets + 1) entries (P < 2^31 is checked by the driver)
+  const int32_t* table;       // 2 (buckets + 1) entries (P < 2^31 is checked by the driver)
   int64_t buckets;
   double origin;
   double inv_width;
+  const int32_t* window_ids;  // `buckets` entries, or nullptr
+  double margin;              // see certain_window_id
 };
+
+// Window ids fit in int32 (lo + hi <= 2P).
+APLOSS_HD bool window_ids_fit(int64_t num_pos) { return num_pos <= (int64_t(1) << 30) - 1; }
+
+// The id of the window of a bucket from its edges' bounds, or -1.
+APLOSS_HD int32_t bucket_window_id(const int32_t* table, int64_t k) {
+  const int32_t* t = table + 2 * k;
+  return t[0] == t[2] && t[1] == t[3] ? t[0] + t[1] : -1;
+}
+
+// A bound on the rounding error of a score's bucket position x = (s - origin) * inv_width
+// and of the table's edges origin + k * width, in buckets, for any s in the index's range
+// (|s| <= |origin| + buckets * width): find_window's per-score margin, maximised over s.
+APLOSS_HD double bucket_margin(double origin, double inv_width, int64_t buckets) {
+  const double b = static_cast<double>(buckets);
+  return 0x1p-47 * (b + (origin < 0 ? -origin : origin) * inv_width + 1.0);
+}
 
 APLOSS_HD double bucket_edge(double origin, double width, int64_t k) {
   return origin + static_cast<double>(k) * width;
@@ -214,6 +238,22 @@ APLOSS_HD double window_offset(double s, int64_t lo, int64_t hi, const StepParam
   return (s - shift) * p.inv_2delta + 0.5;
 }
 
+// The id of the window of s when s lies, beyond any rounding doubt, inside a bucket
+// without a breakpoint (the usual case); -1 otherwise (NaN included): find_window then
+// decides. Branch-free, so that a loop over entries vectorizes (the table load becomes a
+// gather); buckets < 2^31, so the bucket fits int32 (a vector conversion).
+APLOSS_HD int32_t certain_window_id(const WindowIndex& idx, double s) {
+  const double x = (s - idx.origin) * idx.inv_width;
+  // `&`, not `&&`: every comparison is made, so nothing needs a branch.
+  const bool in_range = (x >= 0.0) & (x < static_cast<double>(idx.buckets));
+  const double inside = in_range ? x : 0.0;
+  const int32_t k = static_cast<int32_t>(inside);
+  const double frac = inside - static_cast<double>(k);
+  const bool certain = in_range & (frac >= idx.margin) & (frac <= 1.0 - idx.margin);
+  const int32_t id = idx.window_ids[certain ? k : 0];
+  return certain ? id : -1;
+}
+
 // Plain binary searches (for q in fast memory, e.g. GPU shared memory).
 APLOSS_HD Window find_window(const double* q, int64_t num_pos, double s, const StepParams& p) {
   Window w;
@@ -296,6 +336,24 @@ APLOSS_HD int accumulate_negative(const Window& w, Add add) {
   return 0;
 }
 
+// The same for `count` negatives sharing the window [lo, hi), their offsets a summing to
+// sum_a. Returns the count of their "+1 at 0" of d1.
+template <typename Add>
+APLOSS_HD double accumulate_negatives(int64_t lo, int64_t hi, double count, double sum_a,
+                                      Add add) {
+  if (hi > lo) {
+    add(kDA, lo, sum_a);
+    add(kDA, hi, -sum_a);
+    add(kDB, lo, count);
+    add(kDB, hi, -count);
+  }
+  if (lo > 0) {
+    add(kD1, lo, -count);
+    return count;
+  }
+  return 0.0;
+}
+
 // The same with three separate arrays and `add(double* at, double value)`.
 template <typename Add>
 APLOSS_HD int negative_contributions(const Window& w, double* d1, double* da, double* db, Add add) {
@@ -307,6 +365,31 @@ APLOSS_HD int negative_contributions(const Window& w, double* d1, double* da, do
 
 // Pass 2: gradient of one negative from the prefix sums W(k) = sum_{i<k} w_i / P and
 // Q(k) = sum_{i<k} (q_i - shift_i) w_i / P (the 1/P is folded into the prefix sums).
+// The gradient is affine in the window offset a: w_lo + a * w_diff - q_term. The terms
+// depend on the window alone, so a pass can compute them once per window.
+struct GradientTerms {
+  double shift;   // the window's cluster shift (window_offset)
+  double w_lo;    // W(lo)
+  double w_diff;  // W(hi) - W(lo)
+  double q_term;  // (Q(hi) - Q(lo)) / (2 delta)
+};
+
+APLOSS_HD GradientTerms gradient_terms(int64_t lo, int64_t hi, const double* W, const double* Q,
+                                       const StepParams& p) {
+  GradientTerms t;
+  t.shift = hi > lo ? (p.one_cluster ? p.smallest : p.cluster_shift[lo]) : 0.0;
+  t.w_lo = W[lo];
+  t.w_diff = hi > lo ? W[hi] - t.w_lo : 0.0;
+  t.q_term = hi > lo ? (Q[hi] - Q[lo]) * p.inv_2delta : 0.0;
+  return t;
+}
+
+// Equal to negative_gradient for a negative with score s in the window of `t`: with an
+// empty window w_diff = q_term = 0 and the sum is w_lo exactly.
+APLOSS_HD double gradient_from_terms(const GradientTerms& t, double s, const StepParams& p) {
+  return t.w_lo + ((s - t.shift) * p.inv_2delta + 0.5) * t.w_diff - t.q_term;
+}
+
 APLOSS_HD double negative_gradient(const Window& w, const double* W, const double* Q,
                                    const StepParams& p) {
   const double w_lo = W[w.lo];

@@ -12,6 +12,16 @@
 namespace aploss {
 namespace cpu {
 
+inline WindowIndex make_window_index(const double* q, int64_t n, const int32_t* table,
+                                     int64_t buckets, double origin, double width,
+                                     const int32_t* window_ids) {
+  return {q, n, table, buckets, origin, 1.0 / width, window_ids,
+          bucket_margin(origin, 1.0 / width, buckets)};
+}
+
+// The window index of a single ranking, with its window ids (math.h, WindowIndex) and
+// each window's lower bound, so that a pass can work per window: lo of window id
+// (hi = id - lo); -1 for an id that no bucket names.
 class OwnedWindowIndex {
  public:
   OwnedWindowIndex(const double* q, int64_t num_pos, double delta)
@@ -22,9 +32,28 @@ class OwnedWindowIndex {
     at::parallel_for(0, buckets + 1, 4096, [&](int64_t begin, int64_t end) {
       fill_window_table(q, num_pos, origin, width, delta, begin, end, table_.data());
     });
-    index_ = {q, num_pos, table_.data(), buckets, origin, 1.0 / width};
+    if (window_ids_fit(num_pos)) {
+      window_ids_.resize(buckets);
+      window_lo_.assign(2 * num_pos + 1, -1);
+      at::parallel_for(0, buckets, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+          const int32_t id = bucket_window_id(table_.data(), k);
+          window_ids_[k] = id;
+          // One writer per id: the first bucket of a window (bounds change at its left edge).
+          const bool first = k == 0 || table_[2 * k - 2] != table_[2 * k] ||
+                             table_[2 * k - 1] != table_[2 * k + 1];
+          if (id >= 0 && first) window_lo_[id] = table_[2 * k];
+        }
+      });
+    }
+    index_ = make_window_index(q, num_pos, table_.data(), buckets, origin, width,
+                               window_ids_.empty() ? nullptr : window_ids_.data());
   }
   const WindowIndex& get() const { return index_; }
+  bool has_window_ids() const { return !window_ids_.empty(); }
+  int64_t window_count() const { return static_cast<int64_t>(window_lo_.size()); }
+  // lo of window `id`, or -1 when no bucket has that window.
+  int32_t window_lo(int64_t id) const { return window_lo_[id]; }
 
   // Pulls in the table entry the window search of score s will read, some entries
   // ahead of use: the table is larger than L1 and read at random.
@@ -32,6 +61,8 @@ class OwnedWindowIndex {
 
  private:
   std::vector<int32_t> table_;
+  std::vector<int32_t> window_ids_;
+  std::vector<int32_t> window_lo_;
   WindowIndex index_;
 };
 
@@ -85,7 +116,8 @@ class OwnedSegmentedWindowIndex {
         const double width = bucket_width(sq, size, delta, buckets);
         int32_t* table = table_.data() + 2 * first_bucket_[u];
         fill_window_table(sq, size, bucket_origin(sq, delta), width, delta, 0, buckets + 1, table);
-        search.index = {sq, size, table, buckets, bucket_origin(sq, delta), 1.0 / width};
+        search.index =
+            make_window_index(sq, size, table, buckets, bucket_origin(sq, delta), width, nullptr);
       }
     });
   }

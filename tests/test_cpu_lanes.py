@@ -1,0 +1,116 @@
+"""The CPU passes' vector lanes (csrc/cpu/window_blocks_cpu.h) against the scalar per-entry
+functions they restate: the same loss and gradient bit for bit, the same errors. Where the
+CPU has no AVX2 both runs take the scalar path and the comparison still holds."""
+
+import contextlib
+
+import pytest
+import torch
+from helpers import random_problem
+
+import aploss_cuda
+from aploss_cuda import _extension
+
+LABEL_DTYPES = [torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool, torch.float32,
+                torch.float64]
+SCORE_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@contextlib.contextmanager
+def scalar_path():
+    _extension._C._set_cpu_vector_lanes(False)
+    try:
+        yield
+    finally:
+        _extension._C._set_cpu_vector_lanes(True)
+
+
+def test_info_names_the_lanes():
+    assert aploss_cuda.info()["cpu_vector_lanes"] in ("avx2", None)
+    with scalar_path():
+        assert aploss_cuda.info()["cpu_vector_lanes"] is None
+
+
+def both_paths(fn):
+    """fn() with the lanes, then with the scalar path."""
+    lanes = fn()
+    with scalar_path():
+        scalar = fn()
+    return lanes, scalar
+
+
+def loss_and_grad(loss_fn, scores, *args, **kwargs):
+    x = scores.detach().clone().requires_grad_(True)
+    loss = loss_fn(x, *args, **kwargs)
+    loss.backward()
+    return loss.detach(), x.grad
+
+
+def assert_bitwise(lanes, scalar):
+    for got, expected in zip(lanes, scalar):
+        assert torch.equal(got, expected), (got - expected).abs().max()
+
+
+def problem(n, label_dtype, score_dtype=torch.float32, *, seed=0, **kwargs):
+    no_ignore = label_dtype in (torch.uint8, torch.bool)
+    return random_problem((n,), seed=seed, dtype=score_dtype, label_dtype=label_dtype,
+                          p_ignore=0.0 if no_ignore else 0.05, **kwargs)
+
+
+@pytest.mark.parametrize("label_dtype", LABEL_DTYPES)
+@pytest.mark.parametrize("score_dtype", SCORE_DTYPES)
+def test_lanes_equal_scalar_path(score_dtype, label_dtype):
+    # N not a multiple of 4 or of a block; ties put scores on bucket edges and breakpoints.
+    scores, labels = problem(20003, label_dtype, score_dtype, seed=1, p_pos=0.01, ties=True)
+    assert_bitwise(*both_paths(lambda: loss_and_grad(aploss_cuda.ap_loss, scores, labels)))
+
+
+@pytest.mark.parametrize("case", ["init", "trained", "clusters", "few", "many", "huge"])
+def test_lanes_equal_scalar_path_regimes(case):
+    n = 70001
+    scores, labels = problem(n, torch.int64, seed=2, p_pos=0.2 if case == "many" else 0.002)
+    if case == "trained":  # most negatives pruned
+        scores = torch.where(labels == 1, scores + 4.0, scores - 2.0)
+    if case == "clusters":  # positives in far-apart clusters: several cluster shifts
+        scores = scores + 1000.0 * (torch.arange(n) % 3)
+    if case == "few":
+        labels = torch.where(torch.arange(n) % 9000 == 1, 1, labels.clamp(max=0))
+    if case == "huge":  # ulp(s) > delta
+        scores = scores.double() * 1e-3 + 1e17
+    for delta in (1.0, 0.05):
+        assert_bitwise(*both_paths(
+            lambda: loss_and_grad(aploss_cuda.ap_loss, scores, labels, delta=delta)))
+
+
+def test_lanes_equal_scalar_path_family():
+    scores, labels = problem(30001, torch.int64, seed=3, p_pos=0.01)
+    targets = torch.where(labels == 1, torch.rand(labels.shape, dtype=torch.float64), 0.0)
+    targets = torch.where(labels == -1, -1.0, targets).float()
+    assert_bitwise(*both_paths(
+        lambda: loss_and_grad(aploss_cuda.rank_sort_loss, scores, targets)))
+
+    regression = torch.rand(int((labels == 1).sum()), dtype=torch.float64)
+
+    def alrp():
+        x = scores.detach().clone().requires_grad_(True)
+        reg = regression.clone().requires_grad_(True)
+        cls, loc = aploss_cuda.alrp_loss(x, labels, reg)
+        (cls + loc).backward()
+        return cls.detach(), loc.detach(), x.grad, reg.grad
+
+    assert_bitwise(*both_paths(alrp))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), float("inf")])
+def test_lanes_report_the_same_error(bad):
+    scores, labels = problem(5003, torch.int64, seed=4, p_pos=0.01)
+    negatives = (labels == 0).nonzero().flatten()
+    scores[negatives[[700, 2900]]] = bad  # the first bad negative is reported
+
+    def message():
+        with pytest.raises(ValueError) as error:
+            aploss_cuda.ap_loss(scores, labels)
+        return str(error.value)
+
+    lanes, scalar = both_paths(message)
+    assert lanes == scalar and str(int(negatives[700])) in lanes
