@@ -7,7 +7,8 @@ from . import _build_info, _C
 
 def info() -> dict:
     """Build and runtime facts: the torch the kernels were compiled against, whether the
-    CUDA kernels were compiled in, and whether they are usable here."""
+    CUDA kernels were compiled in, and whether they are usable here; whether the CPU passes
+    run their common case in AVX2 lanes ('avx2') or entry by entry (None)."""
     from . import __version__  # here: the package has finished importing by now
 
     cuda_compiled = bool(_C.cuda_compiled())
@@ -21,4 +22,5 @@ def info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "cuda_kernels_usable": cuda_compiled and torch.cuda.is_available(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_vector_lanes": _C.cpu_vector_lanes(),
     }

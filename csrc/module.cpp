@@ -4,6 +4,7 @@
 #include <Python.h>
 
 #include "aploss/kernels.h"
+#include "cpu/window_blocks_cpu.h"
 
 namespace {
 
@@ -33,10 +34,34 @@ PyObject* set_emulated_device(PyObject*, PyObject* table) {
   Py_RETURN_NONE;
 }
 
+// _set_cpu_vector_lanes(bool): whether the CPU passes compute their common case in
+// vector lanes (the default) or every entry with the scalar functions (the tests compare).
+PyObject* set_cpu_vector_lanes(PyObject*, PyObject* enabled) {
+  const int flag = PyObject_IsTrue(enabled);
+  if (flag < 0) return nullptr;
+  aploss::cpu::set_cpu_vector_lanes(flag != 0);
+  Py_RETURN_NONE;
+}
+
+// cpu_vector_lanes(): "avx2" where the CPU passes compute their common case in AVX2
+// lanes (compiled in, the CPU has AVX2, not switched off), else None.
+PyObject* cpu_vector_lanes(PyObject*, PyObject*) {
+#ifdef APLOSS_AVX2_LANES
+  if (aploss::cpu::cpu_vector_lanes() && aploss::cpu::cpu_has_avx2()) {
+    return PyUnicode_FromString("avx2");
+  }
+#endif
+  Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
     {"cuda_compiled", cuda_compiled, METH_NOARGS, "Whether the CUDA kernels were compiled in."},
     {"_set_emulated_device", set_emulated_device, METH_O,
      "Test suite only: run CPU tensors through the given kernel table (None: the CPU kernels)."},
+    {"cpu_vector_lanes", cpu_vector_lanes, METH_NOARGS,
+     "'avx2' where the CPU passes run their common case in AVX2 lanes, else None."},
+    {"_set_cpu_vector_lanes", set_cpu_vector_lanes, METH_O,
+     "Tests and benchmarks: CPU passes in vector lanes (True, the default) or scalar."},
     {nullptr, nullptr, 0, nullptr},
 };
 
