@@ -114,3 +114,36 @@ def test_lanes_report_the_same_error(bad):
 
     lanes, scalar = both_paths(message)
     assert lanes == scalar and str(int(negatives[700])) in lanes
+
+
+def test_interleaved_rankings_keep_their_own_index():
+    # The CPU passes reuse the window index of the last positives seen; another ranking
+    # with as many positives in between must not lend its index to the first's backward.
+    problems = [problem(20000, torch.int64, seed=seed, p_pos=0.01) for seed in (5, 6)]
+    problems[1][1][:] = problems[0][1]  # same positives' positions, other scores
+    alone = [loss_and_grad(aploss_cuda.ap_loss, s, y) for s, y in problems]
+    inputs = [s.detach().clone().requires_grad_(True) for s, _ in problems]
+    losses = [aploss_cuda.ap_loss(x, y) for x, (_, y) in zip(inputs, problems)]
+    for loss in reversed(losses):  # backward of the first after the second's forward
+        loss.backward()
+    for x, loss, (loss_alone, grad_alone) in zip(inputs, losses, alone):
+        assert torch.equal(loss.detach(), loss_alone) and torch.equal(x.grad, grad_alone)
+
+
+def test_signed_zero_ties():
+    # -0.0 and +0.0 positives tie (the sort keys map both to one key), as in the reference.
+    from aploss_cuda.reference import ap_loss_reference, rank_sort_loss_reference
+
+    n = 4001
+    scores = torch.where(torch.arange(n) % 2 == 0, 0.0, -0.0).double()
+    scores[::7] = torch.linspace(-2, 2, len(scores[::7]), dtype=torch.float64)
+    labels = torch.where(torch.arange(n) % 5 == 0, 1, 0)
+    loss, grad = loss_and_grad(aploss_cuda.ap_loss, scores, labels)
+    ref_loss, ref_grad = ap_loss_reference(scores, labels)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+    targets = torch.where(labels == 1, torch.rand(n, dtype=torch.float64) * 0.9 + 0.1, 0.0)
+    loss, grad = loss_and_grad(aploss_cuda.rank_sort_loss, scores, targets)
+    ref = rank_sort_loss_reference(scores, targets)
+    torch.testing.assert_close(loss, ref[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref[3], rtol=1e-9, atol=1e-12)

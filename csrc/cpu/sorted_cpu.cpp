@@ -49,7 +49,8 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
   const int64_t width = num_pos + 1;
   const double* qp = positives.const_data_ptr<double>();
   const StepParams params = make_step_params(delta, qp[0], qp + num_pos, num_pos);
-  const OwnedWindowIndex index(qp, num_pos, delta);
+  const std::shared_ptr<const OwnedWindowIndex> shared_index = window_index(qp, num_pos, delta);
+  const OwnedWindowIndex& index = *shared_index;
   const WindowIndex& idx = index.get();
   const int64_t windows = index.has_window_ids() ? index.window_count() : 0;
   // Per window: its cluster shift (window_offset), read by every negative in it.
@@ -153,7 +154,8 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
   const double* prefix_q = st.prefix_q;
   const double* pos_grad = st.pos_grad;
   const StepParams params = make_step_params(delta, qp[0], st.shift, num_pos);
-  const OwnedWindowIndex index(qp, num_pos, delta);
+  const std::shared_ptr<const OwnedWindowIndex> shared_index = window_index(qp, num_pos, delta);
+  const OwnedWindowIndex& index = *shared_index;
   const WindowIndex& idx = index.get();
   const int64_t windows = index.has_window_ids() ? index.window_count() : 0;
   std::vector<GradientTerms> terms(windows);

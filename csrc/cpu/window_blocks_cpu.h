@@ -96,22 +96,35 @@ APLOSS_AVX2_INLINE __m128i narrow(__m256i v) {
       _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
 }
 
+// The index and step constants broadcast to four lanes, once per block (the stores of a
+// block could alias the WindowIndex, which the compiler would otherwise reload).
+struct Lanes {
+  __m256d origin, inv_width, buckets, margin, below_one;  // below_one = 1 - margin
+  const int32_t* window_ids;
+  __m256d smallest, minus_delta, inv_2delta, half;
+
+  APLOSS_AVX2_INLINE Lanes(const WindowIndex& ix, const StepParams& pr)
+      : origin(_mm256_set1_pd(ix.origin)), inv_width(_mm256_set1_pd(ix.inv_width)),
+        buckets(_mm256_set1_pd(static_cast<double>(ix.buckets))),
+        margin(_mm256_set1_pd(ix.margin)), below_one(_mm256_set1_pd(1.0 - ix.margin)),
+        window_ids(ix.window_ids), smallest(_mm256_set1_pd(pr.smallest)),
+        minus_delta(_mm256_set1_pd(-pr.delta)), inv_2delta(_mm256_set1_pd(pr.inv_2delta)),
+        half(_mm256_set1_pd(0.5)) {}
+};
+
 // The lanes of certain_window_id: window ids (or -1) as int32.
-APLOSS_AVX2_INLINE __m128i window_ids(const WindowIndex& ix, __m256d v) {
-  const __m256d x = _mm256_mul_pd(_mm256_sub_pd(v, _mm256_set1_pd(ix.origin)),
-                                  _mm256_set1_pd(ix.inv_width));
-  const __m256d in_range =
-      _mm256_and_pd(_mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GE_OQ),
-                    _mm256_cmp_pd(x, _mm256_set1_pd(static_cast<double>(ix.buckets)),
-                                  _CMP_LT_OQ));
+APLOSS_AVX2_INLINE __m128i window_ids(const Lanes& c, __m256d v) {
+  const __m256d x = _mm256_mul_pd(_mm256_sub_pd(v, c.origin), c.inv_width);
+  const __m256d in_range = _mm256_and_pd(_mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GE_OQ),
+                                         _mm256_cmp_pd(x, c.buckets, _CMP_LT_OQ));
   const __m256d inside = _mm256_and_pd(in_range, x);
   const __m128i k = _mm256_cvttpd_epi32(inside);
   const __m256d frac = _mm256_sub_pd(inside, _mm256_cvtepi32_pd(k));
-  const __m256d certain = _mm256_and_pd(
-      in_range, _mm256_and_pd(_mm256_cmp_pd(frac, _mm256_set1_pd(ix.margin), _CMP_GE_OQ),
-                              _mm256_cmp_pd(frac, _mm256_set1_pd(1.0 - ix.margin), _CMP_LE_OQ)));
+  const __m256d certain =
+      _mm256_and_pd(in_range, _mm256_and_pd(_mm256_cmp_pd(frac, c.margin, _CMP_GE_OQ),
+                                            _mm256_cmp_pd(frac, c.below_one, _CMP_LE_OQ)));
   const __m128i certain32 = narrow(_mm256_castpd_si256(certain));
-  const __m128i id = _mm_i32gather_epi32(ix.window_ids, _mm_and_si128(certain32, k), 4);
+  const __m128i id = _mm_i32gather_epi32(c.window_ids, _mm_and_si128(certain32, k), 4);
   return _mm_blendv_epi8(_mm_set1_epi32(-1), id, certain32);
 }
 
@@ -121,23 +134,21 @@ template <typename scalar_t, typename label_t>
 APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m,
                              const WindowIndex& ix, const StepParams& pr,
                              const double* window_shift, int32_t* decision, double* offset) {
-  const __m256d smallest = _mm256_set1_pd(pr.smallest);
-  const __m256d minus_delta = _mm256_set1_pd(-pr.delta);
-  const __m256d inv_2delta = _mm256_set1_pd(pr.inv_2delta);
-  const __m256d half = _mm256_set1_pd(0.5);
+  const Lanes c(ix, pr);
   const __m256d minus_inf = _mm256_set1_pd(-__builtin_inf());
   for (int64_t j = 0; j < m; j += 4) {
     const __m256d v = load_scores(s + j);
     const __m128i negative =
         narrow(_mm256_cmpeq_epi64(load_labels(y + j), _mm256_setzero_si256()));
-    const __m128i id = window_ids(ix, v);
+    const __m128i id = window_ids(c, v);
     const __m128i valid = _mm_cmpgt_epi32(id, _mm_set1_epi32(-1));
     const __m256d shift = _mm256_i32gather_pd(window_shift, _mm_and_si128(valid, id), 8);
     // window_offset
-    const __m256d a = _mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(v, shift), inv_2delta), half);
+    const __m256d a =
+        _mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(v, shift), c.inv_2delta), c.half);
     // is_pruned; a pruned -inf is an error the scalar path reports
     const __m128i pruned = narrow(_mm256_castpd_si256(
-        _mm256_cmp_pd(_mm256_sub_pd(v, smallest), minus_delta, _CMP_LE_OQ)));
+        _mm256_cmp_pd(_mm256_sub_pd(v, c.smallest), c.minus_delta, _CMP_LE_OQ)));
     const __m128i is_minus_inf =
         narrow(_mm256_castpd_si256(_mm256_cmp_pd(v, minus_inf, _CMP_EQ_OQ)));
     const __m128i if_pruned =
@@ -173,10 +184,7 @@ APLOSS_AVX2 void pass2_lanes(const scalar_t* s, const label_t* y, int64_t m,
                              const WindowIndex& ix, const StepParams& pr,
                              const GradientTerms* terms, double scale, scalar_t* g,
                              uint64_t* search) {
-  const __m256d smallest = _mm256_set1_pd(pr.smallest);
-  const __m256d minus_delta = _mm256_set1_pd(-pr.delta);
-  const __m256d inv_2delta = _mm256_set1_pd(pr.inv_2delta);
-  const __m256d half = _mm256_set1_pd(0.5);
+  const Lanes c(ix, pr);
   const __m256d sc = _mm256_set1_pd(scale);
   static_assert(sizeof(GradientTerms) == 4 * sizeof(double), "gathered as 4 doubles");
   const double* base = &terms[0].shift;
@@ -187,7 +195,7 @@ APLOSS_AVX2 void pass2_lanes(const scalar_t* s, const label_t* y, int64_t m,
         _mm256_castsi256_pd(_mm256_cmpeq_epi64(label, _mm256_setzero_si256()));
     const __m256d positive =
         _mm256_castsi256_pd(_mm256_cmpeq_epi64(label, _mm256_set1_epi64x(1)));
-    const __m128i id = window_ids(ix, v);
+    const __m128i id = window_ids(c, v);
     const __m128i valid = _mm_cmpgt_epi32(id, _mm_set1_epi32(-1));
     // Each lane's terms are one 32-byte row: four loads and a 4x4 transpose.
     alignas(16) int32_t at[4];
@@ -203,11 +211,12 @@ APLOSS_AVX2 void pass2_lanes(const scalar_t* s, const label_t* y, int64_t m,
     const __m256d w_lo = _mm256_permute2f128_pd(odd01, odd23, 0x20);
     const __m256d q_term = _mm256_permute2f128_pd(odd01, odd23, 0x31);
     // gradient_from_terms
-    const __m256d a = _mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(v, shift), inv_2delta), half);
+    const __m256d a =
+        _mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(v, shift), c.inv_2delta), c.half);
     const __m256d value = _mm256_sub_pd(_mm256_add_pd(w_lo, _mm256_mul_pd(a, w_diff)), q_term);
     // !is_pruned (true for NaN, which the scalar path then sees)
     const __m256d ranked = _mm256_and_pd(
-        negative, _mm256_cmp_pd(_mm256_sub_pd(v, smallest), minus_delta, _CMP_NLE_UQ));
+        negative, _mm256_cmp_pd(_mm256_sub_pd(v, c.smallest), c.minus_delta, _CMP_NLE_UQ));
     const __m256d uncertain = _mm256_castsi256_pd(
         _mm256_cvtepi32_epi64(_mm_xor_si128(valid, _mm_set1_epi32(-1))));
     const __m256d searched = _mm256_or_pd(positive, _mm256_and_pd(ranked, uncertain));

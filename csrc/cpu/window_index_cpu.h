@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include "../aploss/math.h"
@@ -24,8 +26,11 @@ inline WindowIndex make_window_index(const double* q, int64_t n, const int32_t* 
 // (hi = id - lo); -1 for an id that no bucket names.
 class OwnedWindowIndex {
  public:
-  OwnedWindowIndex(const double* q, int64_t num_pos, double delta)
-      : table_(2 * (bucket_count_for(num_pos) + 1)) {
+  // Keeps its own copy of q, so that it stays valid after the caller's q is freed.
+  OwnedWindowIndex(const double* positives, int64_t num_pos, double delta)
+      : q_(positives, positives + num_pos), delta_(delta),
+        table_(2 * (bucket_count_for(num_pos) + 1)) {
+    const double* q = q_.data();
     const int64_t buckets = bucket_count_for(num_pos);
     const double origin = bucket_origin(q, delta);
     const double width = bucket_width(q, num_pos, delta, buckets);
@@ -50,6 +55,11 @@ class OwnedWindowIndex {
                                window_ids_.empty() ? nullptr : window_ids_.data());
   }
   const WindowIndex& get() const { return index_; }
+  // Whether this is the index of these positives and delta.
+  bool indexes(const double* q, int64_t num_pos, double delta) const {
+    return delta == delta_ && num_pos == static_cast<int64_t>(q_.size()) &&
+           std::memcmp(q, q_.data(), sizeof(double) * num_pos) == 0;
+  }
   bool has_window_ids() const { return !window_ids_.empty(); }
   int64_t window_count() const { return static_cast<int64_t>(window_lo_.size()); }
   // lo of window `id`, or -1 when no bucket has that window.
@@ -60,11 +70,19 @@ class OwnedWindowIndex {
   void prefetch(double s) const { __builtin_prefetch(window_entry(index_, s)); }
 
  private:
+  std::vector<double> q_;
+  double delta_;
   std::vector<int32_t> table_;
   std::vector<int32_t> window_ids_;
   std::vector<int32_t> window_lo_;
   WindowIndex index_;
 };
+
+// The window index of q and delta. A ranking's pass 1, its positive stage and its pass 2
+// index the same positives, so the last index built is kept (one, at most ~12 MiB at
+// the 2^20-bucket cap) and returned again while q and delta are the same, bit for bit.
+std::shared_ptr<const OwnedWindowIndex> window_index(const double* q, int64_t num_pos,
+                                                     double delta);
 
 // Everything the search of an entry of one group needs, precomputed per group so that
 // entries whose groups alternate (per-class groups) pay one table lookup.
