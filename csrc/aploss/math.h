@@ -115,8 +115,12 @@ struct NonzeroStep {  // H(s - q_i) > 0
 //
 // Most buckets hold no breakpoint, and every score in such a bucket has the same window.
 // `window_ids` (optional) names it per bucket: lo + hi, which is unique because lo and hi
-// never decrease with s and one of them grows at every breakpoint; -1 for a bucket with a
-// breakpoint. A pass can then accumulate or look up per window instead of per entry.
+// never decrease with s and one of them grows at every breakpoint. A pass can then
+// accumulate or look up per window instead of per entry. A bucket where exactly one bound
+// steps by one holds a step code instead (window_step_code): the window at its left edge
+// and which bound steps, so that one predicate decides between its two windows. -1: a
+// bucket with more breakpoints. `window_lo` (per id, for the windows of the edges) gives
+// a window's lo back (hi = id - lo).
 struct WindowIndex {
   const double* q;
   int64_t n;
@@ -125,16 +129,26 @@ struct WindowIndex {
   double origin;
   double inv_width;
   const int32_t* window_ids;  // `buckets` entries, or nullptr
+  const int32_t* window_lo;   // 2P + 1 entries (with window_ids)
   double margin;              // see certain_window_id
 };
 
-// Window ids fit in int32 (lo + hi <= 2P).
-APLOSS_HD bool window_ids_fit(int64_t num_pos) { return num_pos <= (int64_t(1) << 30) - 1; }
+// Window ids and step codes fit in int32 (lo + hi <= 2P).
+APLOSS_HD bool window_ids_fit(int64_t num_pos) { return num_pos <= (int64_t(1) << 29) - 1; }
 
-// The id of the window of a bucket from its edges' bounds, or -1.
+// The code of a bucket whose left-edge window is `id` and where only lo (hi_steps false)
+// or only hi steps, by one: <= -2.
+APLOSS_HD int32_t window_step_code(int32_t id, bool hi_steps) {
+  return -2 - (2 * id + (hi_steps ? 1 : 0));
+}
+
+// What window_ids holds for bucket k, from its edges' bounds.
 APLOSS_HD int32_t bucket_window_id(const int32_t* table, int64_t k) {
   const int32_t* t = table + 2 * k;
-  return t[0] == t[2] && t[1] == t[3] ? t[0] + t[1] : -1;
+  const int32_t lo_step = t[2] - t[0], hi_step = t[3] - t[1];
+  if (lo_step == 0 && hi_step == 0) return t[0] + t[1];
+  if (lo_step + hi_step == 1) return window_step_code(t[0] + t[1], hi_step == 1);
+  return -1;
 }
 
 // A bound on the rounding error of a score's bucket position x = (s - origin) * inv_width
@@ -238,11 +252,24 @@ APLOSS_HD double window_offset(double s, int64_t lo, int64_t hi, const StepParam
   return (s - shift) * p.inv_2delta + 0.5;
 }
 
-// The id of the window of s when s lies, beyond any rounding doubt, inside a bucket
-// without a breakpoint (the usual case); -1 otherwise (NaN included): find_window then
-// decides. Branch-free, so that a loop over entries vectorizes (the table load becomes a
-// gather); buckets < 2^31, so the bucket fits int32 (a vector conversion).
-APLOSS_HD int32_t certain_window_id(const WindowIndex& idx, double s) {
+// The window of s in a bucket with step code `code`: its left edge's window, or the next
+// one where the stepping bound's predicate holds at the one positive it concerns (as in
+// verified_partition_point over a range of one).
+APLOSS_HD int32_t step_window_id(const WindowIndex& idx, int32_t code, double s,
+                                 const StepParams& p) {
+  const int32_t step = -2 - code;
+  const int32_t id = step >> 1;
+  const int32_t lo = idx.window_lo[id];
+  const bool up = (step & 1) ? NonzeroStep{s, p.delta}(idx.q[id - lo])
+                             : FullStep{s, p.delta}(idx.q[lo]);
+  return id + (up ? 1 : 0);
+}
+
+// The table entry of s when s lies, beyond any rounding doubt, inside a bucket (the
+// bucket arithmetic's margin): a window id, a step code, or -1 (NaN and scores outside
+// the buckets included). Branch-free, as the CPU's vector lanes compute it
+// (cpu/window_blocks_cpu.h); buckets < 2^31, so the bucket fits int32.
+APLOSS_HD int32_t bucket_entry(const WindowIndex& idx, double s) {
   const double x = (s - idx.origin) * idx.inv_width;
   // `&`, not `&&`: every comparison is made, so nothing needs a branch.
   const bool in_range = (x >= 0.0) & (x < static_cast<double>(idx.buckets));
@@ -252,6 +279,13 @@ APLOSS_HD int32_t certain_window_id(const WindowIndex& idx, double s) {
   const bool certain = in_range & (frac >= idx.margin) & (frac <= 1.0 - idx.margin);
   const int32_t id = idx.window_ids[certain ? k : 0];
   return certain ? id : -1;
+}
+
+// The id of the window of s where its bucket decides it (almost every score); -1
+// otherwise: find_window then searches.
+APLOSS_HD int32_t certain_window_id(const WindowIndex& idx, double s, const StepParams& p) {
+  const int32_t entry = bucket_entry(idx, s);
+  return entry >= -1 ? entry : step_window_id(idx, entry, s, p);
 }
 
 // Plain binary searches (for q in fast memory, e.g. GPU shared memory).

@@ -91,7 +91,7 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
           if (v == kMinusInf && bad < 0) bad = i;
           return;
         }
-        const int32_t id = by_window ? certain_window_id(ix, v) : -1;
+        const int32_t id = by_window ? certain_window_id(ix, v, pr) : -1;
         if (id >= 0) {
           sums[id].count += 1.0;
           sums[id].sum_a += (v - shift[id]) * pr.inv_2delta + 0.5;
@@ -185,7 +185,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
         const double v = static_cast<double>(s[i]);
         if (cls == kPositive) return positive_gradient(qp, num_pos, pos_grad, v);
         if (cls != kNegative || is_pruned(v, pr)) return 0.0;
-        const int32_t id = by_window ? certain_window_id(ix, v) : -1;
+        const int32_t id = by_window ? certain_window_id(ix, v, pr) : -1;
         return id >= 0 ? gradient_from_terms(by_id[id], v, pr)
                        : negative_gradient(find_window(ix, v, pr), prefix_w, prefix_q, pr);
       };

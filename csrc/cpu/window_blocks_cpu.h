@@ -112,7 +112,8 @@ struct Lanes {
         half(_mm256_set1_pd(0.5)) {}
 };
 
-// The lanes of certain_window_id: window ids (or -1) as int32.
+// The lanes of certain_window_id where the bucket alone decides: window ids, or -1 (a
+// bucket with a breakpoint is left to the scalar path's certain_window_id).
 APLOSS_AVX2_INLINE __m128i window_ids(const Lanes& c, __m256d v) {
   const __m256d x = _mm256_mul_pd(_mm256_sub_pd(v, c.origin), c.inv_width);
   const __m256d in_range = _mm256_and_pd(_mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GE_OQ),
@@ -125,7 +126,7 @@ APLOSS_AVX2_INLINE __m128i window_ids(const Lanes& c, __m256d v) {
                                             _mm256_cmp_pd(frac, c.below_one, _CMP_LE_OQ)));
   const __m128i certain32 = narrow(_mm256_castpd_si256(certain));
   const __m128i id = _mm_i32gather_epi32(c.window_ids, _mm_and_si128(certain32, k), 4);
-  return _mm_blendv_epi8(_mm_set1_epi32(-1), id, certain32);
+  return _mm_blendv_epi8(_mm_set1_epi32(-1), _mm_max_epi32(id, _mm_set1_epi32(-1)), certain32);
 }
 
 // Pass 1 over entries [0, m), m a multiple of 4: each entry's window id, kSearch or

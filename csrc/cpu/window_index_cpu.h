@@ -16,14 +16,14 @@ namespace cpu {
 
 inline WindowIndex make_window_index(const double* q, int64_t n, const int32_t* table,
                                      int64_t buckets, double origin, double width,
-                                     const int32_t* window_ids) {
-  return {q, n, table, buckets, origin, 1.0 / width, window_ids,
+                                     const int32_t* window_ids, const int32_t* window_lo) {
+  return {q, n, table, buckets, origin, 1.0 / width, window_ids, window_lo,
           bucket_margin(origin, 1.0 / width, buckets)};
 }
 
 // The window index of a single ranking, with its window ids (math.h, WindowIndex) and
 // each window's lower bound, so that a pass can work per window: lo of window id
-// (hi = id - lo); -1 for an id that no bucket names.
+// (hi = id - lo); -1 for an id that is no edge's window.
 class OwnedWindowIndex {
  public:
   // Keeps its own copy of q, so that it stays valid after the caller's q is freed.
@@ -40,19 +40,20 @@ class OwnedWindowIndex {
     if (window_ids_fit(num_pos)) {
       window_ids_.resize(buckets);
       window_lo_.assign(2 * num_pos + 1, -1);
-      at::parallel_for(0, buckets, 4096, [&](int64_t begin, int64_t end) {
+      const int32_t* t = table_.data();
+      at::parallel_for(0, buckets + 1, 4096, [&](int64_t begin, int64_t end) {
         for (int64_t k = begin; k < end; ++k) {
-          const int32_t id = bucket_window_id(table_.data(), k);
-          window_ids_[k] = id;
-          // One writer per id: the first bucket of a window (bounds change at its left edge).
-          const bool first = k == 0 || table_[2 * k - 2] != table_[2 * k] ||
-                             table_[2 * k - 1] != table_[2 * k + 1];
-          if (id >= 0 && first) window_lo_[id] = table_[2 * k];
+          if (k < buckets) window_ids_[k] = bucket_window_id(t, k);
+          // The window of every edge; one writer per window: its first edge.
+          if (k == 0 || t[2 * k - 2] != t[2 * k] || t[2 * k - 1] != t[2 * k + 1]) {
+            window_lo_[t[2 * k] + t[2 * k + 1]] = t[2 * k];
+          }
         }
       });
     }
     index_ = make_window_index(q, num_pos, table_.data(), buckets, origin, width,
-                               window_ids_.empty() ? nullptr : window_ids_.data());
+                               window_ids_.empty() ? nullptr : window_ids_.data(),
+                               window_lo_.empty() ? nullptr : window_lo_.data());
   }
   const WindowIndex& get() const { return index_; }
   // Whether this is the index of these positives and delta.
@@ -135,7 +136,8 @@ class OwnedSegmentedWindowIndex {
         int32_t* table = table_.data() + 2 * first_bucket_[u];
         fill_window_table(sq, size, bucket_origin(sq, delta), width, delta, 0, buckets + 1, table);
         search.index =
-            make_window_index(sq, size, table, buckets, bucket_origin(sq, delta), width, nullptr);
+            make_window_index(sq, size, table, buckets, bucket_origin(sq, delta), width, nullptr,
+                              nullptr);
       }
     });
   }
