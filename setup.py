@@ -106,7 +106,9 @@ def kernels_abi():
 def extension():
     # The C++ standard is torch's choice (C++20 for torch >= 2.13). at::parallel_for is
     # inlined into our code and runs serially unless we compile with OpenMP, like torch.
-    cxx_flags = ["-O3", f"-DAPLOSS_KERNELS_ABI={kernels_abi()}"]
+    # No FMA contraction: the CPU's vector lanes and its scalar path must round alike
+    # whatever -march the compiler is given.
+    cxx_flags = ["-O3", "-ffp-contract=off", f"-DAPLOSS_KERNELS_ABI={kernels_abi()}"]
     link_flags = []
     if sys.platform.startswith("linux"):
         cxx_flags.append("-fopenmp")

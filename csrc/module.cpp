@@ -4,7 +4,7 @@
 #include <Python.h>
 
 #include "aploss/kernels.h"
-#include "cpu/window_blocks_cpu.h"
+#include "cpu/interval_lanes_cpu.h"
 
 namespace {
 

@@ -1,7 +1,8 @@
-"""csrc/aploss/math.h's window search, through a test-only operator: the plain binary
-search (what the CUDA kernels run) and the bucket-indexed one (what the CPU kernels run)
-must both equal the definition, lo = #{q : s - q >= delta}, hi = #{q : s - q > -delta},
-evaluated here in float64 exactly as the kernels do."""
+"""The window searches, through test-only operators: math.h's plain binary search (what the
+CUDA kernels run), its bucket-indexed one (the grouped CPU kernels) and intervals.h's
+threshold count in float32 or float64 keys (the ungrouped CPU kernels) must all equal the
+definition, lo = #{q : s - q >= delta}, hi = #{q : s - q > -delta}, evaluated here in
+float64 exactly as the kernels do."""
 
 import pytest
 import torch
@@ -58,3 +59,54 @@ def test_windows_match_definition(indexed, case, delta):
     assert torch.equal(lo, exp_lo)
     assert torch.equal(hi, exp_hi)
     torch.testing.assert_close(a, exp_a, rtol=0, atol=0)
+
+
+def threshold_neighbours(q, delta, key):
+    """Keys at and a few steps either side of every q +- delta in the key type: where the
+    interval thresholds lie."""
+    info = torch.finfo(key)
+    around = torch.cat([q + delta, q - delta]).to(key)
+    around = around[torch.isfinite(around)]
+    keys = [around]
+    for direction in (info.max, -info.max):
+        step = around
+        for _ in range(3):
+            step = torch.nextafter(step, torch.full_like(step, direction))
+            keys.append(step)
+    return torch.cat(keys)
+
+
+@pytest.mark.parametrize("key", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("delta", [1e-3, 0.25, 1.0, 3.0])
+@pytest.mark.parametrize("q_in_key", [True, False], ids=["q-as-keys", "q-any-double"])
+def test_intervals_match_definition(key, case, delta, q_in_key):
+    q, s = CASES[case](torch.Generator().manual_seed(0))
+    q = q.double()
+    if q_in_key:  # the positives are scores of the key type (the passes' usual case)
+        q = q.to(key).double()
+    else:  # not representable in float32: the thresholds must still be exact
+        q = q + q.abs() * 2.0**-40
+    positives = positives_of(q, delta)
+    s = torch.cat([s.double().to(key), threshold_neighbours(positives[0], delta, key)])
+    s = s[torch.isfinite(s)]
+    lo, hi = torch.ops.aploss._find_intervals(s, positives, delta)
+    exp_lo, exp_hi, _ = expected_windows(s.double(), positives, delta)
+    assert torch.equal(lo, exp_lo)
+    assert torch.equal(hi, exp_hi)
+
+
+@pytest.mark.parametrize("key", [torch.float32, torch.float64])
+def test_intervals_of_crowded_buckets(key):
+    # Many positives on a few values: buckets with many thresholds, searched past the
+    # first candidates; and one positive far from the rest, so that the buckets are wide.
+    q = torch.cat([torch.full((50,), 0.5), torch.full((30,), 0.75), torch.linspace(-1, 1, 20),
+                   torch.tensor([1e4])]).double()
+    delta = 0.125
+    positives = positives_of(q, delta)
+    s = torch.cat([torch.linspace(-2, 2, 4001, dtype=torch.float64).to(key),
+                   threshold_neighbours(positives[0], delta, key)])
+    lo, hi = torch.ops.aploss._find_intervals(s, positives, delta)
+    exp_lo, exp_hi, _ = expected_windows(s.double(), positives, delta)
+    assert torch.equal(lo, exp_lo)
+    assert torch.equal(hi, exp_hi)

@@ -76,10 +76,10 @@ APLOSS_HD bool is_pruned(double s, const StepParams& p) { return s - p.smallest 
 // which a monotone predicate holds. Branchless: the loop body is a conditional move, so
 // unpredictable comparisons cost no pipeline flushes.
 
-template <typename Pred>
-APLOSS_HD int64_t partition_point(const double* q, int64_t n, Pred pred) {
+template <typename T, typename Pred>
+APLOSS_HD int64_t partition_point(const T* q, int64_t n, Pred pred) {
   if (n <= 0) return 0;
-  const double* base = q;
+  const T* base = q;
   while (n > 1) {
     const int64_t half = n >> 1;
     base = pred(base[half]) ? base + half : base;
@@ -105,22 +105,14 @@ struct NonzeroStep {  // H(s - q_i) > 0
 
 // ---------------------------------------------------------------------------------
 // A bucket index over the scores s that turns the two window searches of an entry into
-// one table load and searches over a handful of positives. Buckets split
+// one table load and searches over a handful of positives (the grouped CPU kernels; the
+// ungrouped ones count thresholds instead, intervals.h). Buckets split
 // [origin, origin + buckets / inv_width) evenly; for each edge e_k the table holds the
 // window bounds of a score at e_k: {lo(e_k), hi(e_k)}, k = 0..buckets. lo(s) and hi(s)
 // never decrease with s, so a score in bucket k has lo in [lo(e_k), lo(e_k+1)] and hi in
 // [hi(e_k), hi(e_k+1)]. The table only proposes these ranges: each is verified with the
 // search's own predicate and widened to all of q if it does not hold, so results are
 // exact whatever the rounding of the bucket arithmetic.
-//
-// Most buckets hold no breakpoint, and every score in such a bucket has the same window.
-// `window_ids` (optional) names it per bucket: lo + hi, which is unique because lo and hi
-// never decrease with s and one of them grows at every breakpoint. A pass can then
-// accumulate or look up per window instead of per entry. A bucket where exactly one bound
-// steps by one holds a step code instead (window_step_code): the window at its left edge
-// and which bound steps, so that one predicate decides between its two windows. -1: a
-// bucket with more breakpoints. `window_lo` (per id, for the windows of the edges) gives
-// a window's lo back (hi = id - lo).
 struct WindowIndex {
   const double* q;
   int64_t n;
@@ -128,46 +120,10 @@ struct WindowIndex {
   int64_t buckets;
   double origin;
   double inv_width;
-  const int32_t* window_ids;  // `buckets` entries, or nullptr
-  const int32_t* window_lo;   // 2P + 1 entries (with window_ids)
-  double margin;              // see certain_window_id
 };
-
-// Window ids and step codes fit in int32 (lo + hi <= 2P).
-APLOSS_HD bool window_ids_fit(int64_t num_pos) { return num_pos <= (int64_t(1) << 29) - 1; }
-
-// The code of a bucket whose left-edge window is `id` and where only lo (hi_steps false)
-// or only hi steps, by one: <= -2.
-APLOSS_HD int32_t window_step_code(int32_t id, bool hi_steps) {
-  return -2 - (2 * id + (hi_steps ? 1 : 0));
-}
-
-// What window_ids holds for bucket k, from its edges' bounds.
-APLOSS_HD int32_t bucket_window_id(const int32_t* table, int64_t k) {
-  const int32_t* t = table + 2 * k;
-  const int32_t lo_step = t[2] - t[0], hi_step = t[3] - t[1];
-  if (lo_step == 0 && hi_step == 0) return t[0] + t[1];
-  if (lo_step + hi_step == 1) return window_step_code(t[0] + t[1], hi_step == 1);
-  return -1;
-}
-
-// A bound on the rounding error of a score's bucket position x = (s - origin) * inv_width
-// and of the table's edges origin + k * width, in buckets, for any s in the index's range
-// (|s| <= |origin| + buckets * width): find_window's per-score margin, maximised over s.
-APLOSS_HD double bucket_margin(double origin, double inv_width, int64_t buckets) {
-  const double b = static_cast<double>(buckets);
-  return 0x1p-47 * (b + (origin < 0 ? -origin : origin) * inv_width + 1.0);
-}
 
 APLOSS_HD double bucket_edge(double origin, double width, int64_t k) {
   return origin + static_cast<double>(k) * width;
-}
-
-// 64 buckets per positive, at least 64, at most 2^20 (8 MiB of table). Measured at
-// N = 4M, P = 4000, one thread: fwd+bwd 103 ms with 16, 97 ms with 32, 92 ms with 64.
-APLOSS_HD int64_t bucket_count_for(int64_t num_pos) {
-  const int64_t k = 64 * num_pos;
-  return k < 64 ? 64 : (k > (int64_t(1) << 20) ? (int64_t(1) << 20) : k);
 }
 
 // The scores whose windows are not empty: [q_0 - delta, q_{P-1} + delta].
@@ -250,42 +206,6 @@ APLOSS_HD double window_offset(double s, int64_t lo, int64_t hi, const StepParam
   if (hi <= lo) return 0.0;
   const double shift = p.one_cluster ? p.smallest : p.cluster_shift[lo];
   return (s - shift) * p.inv_2delta + 0.5;
-}
-
-// The window of s in a bucket with step code `code`: its left edge's window, or the next
-// one where the stepping bound's predicate holds at the one positive it concerns (as in
-// verified_partition_point over a range of one).
-APLOSS_HD int32_t step_window_id(const WindowIndex& idx, int32_t code, double s,
-                                 const StepParams& p) {
-  const int32_t step = -2 - code;
-  const int32_t id = step >> 1;
-  const int32_t lo = idx.window_lo[id];
-  const bool up = (step & 1) ? NonzeroStep{s, p.delta}(idx.q[id - lo])
-                             : FullStep{s, p.delta}(idx.q[lo]);
-  return id + (up ? 1 : 0);
-}
-
-// The table entry of s when s lies, beyond any rounding doubt, inside a bucket (the
-// bucket arithmetic's margin): a window id, a step code, or -1 (NaN and scores outside
-// the buckets included). Branch-free, as the CPU's vector lanes compute it
-// (cpu/window_blocks_cpu.h); buckets < 2^31, so the bucket fits int32.
-APLOSS_HD int32_t bucket_entry(const WindowIndex& idx, double s) {
-  const double x = (s - idx.origin) * idx.inv_width;
-  // `&`, not `&&`: every comparison is made, so nothing needs a branch.
-  const bool in_range = (x >= 0.0) & (x < static_cast<double>(idx.buckets));
-  const double inside = in_range ? x : 0.0;
-  const int32_t k = static_cast<int32_t>(inside);
-  const double frac = inside - static_cast<double>(k);
-  const bool certain = in_range & (frac >= idx.margin) & (frac <= 1.0 - idx.margin);
-  const int32_t id = idx.window_ids[certain ? k : 0];
-  return certain ? id : -1;
-}
-
-// The id of the window of s where its bucket decides it (almost every score); -1
-// otherwise: find_window then searches.
-APLOSS_HD int32_t certain_window_id(const WindowIndex& idx, double s, const StepParams& p) {
-  const int32_t entry = bucket_entry(idx, s);
-  return entry >= -1 ? entry : step_window_id(idx, entry, s, p);
 }
 
 // Plain binary searches (for q in fast memory, e.g. GPU shared memory).
@@ -399,31 +319,6 @@ APLOSS_HD int negative_contributions(const Window& w, double* d1, double* da, do
 
 // Pass 2: gradient of one negative from the prefix sums W(k) = sum_{i<k} w_i / P and
 // Q(k) = sum_{i<k} (q_i - shift_i) w_i / P (the 1/P is folded into the prefix sums).
-// The gradient is affine in the window offset a: w_lo + a * w_diff - q_term. The terms
-// depend on the window alone, so a pass can compute them once per window.
-struct GradientTerms {
-  double shift;   // the window's cluster shift (window_offset)
-  double w_lo;    // W(lo)
-  double w_diff;  // W(hi) - W(lo)
-  double q_term;  // (Q(hi) - Q(lo)) / (2 delta)
-};
-
-APLOSS_HD GradientTerms gradient_terms(int64_t lo, int64_t hi, const double* W, const double* Q,
-                                       const StepParams& p) {
-  GradientTerms t;
-  t.shift = hi > lo ? (p.one_cluster ? p.smallest : p.cluster_shift[lo]) : 0.0;
-  t.w_lo = W[lo];
-  t.w_diff = hi > lo ? W[hi] - t.w_lo : 0.0;
-  t.q_term = hi > lo ? (Q[hi] - Q[lo]) * p.inv_2delta : 0.0;
-  return t;
-}
-
-// Equal to negative_gradient for a negative with score s in the window of `t`: with an
-// empty window w_diff = q_term = 0 and the sum is w_lo exactly.
-APLOSS_HD double gradient_from_terms(const GradientTerms& t, double s, const StepParams& p) {
-  return t.w_lo + ((s - t.shift) * p.inv_2delta + 0.5) * t.w_diff - t.q_term;
-}
-
 APLOSS_HD double negative_gradient(const Window& w, const double* W, const double* Q,
                                    const StepParams& p) {
   const double w_lo = W[w.lo];

@@ -1,19 +1,27 @@
-// Sorted (two-pass, O(N log P)) evaluation on the CPU.
+// Sorted (two-pass, O(N log P)) evaluation on the CPU, over the interval index of the
+// positives (../aploss/intervals.h): each entry's window is the window of its interval.
+//
+// Both passes go through the entries in blocks. Where the CPU has AVX2, the lanes
+// (interval_lanes_cpu.h) settle the common case four entries at a time and flag the rest
+// (positives, a bucket to search, a non-finite score) for the scalar per-entry code; the
+// scalar path runs that same per-entry code for every entry, with the same results bit
+// for bit.
 #include <ATen/ATen.h>
 
 #include <algorithm>
 #include <atomic>
-#include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../aploss/dispatch.h"
 #include "../aploss/errors.h"
+#include "../aploss/intervals.h"
 #include "../aploss/kernels.h"
 #include "../aploss/math.h"
-#include "window_blocks_cpu.h"
-#include "window_index_cpu.h"
 #include "chunks.h"
 #include "cpu_kernels.h"
+#include "interval_index_cpu.h"
+#include "interval_lanes_cpu.h"
 
 namespace aploss {
 namespace cpu {
@@ -25,189 +33,216 @@ std::atomic<bool> vector_lanes{true};
 void set_cpu_vector_lanes(bool enabled) { vector_lanes.store(enabled); }
 bool cpu_vector_lanes() { return vector_lanes.load(std::memory_order_relaxed); }
 
-// Entries per block of the vector lanes (window_blocks_cpu.h): a multiple of 64.
-constexpr int64_t kBlock = 256;
+namespace {
 
-// A window's pass 1 sums over the negatives whose window is certain from their bucket.
-struct WindowSums {
-  double count = 0.0;
-  double sum_a = 0.0;
-};
+template <typename scalar_t>
+using KeyOf = typename ScoreKey<scalar_t>::type;
 
-// Pass 1: each chunk accumulates its own float64 difference arrays, interleaved as
-// (P+1) slots of {d1, da, db, pad} so one negative touches at most two cache lines;
-// the partials are then merged in chunk order (deterministic) into (3, P+1).
-//
-// A negative whose window is certain from its bucket (math.h, certain_window_id: almost
-// all of them) only adds 1 and its offset a to its window's {count, sum of a}; the
-// windows' sums enter the slots once, at the end of the chunk (accumulate_negatives).
-at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
-                        const at::Tensor& positives, double delta) {
-  static constexpr int64_t kSlot = 4;
+template <typename K>
+constexpr bool kHasLanes = std::is_same<K, float>::value;
+
+// Runs `block(begin, m)` over [begin, end) in blocks of at most kBlock entries.
+template <typename Block>
+void for_each_block(int64_t begin, int64_t end, const Block& block) {
+  for (int64_t i = begin; i < end; i += kBlock) block(i, std::min(kBlock, end - i));
+}
+
+// Calls fn(j) for every set bit j of a block's words, in increasing order.
+template <typename Fn>
+void for_each_flagged(const uint64_t* words, const Fn& fn) {
+  for (int64_t w = 0; w < kBlock / 64; ++w) {
+    for (uint64_t bits = words[w]; bits != 0; bits &= bits - 1) fn(64 * w + __builtin_ctzll(bits));
+  }
+}
+
+// Pass 1 of entries [from, m) of a block, one by one: what pass1_lanes computes four at
+// a time. A negative whose interval its bucket's record settles (and that is not below
+// every window, interval 0) counts in the slot of its interval, with its offset
+// s - shift; every other entry goes to a trash slot; a negative that needs its bucket
+// searched, or whose score is not finite, is flagged for the block's second step.
+template <typename scalar_t, typename label_t, typename K>
+void pass1_decide(const scalar_t* s, const label_t* y, int64_t from, int64_t m,
+                  const IntervalIndex<K>& ix, const double* shift, int64_t trash, int64_t* slot,
+                  double* offset, uint64_t* flagged) {
+  for (int64_t j = from; j < m; ++j) {
+    const K key = static_cast<K>(s[j]);
+    const double v = static_cast<double>(key);
+    const bool negative = classify_label(y[j]) == kNegative;
+    const int64_t at = is_finite_score(v) ? direct_interval(ix, key) : -1;
+    const bool counted = negative && at > 0;
+    slot[j] = counted ? at : trash + (j & 7);
+    offset[j] = v - shift[counted ? at : 0];
+    if (negative && at < 0) flagged[j >> 6] |= uint64_t(1) << (j & 63);
+  }
+}
+
+// Pass 1: each chunk counts its negatives per interval, with the sum of their offsets
+// s - shift, in private float64 accumulators (pairs {count, sum}); the chunks' sums are
+// merged in chunk order (deterministic), and each interval then adds its negatives to
+// the difference arrays at once (math.h, accumulate_negatives): (3, P+1) into `out`.
+template <typename scalar_t, typename label_t>
+void pass1_of(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& positives,
+              double delta, at::Tensor& out) {
+  using K = KeyOf<scalar_t>;
   const int64_t n = scores.numel();
   const int64_t num_pos = positives.size(1);
   const int64_t width = num_pos + 1;
   const double* qp = positives.const_data_ptr<double>();
-  const StepParams params = make_step_params(delta, qp[0], qp + num_pos, num_pos);
-  const std::shared_ptr<const OwnedWindowIndex> shared_index = window_index(qp, num_pos, delta);
-  const OwnedWindowIndex& index = *shared_index;
-  const WindowIndex& idx = index.get();
-  const int64_t windows = index.has_window_ids() ? index.window_count() : 0;
-  // Per window: its cluster shift (window_offset), read by every negative in it.
-  std::vector<double> window_shift(windows);
-  for (int64_t id = 0; id < windows; ++id) {
-    const int32_t lo = index.window_lo(id);
-    window_shift[id] = lo >= 0 && lo < num_pos && !params.one_cluster ? params.cluster_shift[lo]
-                                                                      : params.smallest;
-  }
-  const Chunks chunks = split_into_chunks(n, kSlot * width + 2 * windows);
-  at::Tensor partials = at::zeros({chunks.count, width, kSlot}, positives.options());
-  double* acc = partials.data_ptr<double>();
+  const auto index = interval_index<K>(qp, qp + num_pos, num_pos, delta);
+  const IntervalIndex<K>& ix = index->get();
+  const int64_t intervals = ix.count + 1;
+  const int64_t slots = intervals + kTrashSlots;
+  const Chunks chunks = split_into_chunks(n, 2 * slots);
+  std::vector<double> sums(static_cast<size_t>(chunks.count * 2 * slots), 0.0);
   std::vector<int64_t> bad_score(chunks.count, -1);
-  constexpr double kMinusInf = -std::numeric_limits<double>::infinity();
+  const double* shift = index->shifts();
+  const bool one_cluster = index->one_cluster();
+  const bool lanes = lanes_usable<K>(intervals);
+  const scalar_t* s = scores.const_data_ptr<scalar_t>();
+  const label_t* y = labels.const_data_ptr<label_t>();
 
-  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
-                                    "aploss_sorted_pass1_cpu", [&] {
-    const scalar_t* s = scores.const_data_ptr<scalar_t>();
-    const label_t* y = labels.const_data_ptr<label_t>();
-    for_each_chunk(chunks, n, [&](int64_t c, int64_t begin, int64_t end) {
-      double* slots = acc + c * width * kSlot;
-      const auto add = [slots](int array, int64_t at, double v) { slots[at * kSlot + array] += v; };
-      std::vector<WindowSums> window_sums(windows);
-      // Local copies: the stores below could alias the shared ones, which the compiler
-      // would then reload for every entry.
-      const WindowIndex ix = idx;
-      const StepParams pr = params;
-      const double* shift = window_shift.data();
-      WindowSums* sums = window_sums.data();
-      const bool by_window = windows > 0;
-      double with_full_step = 0.0;
-      int64_t bad = -1;
-      // One entry by the scalar per-entry functions.
-      const auto entry = [&](int64_t i) {
-        if (classify_label(y[i]) != kNegative) return;
-        const double v = static_cast<double>(s[i]);
-        if (is_pruned(v, pr)) {  // one comparison (-inf is still an error)
-          if (v == kMinusInf && bad < 0) bad = i;
-          return;
-        }
-        const int32_t id = by_window ? certain_window_id(ix, v, pr) : -1;
-        if (id >= 0) {
-          sums[id].count += 1.0;
-          sums[id].sum_a += (v - shift[id]) * pr.inv_2delta + 0.5;
-          return;
-        }
-        if (!is_finite_score(v)) {
-          if (bad < 0) bad = i;
-          return;
-        }
-        with_full_step += accumulate_negative(find_window(ix, v, pr), add);
-      };
-      int64_t i = begin;
+  for_each_chunk(chunks, n, [&](int64_t c, int64_t begin, int64_t end) {
+    double* acc = sums.data() + c * 2 * slots;
+    int64_t bad = -1;
+    int64_t slot[kBlock];
+    double offset[kBlock];
+    for_each_block(begin, end, [&](int64_t i, int64_t m) {
+      uint64_t flagged[kBlock / 64] = {};
+      int64_t from = 0;
 #ifdef APLOSS_AVX2_LANES
-      if (lanes_usable(ix)) {
-        int32_t decision[kBlock];
-        double offset[kBlock];
-        while (end - i >= 4) {
-          const int64_t m = std::min(kBlock, (end - i) / 4 * 4);
-          pass1_lanes(s + i, y + i, m, ix, pr, shift, decision, offset);
-          for (int64_t j = 0; j < m; ++j) {
-            const int32_t id = decision[j];
-            if (id >= 0) {
-              sums[id].count += 1.0;
-              sums[id].sum_a += offset[j];
-            } else if (id == kSearch) {
-              entry(i + j);
-            }
-          }
-          i += m;
+      if constexpr (kHasLanes<K>) {
+        if (lanes) {
+          from = m / 4 * 4;
+          pass1_lanes(s + i, y + i, from, end - i, ix, shift, one_cluster, intervals, slot,
+                      offset, flagged);
         }
       }
 #endif
-      for (; i < end; ++i) entry(i);
-      for (int64_t id = 0; id < windows; ++id) {
-        if (sums[id].count == 0.0) continue;
-        const int64_t lo = index.window_lo(id);
-        with_full_step += accumulate_negatives(lo, id - lo, sums[id].count, sums[id].sum_a, add);
+      pass1_decide(s + i, y + i, from, m, ix, shift, intervals, slot, offset, flagged);
+      for (int64_t j = 0; j < m; ++j) {
+        double* a = acc + 2 * slot[j];
+        a[0] += 1.0;
+        a[1] += offset[j];
       }
-      slots[kD1] += with_full_step;
-      bad_score[c] = bad;
+      for_each_flagged(flagged, [&](int64_t j) {
+        const K key = static_cast<K>(s[i + j]);
+        const double v = static_cast<double>(key);
+        if (!is_finite_score(v)) {
+          if (bad < 0) bad = i + j;
+          return;
+        }
+        const int64_t at = interval_of(ix, key);
+        if (at == 0) return;  // below every window
+        acc[2 * at] += 1.0;
+        acc[2 * at + 1] += v - shift[at];
+      });
     });
+    bad_score[c] = bad;
   });
 
   const int64_t first_bad = first_flagged(bad_score.data(), chunks.count);
   if (first_bad >= 0) throw_non_finite_score(scores, first_bad);
-  const at::Tensor merged = chunks.count == 1 ? partials[0] : partials.sum(0);
-  return merged.narrow(1, 0, 3).t().contiguous();
+  double* arrays = out.data_ptr<double>();
+  const auto add = [arrays, width](int array, int64_t at, double v) {
+    arrays[array * width + at] += v;
+  };
+  const double inv_2delta = 0.5 / delta;
+  double with_full_step = 0.0;
+  for (int64_t at = 1; at < intervals; ++at) {
+    double count = 0.0, sum = 0.0;
+    for (int64_t c = 0; c < chunks.count; ++c) {
+      count += sums[c * 2 * slots + 2 * at];
+      sum += sums[c * 2 * slots + 2 * at + 1];
+    }
+    if (count == 0.0) continue;
+    // The sum of the window offsets a = (s - shift) / (2 delta) + 1/2 (math.h).
+    const double sum_a = sum * inv_2delta + 0.5 * count;
+    with_full_step += accumulate_negatives(index->lo(at), index->hi(at), count, sum_a, add);
+  }
+  arrays[kD1 * width] += with_full_step;
 }
 
-// Pass 2: a map from (score, label) to the gradient, one write per entry. A negative
-// whose window is certain from its bucket reads its window's gradient terms (math.h,
-// gradient_terms), computed once per window.
-void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
-                  double delta, const at::Tensor& grad_output, at::Tensor& grad) {
+// Pass 2: a map from (score, label) to the gradient, one write per entry. Each
+// interval's gradient (intervals.h, interval_gradient) is prepared once, with
+// grad_output (`scale`).
+template <typename scalar_t, typename label_t>
+void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateView& st,
+              double delta, double scale, at::Tensor& grad) {
+  using K = KeyOf<scalar_t>;
   const int64_t n = scores.numel();
-  const StateView st = view_state(state);
   const int64_t num_pos = st.num_pos;
-  const double* qp = st.q;
-  const double* prefix_w = st.prefix_w;
-  const double* prefix_q = st.prefix_q;
-  const double* pos_grad = st.pos_grad;
-  const StepParams params = make_step_params(delta, qp[0], st.shift, num_pos);
-  const std::shared_ptr<const OwnedWindowIndex> shared_index = window_index(qp, num_pos, delta);
-  const OwnedWindowIndex& index = *shared_index;
-  const WindowIndex& idx = index.get();
-  const int64_t windows = index.has_window_ids() ? index.window_count() : 0;
-  std::vector<GradientTerms> terms(windows);
-  at::parallel_for(0, windows, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t id = begin; id < end; ++id) {
-      const int32_t lo = index.window_lo(id);
-      if (lo >= 0) terms[id] = gradient_terms(lo, id - lo, prefix_w, prefix_q, params);
+  const double inv_2delta = 0.5 / delta;
+  const auto index = interval_index<K>(st.q, st.shift, num_pos, delta);
+  const IntervalIndex<K>& ix = index->get();
+  const int64_t intervals = ix.count + 1;
+  const double* shift = index->shifts();
+  std::vector<IntervalGradient<K>> pieces(intervals);
+  at::parallel_for(0, intervals, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t at = begin; at < end; ++at) {
+      const K left = ix.thresholds[at > 0 ? at - 1 : 0];
+      pieces[at] = interval_gradient(index->lo(at), index->hi(at), shift[at], left, st.prefix_w,
+                                     st.prefix_q, inv_2delta, scale);
     }
   });
-  const double scale = grad_output.item<double>();
+  const bool lanes = lanes_usable<K>(intervals);
+  const scalar_t* s = scores.const_data_ptr<scalar_t>();
+  const label_t* y = labels.const_data_ptr<label_t>();
+  scalar_t* g = grad.data_ptr<scalar_t>();
+  const double* q = st.q;
+  const double* pos_grad = st.pos_grad;
+  const IntervalGradient<K>* by_interval = pieces.data();
 
-  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
-                                    "aploss_sorted_pass2_cpu", [&] {
-    const scalar_t* s = scores.const_data_ptr<scalar_t>();
-    const label_t* y = labels.const_data_ptr<label_t>();
-    scalar_t* g = grad.data_ptr<scalar_t>();
-    at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
-      // Local copies: the stores to g could alias the shared ones (see pass 1).
-      const WindowIndex ix = idx;
-      const StepParams pr = params;
-      const GradientTerms* by_id = terms.data();
-      const bool by_window = windows > 0;
-      const double sc = scale;
-      // One entry's gradient by the scalar per-entry functions.
-      const auto entry = [&](int64_t i) {
-        const int cls = classify_label(y[i]);
-        const double v = static_cast<double>(s[i]);
-        if (cls == kPositive) return positive_gradient(qp, num_pos, pos_grad, v);
-        if (cls != kNegative || is_pruned(v, pr)) return 0.0;
-        const int32_t id = by_window ? certain_window_id(ix, v, pr) : -1;
-        return id >= 0 ? gradient_from_terms(by_id[id], v, pr)
-                       : negative_gradient(find_window(ix, v, pr), prefix_w, prefix_q, pr);
-      };
-      int64_t i = begin;
+  // One entry's gradient by the scalar per-entry functions.
+  const auto entry = [&](int64_t i) -> scalar_t {
+    const int cls = classify_label(y[i]);
+    const K key = static_cast<K>(s[i]);
+    const double v = static_cast<double>(key);
+    if (cls == kPositive) {
+      return static_cast<scalar_t>(scale * positive_gradient(q, num_pos, pos_grad, v));
+    }
+    if (cls != kNegative) return scalar_t(0);
+    // Never reached after a forward (it rejects such scores): -inf is below every
+    // window, anything else not finite has no gradient.
+    if (!is_finite_score(v)) return static_cast<scalar_t>(v < 0 ? 0.0 : v - v);
+    return static_cast<scalar_t>(gradient_in_interval(by_interval[interval_of(ix, key)], key));
+  };
+  at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
+    for_each_block(begin, end, [&](int64_t i, int64_t m) {
+      int64_t from = 0;
 #ifdef APLOSS_AVX2_LANES
-      if (lanes_usable(ix)) {
-        while (end - i >= 4) {
-          const int64_t m = std::min(kBlock, (end - i) / 4 * 4);
-          uint64_t search[kBlock / 64] = {};
-          pass2_lanes(s + i, y + i, m, ix, pr, by_id, sc, g + i, search);
-          for (int64_t w = 0; w < kBlock / 64; ++w) {
-            for (uint64_t bits = search[w]; bits != 0; bits &= bits - 1) {
-              const int64_t at = i + 64 * w + __builtin_ctzll(bits);
-              g[at] = static_cast<scalar_t>(sc * entry(at));
-            }
-          }
-          i += m;
+      if constexpr (kHasLanes<K>) {
+        if (lanes) {
+          uint64_t flagged[kBlock / 64] = {};
+          from = m / 4 * 4;
+          pass2_lanes(s + i, y + i, from, end - i, ix, by_interval, g + i, flagged);
+          for_each_flagged(flagged, [&](int64_t j) { g[i + j] = entry(i + j); });
         }
       }
 #endif
-      for (; i < end; ++i) g[i] = static_cast<scalar_t>(sc * entry(i));
+      for (int64_t j = from; j < m; ++j) g[i + j] = entry(i + j);
     });
+  });
+}
+
+}  // namespace
+
+at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                        const at::Tensor& positives, double delta) {
+  at::Tensor out = at::zeros({3, positives.size(1) + 1}, positives.options());
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_sorted_pass1_cpu", [&] {
+    pass1_of<scalar_t, label_t>(scores, labels, positives, delta, out);
+  });
+  return out;
+}
+
+void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
+                  double delta, const at::Tensor& grad_output, at::Tensor& grad) {
+  const StateView st = view_state(state);
+  const double scale = grad_output.item<double>();
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_sorted_pass2_cpu", [&] {
+    pass2_of<scalar_t, label_t>(scores, labels, st, delta, scale, grad);
   });
 }
 

@@ -1,11 +1,9 @@
-// Builds math.h's WindowIndex over the sorted positives on the CPU.
+// Builds math.h's WindowIndex over the sorted positives on the CPU (grouped rankings).
 #pragma once
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cstring>
-#include <memory>
 #include <vector>
 
 #include "../aploss/math.h"
@@ -15,75 +13,33 @@ namespace aploss {
 namespace cpu {
 
 inline WindowIndex make_window_index(const double* q, int64_t n, const int32_t* table,
-                                     int64_t buckets, double origin, double width,
-                                     const int32_t* window_ids, const int32_t* window_lo) {
-  return {q, n, table, buckets, origin, 1.0 / width, window_ids, window_lo,
-          bucket_margin(origin, 1.0 / width, buckets)};
+                                     int64_t buckets, double origin, double width) {
+  return {q, n, table, buckets, origin, 1.0 / width};
 }
 
-// The window index of a single ranking, with its window ids (math.h, WindowIndex) and
-// each window's lower bound, so that a pass can work per window: lo of window id
-// (hi = id - lo); -1 for an id that is no edge's window.
+// The window index of a single ranking: 64 buckets per positive, at least 64, at most
+// 2^20 (the index of one group's segment, below, as a whole q would be indexed).
 class OwnedWindowIndex {
  public:
-  // Keeps its own copy of q, so that it stays valid after the caller's q is freed.
-  OwnedWindowIndex(const double* positives, int64_t num_pos, double delta)
-      : q_(positives, positives + num_pos), delta_(delta),
-        table_(2 * (bucket_count_for(num_pos) + 1)) {
-    const double* q = q_.data();
-    const int64_t buckets = bucket_count_for(num_pos);
+  OwnedWindowIndex(const double* q, int64_t num_pos, double delta)
+      : table_(2 * (bucket_count(num_pos) + 1)) {
+    const int64_t buckets = bucket_count(num_pos);
     const double origin = bucket_origin(q, delta);
     const double width = bucket_width(q, num_pos, delta, buckets);
     at::parallel_for(0, buckets + 1, 4096, [&](int64_t begin, int64_t end) {
       fill_window_table(q, num_pos, origin, width, delta, begin, end, table_.data());
     });
-    if (window_ids_fit(num_pos)) {
-      window_ids_.resize(buckets);
-      window_lo_.assign(2 * num_pos + 1, -1);
-      const int32_t* t = table_.data();
-      at::parallel_for(0, buckets + 1, 4096, [&](int64_t begin, int64_t end) {
-        for (int64_t k = begin; k < end; ++k) {
-          if (k < buckets) window_ids_[k] = bucket_window_id(t, k);
-          // The window of every edge; one writer per window: its first edge.
-          if (k == 0 || t[2 * k - 2] != t[2 * k] || t[2 * k - 1] != t[2 * k + 1]) {
-            window_lo_[t[2 * k] + t[2 * k + 1]] = t[2 * k];
-          }
-        }
-      });
-    }
-    index_ = make_window_index(q, num_pos, table_.data(), buckets, origin, width,
-                               window_ids_.empty() ? nullptr : window_ids_.data(),
-                               window_lo_.empty() ? nullptr : window_lo_.data());
+    index_ = make_window_index(q, num_pos, table_.data(), buckets, origin, width);
   }
   const WindowIndex& get() const { return index_; }
-  // Whether this is the index of these positives and delta.
-  bool indexes(const double* q, int64_t num_pos, double delta) const {
-    return delta == delta_ && num_pos == static_cast<int64_t>(q_.size()) &&
-           std::memcmp(q, q_.data(), sizeof(double) * num_pos) == 0;
-  }
-  bool has_window_ids() const { return !window_ids_.empty(); }
-  int64_t window_count() const { return static_cast<int64_t>(window_lo_.size()); }
-  // lo of window `id`, or -1 when no bucket has that window.
-  int32_t window_lo(int64_t id) const { return window_lo_[id]; }
-
-  // Pulls in the table entry the window search of score s will read, some entries
-  // ahead of use: the table is larger than L1 and read at random.
-  void prefetch(double s) const { __builtin_prefetch(window_entry(index_, s)); }
 
  private:
-  std::vector<double> q_;
-  double delta_;
+  static int64_t bucket_count(int64_t num_pos) {
+    return std::min<int64_t>(int64_t(1) << 20, std::max<int64_t>(64, 64 * num_pos));
+  }
   std::vector<int32_t> table_;
-  std::vector<int32_t> window_ids_;
-  std::vector<int32_t> window_lo_;
   WindowIndex index_;
 };
-
-// The window index of q and delta. A ranking's pass 1, its positive stage and its pass 2
-// index the same positives, so the last index built is kept (one, at most ~12 MiB at
-// the 2^20-bucket cap) and returned again while q and delta are the same, bit for bit.
-std::shared_ptr<const OwnedWindowIndex> window_index(const double* q, int64_t num_pos,
-                                                     double delta);
 
 // Everything the search of an entry of one group needs, precomputed per group so that
 // entries whose groups alternate (per-class groups) pay one table lookup.
@@ -136,8 +92,7 @@ class OwnedSegmentedWindowIndex {
         int32_t* table = table_.data() + 2 * first_bucket_[u];
         fill_window_table(sq, size, bucket_origin(sq, delta), width, delta, 0, buckets + 1, table);
         search.index =
-            make_window_index(sq, size, table, buckets, bucket_origin(sq, delta), width, nullptr,
-                              nullptr);
+            make_window_index(sq, size, table, buckets, bucket_origin(sq, delta), width);
       }
     });
   }

@@ -1,0 +1,123 @@
+// The interval index of the sorted passes (interval_index_cpu.h).
+#include "interval_index_cpu.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+
+namespace aploss {
+namespace cpu {
+
+template <typename K>
+OwnedIntervalIndex<K>::OwnedIntervalIndex(const double* q, const double* cluster_shift,
+                                          int64_t num_pos, double delta)
+    : q_(q, q + num_pos), cluster_shift_(cluster_shift, cluster_shift + num_pos), delta_(delta) {
+  // Both threshold sequences are non-decreasing, since q is.
+  std::vector<K> full(num_pos), nonzero(num_pos);
+  at::parallel_for(0, num_pos, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      full[i] = full_threshold<K>(q[i], delta);
+      nonzero[i] = nonzero_threshold<K>(q[i], delta);
+    }
+  });
+  // Merged, equal keys once: interval m + 1 starts at thresholds_[m], with as many
+  // thresholds of each kind at or below it as lo and hi count.
+  thresholds_.reserve(2 * num_pos + kThresholdPadding);
+  lo_.reserve(2 * num_pos + 1);
+  hi_.reserve(2 * num_pos + 1);
+  lo_.push_back(0);
+  hi_.push_back(0);
+  int64_t i = 0, j = 0;
+  while (i < num_pos || j < num_pos) {
+    const K next = j == num_pos || (i < num_pos && full[i] < nonzero[j]) ? full[i] : nonzero[j];
+    while (i < num_pos && full[i] == next) ++i;
+    while (j < num_pos && nonzero[j] == next) ++j;
+    thresholds_.push_back(next);
+    lo_.push_back(static_cast<uint32_t>(i));
+    hi_.push_back(static_cast<uint32_t>(j));
+  }
+  const int64_t count = static_cast<int64_t>(thresholds_.size());
+  thresholds_.insert(thresholds_.end(), kThresholdPadding, std::numeric_limits<K>::infinity());
+
+  one_cluster_ = cluster_shift[num_pos - 1] == q[0];
+  shift_.resize(count + 1);
+  at::parallel_for(0, count + 1, 8192, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      shift_[m] = cluster_shift[std::min<int64_t>(lo_[m], num_pos - 1)];
+    }
+  });
+
+  // Buckets over the finite thresholds; one bucket (every score searched) when they
+  // span no range or more than the key type can hold.
+  int64_t last = count - 1;
+  while (last > 0 && !std::isfinite(static_cast<double>(thresholds_[last]))) --last;
+  const K origin = thresholds_[0];
+  const K range = thresholds_[last] - origin;
+  int64_t buckets = std::min<int64_t>(
+      kMaxIntervalBuckets,
+      std::max<int64_t>(1, static_cast<int64_t>(kBucketsPerThreshold * static_cast<double>(count))));
+  K scale = static_cast<K>(buckets) / range;
+  if (!(range > K(0)) || !std::isfinite(static_cast<double>(range)) ||
+      !std::isfinite(static_cast<double>(scale))) {
+    buckets = 1;
+    scale = K(0);
+  }
+  index_ = {thresholds_.data(), count, nullptr, buckets, origin, scale};
+  // Each threshold's bucket (non-decreasing), then each bucket's first threshold: the
+  // first whose bucket is not below it.
+  std::vector<int64_t> own(count);
+  at::parallel_for(0, count, 8192, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) own[m] = key_bucket(index_, thresholds_[m]);
+  });
+  records_.resize(buckets + 1);
+  using First = typename KeyBits<K>::unsigned_type;
+  at::parallel_for(0, buckets + 1, 8192, [&](int64_t begin, int64_t end) {
+    int64_t first = std::lower_bound(own.begin(), own.end(), begin) - own.begin();
+    for (int64_t b = begin; b < end; ++b) {
+      while (first < count && own[first] < b) ++first;
+      BucketRecord<K>& r = records_[b];
+      r.first = static_cast<First>(first);
+      for (int c = 0; c <= kIntervalCandidates; ++c) r.next[c] = thresholds_[first + c];
+    }
+  });
+  index_.records = records_.data();
+}
+
+template <typename K>
+bool OwnedIntervalIndex<K>::indexes(const double* q, const double* cluster_shift,
+                                    int64_t num_pos, double delta) const {
+  const size_t bytes = sizeof(double) * num_pos;
+  return delta == delta_ && num_pos == static_cast<int64_t>(q_.size()) &&
+         std::memcmp(q, q_.data(), bytes) == 0 &&
+         std::memcmp(cluster_shift, cluster_shift_.data(), bytes) == 0;
+}
+
+template <typename K>
+std::shared_ptr<const OwnedIntervalIndex<K>> interval_index(const double* q,
+                                                            const double* cluster_shift,
+                                                            int64_t num_pos, double delta) {
+  static std::mutex mutex;
+  static std::shared_ptr<const OwnedIntervalIndex<K>> last;
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (last != nullptr && last->indexes(q, cluster_shift, num_pos, delta)) return last;
+  }
+  auto built = std::make_shared<const OwnedIntervalIndex<K>>(q, cluster_shift, num_pos, delta);
+  const std::lock_guard<std::mutex> lock(mutex);
+  last = built;
+  return built;
+}
+
+template class OwnedIntervalIndex<float>;
+template class OwnedIntervalIndex<double>;
+template std::shared_ptr<const OwnedIntervalIndex<float>> interval_index<float>(
+    const double*, const double*, int64_t, double);
+template std::shared_ptr<const OwnedIntervalIndex<double>> interval_index<double>(
+    const double*, const double*, int64_t, double);
+
+}  // namespace cpu
+}  // namespace aploss

@@ -1,0 +1,326 @@
+// The sorted passes and the gather four entries at a time with AVX2, for float keys
+// (float32, float16 and bfloat16 scores; ../aploss/intervals.h). Chosen at run time:
+// elsewhere, and for float64 scores, every entry takes the scalar path.
+//
+// The lanes are the scalar path's functions with the same operations in the same order
+// (no FMA), so every decision and value equals the scalar path's bit for bit; the test
+// suite compares the two (_set_cpu_vector_lanes).
+#pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "../aploss/intervals.h"
+#include "../aploss/math.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define APLOSS_AVX2_LANES 1
+#define APLOSS_AVX2 __attribute__((target("avx2,f16c")))
+#define APLOSS_AVX2_INLINE __attribute__((target("avx2,f16c"), always_inline)) inline
+#endif
+
+namespace aploss {
+namespace cpu {
+
+// Entries per block of the passes: a multiple of 64 (one bit per entry in a word).
+constexpr int64_t kBlock = 256;
+// Pass 1 slots after the last interval that collect what counts for nothing (other
+// labels, scores below every window, entries left to the scalar path), one per lane
+// position so that consecutive such entries do not wait on each other's addition.
+constexpr int64_t kTrashSlots = 8;
+
+// Whether the passes use the AVX2 lanes (the default where the CPU has AVX2 and F16C) or
+// the scalar per-entry functions for every entry.
+void set_cpu_vector_lanes(bool enabled);
+bool cpu_vector_lanes();
+
+// The lanes index thresholds, buckets and 2 (intervals + 1) terms with int32.
+inline bool lanes_fit(int64_t intervals) { return intervals < (int64_t(1) << 29); }
+
+// Whether this CPU runs the lanes (AVX2 and F16C).
+inline bool cpu_has_avx2() {
+#ifdef APLOSS_AVX2_LANES
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return supported;
+#else
+  return false;
+#endif
+}
+
+#ifdef APLOSS_AVX2_LANES
+
+// ---------------------------------------------------------------------------------
+// Four float keys.
+template <typename scalar_t>
+APLOSS_AVX2_INLINE __m128 load_keys(const scalar_t* s);
+template <>
+APLOSS_AVX2_INLINE __m128 load_keys<float>(const float* s) {
+  return _mm_loadu_ps(s);
+}
+template <>
+APLOSS_AVX2_INLINE __m128 load_keys<c10::Half>(const c10::Half* s) {
+  return _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)));
+}
+template <>
+APLOSS_AVX2_INLINE __m128 load_keys<c10::BFloat16>(const c10::BFloat16* s) {
+  const __m128i wide = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)));
+  return _mm_castsi128_ps(_mm_slli_epi32(wide, 16));
+}
+
+// ---------------------------------------------------------------------------------
+// Four labels as int32 masks (all ones where true): negative (classify_label ==
+// kNegative), positive, and valid (negative, positive or ignored).
+struct LabelMasks {
+  __m128i negative, positive, valid;
+};
+
+// Four 64-bit lane masks as four 32-bit masks.
+APLOSS_AVX2_INLINE __m128i narrow(__m256i v) {
+  return _mm256_castsi256_si128(
+      _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+}
+
+APLOSS_AVX2_INLINE LabelMasks masks_of_int32(__m128i y, bool has_ignored) {
+  const __m128i negative = _mm_cmpeq_epi32(y, _mm_setzero_si128());
+  const __m128i positive = _mm_cmpeq_epi32(y, _mm_set1_epi32(1));
+  __m128i valid = _mm_or_si128(negative, positive);
+  if (has_ignored) valid = _mm_or_si128(valid, _mm_cmpeq_epi32(y, _mm_set1_epi32(-1)));
+  return {negative, positive, valid};
+}
+
+APLOSS_AVX2_INLINE __m128i four_bytes(const void* y) {
+  int32_t four;
+  std::memcpy(&four, y, 4);
+  return _mm_cvtsi32_si128(four);
+}
+
+template <typename label_t>
+APLOSS_AVX2_INLINE LabelMasks label_masks(const label_t* y);
+template <>
+APLOSS_AVX2_INLINE LabelMasks label_masks<int8_t>(const int8_t* y) {
+  return masks_of_int32(_mm_cvtepi8_epi32(four_bytes(y)), true);
+}
+template <>
+APLOSS_AVX2_INLINE LabelMasks label_masks<uint8_t>(const uint8_t* y) {
+  return masks_of_int32(_mm_cvtepu8_epi32(four_bytes(y)), false);  // 255 is invalid
+}
+template <>
+APLOSS_AVX2_INLINE LabelMasks label_masks<bool>(const bool* y) {
+  const __m128i negative = _mm_cmpeq_epi32(_mm_cvtepu8_epi32(four_bytes(y)), _mm_setzero_si128());
+  const __m128i ones = _mm_set1_epi32(-1);
+  return {negative, _mm_xor_si128(negative, ones), ones};
+}
+template <>
+APLOSS_AVX2_INLINE LabelMasks label_masks<int32_t>(const int32_t* y) {
+  return masks_of_int32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y)), true);
+}
+template <>
+APLOSS_AVX2_INLINE LabelMasks label_masks<int64_t>(const int64_t* y) {
+  // Compared as int64: 2^32 + 1 is invalid, not positive.
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y));
+  const __m128i negative = narrow(_mm256_cmpeq_epi64(v, _mm256_setzero_si256()));
+  const __m128i positive = narrow(_mm256_cmpeq_epi64(v, _mm256_set1_epi64x(1)));
+  const __m128i ignored = narrow(_mm256_cmpeq_epi64(v, _mm256_set1_epi64x(-1)));
+  return {negative, positive, _mm_or_si128(_mm_or_si128(negative, positive), ignored)};
+}
+template <>
+APLOSS_AVX2_INLINE LabelMasks label_masks<float>(const float* y) {
+  const __m128 v = _mm_loadu_ps(y);
+  const __m128i negative = _mm_castps_si128(_mm_cmp_ps(v, _mm_setzero_ps(), _CMP_EQ_OQ));
+  const __m128i positive = _mm_castps_si128(_mm_cmp_ps(v, _mm_set1_ps(1.0f), _CMP_EQ_OQ));
+  const __m128i ignored = _mm_castps_si128(_mm_cmp_ps(v, _mm_set1_ps(-1.0f), _CMP_EQ_OQ));
+  return {negative, positive, _mm_or_si128(_mm_or_si128(negative, positive), ignored)};
+}
+template <>
+APLOSS_AVX2_INLINE LabelMasks label_masks<double>(const double* y) {
+  const __m256d v = _mm256_loadu_pd(y);
+  const __m128i negative =
+      narrow(_mm256_castpd_si256(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_EQ_OQ)));
+  const __m128i positive =
+      narrow(_mm256_castpd_si256(_mm256_cmp_pd(v, _mm256_set1_pd(1.0), _CMP_EQ_OQ)));
+  const __m128i ignored =
+      narrow(_mm256_castpd_si256(_mm256_cmp_pd(v, _mm256_set1_pd(-1.0), _CMP_EQ_OQ)));
+  return {negative, positive, _mm_or_si128(_mm_or_si128(negative, positive), ignored)};
+}
+
+APLOSS_AVX2_INLINE uint32_t bits_of(__m128i mask) {
+  return static_cast<uint32_t>(_mm_movemask_ps(_mm_castsi128_ps(mask)));
+}
+
+APLOSS_AVX2_INLINE void set_bits(uint64_t* words, int64_t j, uint32_t four) {
+  words[j >> 6] |= static_cast<uint64_t>(four) << (j & 63);
+}
+
+// ---------------------------------------------------------------------------------
+// The index's constants broadcast once per block (the stores of a block could alias the
+// IntervalIndex, which the compiler would otherwise reload).
+struct IntervalLanes {
+  __m128 origin, scale, last;
+  const long long* records;  // each BucketRecord<float> as two 8-byte halves
+
+  APLOSS_AVX2_INLINE explicit IntervalLanes(const IntervalIndex<float>& ix)
+      : origin(_mm_set1_ps(ix.origin)), scale(_mm_set1_ps(ix.scale)),
+        last(_mm_set1_ps(static_cast<float>(ix.buckets - 1))),
+        records(reinterpret_cast<const long long*>(ix.records)) {}
+};
+static_assert(sizeof(BucketRecord<float>) == 16, "a record is two 8-byte halves");
+
+// direct_interval of four finite keys: m where `direct` (all ones); the other lanes' m
+// is not meant to be used.
+struct DirectIntervals {
+  __m128i m, direct;
+};
+
+// key_bucket of four keys: _mm_max_ps(x, 0) gives 0 for NaN, as x > 0 ? x : 0 does.
+APLOSS_AVX2_INLINE __m128i key_buckets(const IntervalLanes& c, __m128 v) {
+  const __m128 x = _mm_min_ps(
+      _mm_max_ps(_mm_mul_ps(_mm_sub_ps(v, c.origin), c.scale), _mm_setzero_ps()), c.last);
+  return _mm_cvttps_epi32(x);
+}
+
+// Pulls in the records of four keys (read at random; a gather waits for its slowest
+// line, a prefetch does not).
+APLOSS_AVX2_INLINE void prefetch_records(const IntervalLanes& c, __m128 v) {
+  alignas(16) int32_t b[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(b), key_buckets(c, v));
+  for (int l = 0; l < 4; ++l) _mm_prefetch(reinterpret_cast<const char*>(c.records + 2 * b[l]), _MM_HINT_T0);
+}
+
+// Entries ahead of use whose records the lanes prefetch (at P = 40,000 the records
+// outgrow L2: pass 1 and pass 2 ~25% faster there; 16 to 64 measured alike).
+constexpr int64_t kPrefetchAhead = 32;
+
+APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const IntervalLanes& c, __m128 v) {
+  const __m128i half = _mm_slli_epi32(key_buckets(c, v), 1);  // in 8-byte units
+  static_assert(kIntervalCandidates == 2, "two candidates per lane");
+  const __m256i next01 = _mm256_i32gather_epi64(c.records, half, 8);      // {U_f, U_f+1}
+  const __m256i next2_first = _mm256_i32gather_epi64(c.records + 1, half, 8);  // {U_f+2, f}
+  const __m256i deal = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  const __m256 next = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(next01, deal));
+  const __m256i rest = _mm256_permutevar8x32_epi32(next2_first, deal);
+  const __m128 t0 = _mm256_castps256_ps128(next), t1 = _mm256_extractf128_ps(next, 1);
+  const __m128 t2 = _mm_castsi128_ps(_mm256_castsi256_si128(rest));
+  const __m128i first = _mm256_extracti128_si256(rest, 1);
+  // A true comparison is -1: subtracting it counts it.
+  const __m128i m = _mm_sub_epi32(_mm_sub_epi32(first, _mm_castps_si128(_mm_cmp_ps(t0, v, _CMP_LE_OQ))),
+                                  _mm_castps_si128(_mm_cmp_ps(t1, v, _CMP_LE_OQ)));
+  const __m128 finite = _mm_cmp_ps(_mm_sub_ps(v, v), _mm_setzero_ps(), _CMP_EQ_OQ);
+  const __m128 direct = _mm_and_ps(finite, _mm_cmp_ps(t2, v, _CMP_GT_OQ));
+  return {m, _mm_castps_si128(direct)};
+}
+
+// Pass 1 over entries [0, m), m a multiple of 4, with `readable` entries from s on
+// (sorted_cpu.cpp, pass1_decide):
+// each entry's accumulator slot and offset s - shift, and a bit in `flagged` for a
+// negative the scalar path must take (its bucket's search, or a non-finite score).
+template <typename scalar_t, typename label_t>
+APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int64_t readable,
+                             const IntervalIndex<float>& ix, const double* shift,
+                             bool one_cluster, int64_t trash, int64_t* slot, double* offset,
+                             uint64_t* flagged) {
+  const IntervalLanes c(ix);
+  const __m128i trash_slots =
+      _mm_add_epi32(_mm_set1_epi32(static_cast<int32_t>(trash)), _mm_setr_epi32(0, 1, 2, 3));
+  const __m256d smallest = _mm256_set1_pd(shift[0]);
+  for (int64_t j = 0; j < m; j += 4) {
+    if (j + kPrefetchAhead + 4 <= readable) prefetch_records(c, load_keys(s + j + kPrefetchAhead));
+    const __m128 v = load_keys(s + j);
+    const LabelMasks labels = label_masks(y + j);
+    const DirectIntervals d = direct_intervals(c, v);
+    const __m128i counted = _mm_and_si128(_mm_and_si128(labels.negative, d.direct),
+                                          _mm_cmpgt_epi32(d.m, _mm_setzero_si128()));
+    // Trash slot j & 7, as pass1_decide: lanes 0-3 or 4-7 of a group of eight.
+    const __m128i own_trash = _mm_add_epi32(trash_slots, _mm_set1_epi32(static_cast<int32_t>(j & 4)));
+    const __m128i to = _mm_blendv_epi8(own_trash, d.m, counted);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + j), _mm256_cvtepi32_epi64(to));
+    const __m256d sh = one_cluster ? smallest
+                                   : _mm256_i32gather_pd(shift, _mm_and_si128(counted, d.m), 8);
+    _mm256_storeu_pd(offset + j, _mm256_sub_pd(_mm256_cvtps_pd(v), sh));
+    set_bits(flagged, j, bits_of(_mm_andnot_si128(d.direct, labels.negative)));
+  }
+}
+
+// Four float32 gradients into g (converted to scalar_t as the scalar path converts).
+template <typename scalar_t>
+APLOSS_AVX2_INLINE void store_gradients(scalar_t* g, __m128 value) {
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, value);
+  for (int l = 0; l < 4; ++l) g[l] = static_cast<scalar_t>(lanes[l]);
+}
+template <>
+APLOSS_AVX2_INLINE void store_gradients<float>(float* g, __m128 value) {
+  _mm_storeu_ps(g, value);
+}
+
+// Pass 2 over entries [0, m), m a multiple of 4 and at most kBlock, `readable` entries
+// from s on: writes the gradient
+// of every entry (gradient_in_interval for a negative, 0 for other labels) and sets a bit
+// in `flagged` where the scalar path must overwrite it (a positive, or a negative it must
+// search). Two sweeps: the intervals of the whole block first, then their gradients, so
+// that no entry's piece load waits on its own record.
+template <typename scalar_t, typename label_t>
+APLOSS_AVX2 void pass2_lanes(const scalar_t* s, const label_t* y, int64_t m, int64_t readable,
+                             const IntervalIndex<float>& ix, const IntervalGradient<float>* pieces,
+                             scalar_t* g, uint64_t* flagged) {
+  const IntervalLanes c(ix);
+  alignas(16) int32_t at[kBlock];    // the interval of each entry, 0 where it has no piece
+  alignas(16) int32_t used[kBlock];  // all ones where it has
+  for (int64_t j = 0; j < m; j += 4) {
+    if (j + kPrefetchAhead + 4 <= readable) prefetch_records(c, load_keys(s + j + kPrefetchAhead));
+    const LabelMasks labels = label_masks(y + j);
+    const DirectIntervals d = direct_intervals(c, load_keys(s + j));
+    const __m128i has_piece = _mm_and_si128(labels.negative, d.direct);
+    _mm_store_si128(reinterpret_cast<__m128i*>(at + j), _mm_and_si128(has_piece, d.m));
+    _mm_store_si128(reinterpret_cast<__m128i*>(used + j), has_piece);
+    const __m128i overwrite =
+        _mm_or_si128(labels.positive, _mm_andnot_si128(d.direct, labels.negative));
+    set_bits(flagged, j, bits_of(overwrite));
+  }
+  static_assert(sizeof(IntervalGradient<float>) == 16, "loaded as four floats");
+  const float* base = &pieces[0].at_left;
+  for (int64_t j = 0; j < m; j += 4) {
+    // Each lane's piece is four floats: four loads and a transpose.
+    __m128 at_left = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j]));
+    __m128 slope = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j + 1]));
+    __m128 left = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j + 2]));
+    __m128 unused = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j + 3]));
+    _MM_TRANSPOSE4_PS(at_left, slope, left, unused);
+    // gradient_in_interval; 0 for the lanes without a piece (whatever their score).
+    const __m128 v = load_keys(s + j);
+    const __m128 value = _mm_add_ps(at_left, _mm_mul_ps(slope, _mm_sub_ps(v, left)));
+    store_gradients(g + j, _mm_and_ps(value, _mm_load_ps(reinterpret_cast<const float*>(used + j))));
+  }
+}
+
+// The gather over entries [0, m), m a multiple of 4: a bit in `positive` for each
+// positive and in `invalid` for each invalid label.
+template <typename label_t>
+APLOSS_AVX2 void gather_lanes(const label_t* y, int64_t m, uint64_t* positive, uint64_t* invalid) {
+  for (int64_t j = 0; j < m; j += 4) {
+    const LabelMasks labels = label_masks(y + j);
+    set_bits(positive, j, bits_of(labels.positive));
+    set_bits(invalid, j, bits_of(labels.valid) ^ 0xFu);
+  }
+}
+
+#endif  // APLOSS_AVX2_LANES
+
+// Whether this call can use the lanes: enabled, an AVX2 CPU, float keys, int32 indices.
+template <typename K>
+inline bool lanes_usable(int64_t intervals) {
+#ifdef APLOSS_AVX2_LANES
+  return std::is_same<K, float>::value && lanes_fit(intervals) && cpu_vector_lanes() &&
+         cpu_has_avx2();
+#else
+  (void)intervals;
+  return false;
+#endif
+}
+
+}  // namespace cpu
+}  // namespace aploss
