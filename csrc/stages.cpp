@@ -16,6 +16,14 @@ at::Tensor gather(const Kernels& k, const Entries& in) {
 
 namespace {
 
+// Whether the positions ascend: checked on the CPU only (elsewhere it would cost a host
+// sync; those gathers need not keep memory order anyway).
+bool in_memory_order(const at::Tensor& position) {
+  const int64_t n = position.numel();
+  return position.is_cpu() &&
+         (n < 2 || (position.narrow(0, 1, n - 1) > position.narrow(0, 0, n - 1)).all().item<bool>());
+}
+
 // Applies a stable sort by `key` to the permutation `order`.
 at::Tensor stable_sort_by(const at::Tensor& order, const at::Tensor& key) {
   return order.index_select(0, std::get<1>(key.index_select(0, order).sort(true, 0, false)));
@@ -28,6 +36,17 @@ at::Tensor order_keys(const at::Tensor& score) {
   return at::where(bits < 0, bits.bitwise_xor(std::numeric_limits<int64_t>::max()), bits);
 }
 
+// The positives' scores as the entries of the ranking among them: in the scores' dtype
+// where they are exact in it (they are, when they come from those scores), else float64.
+// On the CPU that pass then reuses the interval index that pass 1 built for the keys of
+// that dtype (cpu/interval_index_cpu.h) instead of building one for float64 keys; other
+// devices keep float64 (the check would cost them a host sync).
+at::Tensor positives_as_entries(const at::Tensor& q, at::ScalarType scores_dtype) {
+  if (!q.is_cpu() || scores_dtype == at::kDouble) return q;
+  const at::Tensor in_dtype = q.to(scores_dtype);
+  return at::equal(in_dtype.to(at::kDouble), q) ? in_dtype : q;
+}
+
 }  // namespace
 
 Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double delta) {
@@ -35,7 +54,10 @@ Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double 
   const at::Tensor code = gathered[1].to(at::kLong);
   const at::Tensor position = gathered[2].to(at::kLong);
   // Column order by position = memory order: the rank of each column among the positives.
-  const at::Tensor by_position = std::get<1>(position.sort(true, 0, false));
+  // The CPU gather returns the columns in that order already.
+  const at::Tensor by_position = in_memory_order(position)
+                                     ? at::arange(position.numel(), position.options())
+                                     : std::get<1>(position.sort(true, 0, false));
   at::Tensor order = stable_sort_by(by_position, order_keys(score));
   if (num_groups > 1) order = stable_sort_by(order, code);
   const at::Tensor memory_rank = at::empty_like(by_position).index_put_(
@@ -80,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor> positive_stage(const Kernels& k, const Positi
                                                   at::ScalarType loss_dtype, Method method) {
   const at::Tensor q = pos.positives[0];
   const Entries among_positives{
-      q, at::zeros({q.numel()}, q.options().dtype(at::kChar)),
+      positives_as_entries(q, loss_dtype), at::zeros({q.numel()}, q.options().dtype(at::kChar)),
       pos.grouped() ? pos.positive_group.to(at::kInt) : at::Tensor()};
   const at::Tensor positive_sums = pass1(k, among_positives, pos, delta, method);
   return pos.grouped()
