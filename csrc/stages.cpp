@@ -54,21 +54,26 @@ Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double 
   const at::Tensor code = gathered[1].to(at::kLong);
   const at::Tensor position = gathered[2].to(at::kLong);
   // Column order by position = memory order: the rank of each column among the positives.
-  // The CPU gather returns the columns in that order already.
-  const at::Tensor by_position = in_memory_order(position)
-                                     ? at::arange(position.numel(), position.options())
-                                     : std::get<1>(position.sort(true, 0, false));
-  at::Tensor order = stable_sort_by(by_position, order_keys(score));
+  // The CPU gather returns the columns in that order already (no sort, and each column's
+  // memory rank is its index).
+  at::Tensor order, memory_rank;
+  if (in_memory_order(position)) {
+    order = std::get<1>(order_keys(score).sort(true, 0, false));
+  } else {
+    const at::Tensor by_position = std::get<1>(position.sort(true, 0, false));
+    order = stable_sort_by(by_position, order_keys(score));
+    memory_rank = at::empty_like(by_position).index_put_(
+        {by_position}, at::arange(by_position.numel(), by_position.options()));
+  }
   if (num_groups > 1) order = stable_sort_by(order, code);
-  const at::Tensor memory_rank = at::empty_like(by_position).index_put_(
-      {by_position}, at::arange(by_position.numel(), by_position.options()));
   const at::Tensor q = score.index_select(0, order);
   const at::Tensor group =
       num_groups > 1 ? code.index_select(0, order) : at::zeros_like(code);
   at::Tensor offsets = at::zeros({num_groups + 1}, code.options());
   offsets.narrow(0, 1, num_groups).copy_(at::bincount(group, {}, num_groups).cumsum(0));
   return {make_positives(q, delta, num_groups == 1 ? at::Tensor() : group), offsets, group,
-          position.index_select(0, order), memory_rank.index_select(0, order)};
+          position.index_select(0, order),
+          memory_rank.defined() ? memory_rank.index_select(0, order) : order};
 }
 
 at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives& pos,
