@@ -11,7 +11,9 @@ from aploss_cuda.reference import ap_loss_reference
 KERNEL_METHODS = ("sorted", "pairwise")
 
 # Per score dtype: tolerance of loss and gradient against the float64 reference. The
-# kernels compute in float64 and round once on output, so these are output roundings.
+# kernels accumulate in float64 and round on output; the sorted pass 2 evaluates each
+# gradient in the scores' key type (float32 for 32-bit and narrower scores) from float64
+# terms without cancellation, a few float32 ulps. These are output roundings.
 TOLERANCE = {
     torch.float64: dict(rtol=1e-9, atol=1e-12),
     torch.float32: dict(rtol=1e-5, atol=1e-7),

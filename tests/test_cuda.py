@@ -45,9 +45,10 @@ def test_cuda_matches_cpu(method, dtype):
     assert_same_result(got, expected, dtype)
 
 
-# P around the shared-memory limits: pass 1 stages 4 (P+1) doubles (P <= ~7,250 on an
-# H100), pass 2 3 (P+1) (P <= ~9,650); larger P uses the global-memory variants. 60,000
-# is far past both.
+# P around the shared-memory limits (float64 scores): pass 1 stages 3 (P+1) doubles
+# (P <= ~9,680 on an H100), pass 2 the 2P + 1 intervals' pieces, 32 bytes each for float64
+# keys (P <= ~3,630; 16 bytes for float keys, P <= ~7,260); larger P uses the
+# global-memory variants. 60,000 is far past both.
 @pytest.mark.parametrize("num_pos", [1, 31, 1000, 7000, 7300, 9600, 9700, 20000, 60000])
 def test_positive_counts_across_shared_memory_limits(num_pos):
     n = max(4 * num_pos, 10000)

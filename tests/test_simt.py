@@ -162,8 +162,12 @@ def kernels_run(launches):
 ALL_LAUNCHES = {
     ("gather_cuda.cu", "init_meta_kernel"),
     ("gather_cuda.cu", "kernel"),
+    ("interval_index_cuda.cu", "find_thresholds"),
+    ("interval_index_cuda.cu", "bucket_thresholds"),
+    ("interval_index_cuda.cu", "fill_records"),
     ("sorted_pass1_cuda.cu", "shared_kernel"),
     ("sorted_pass1_cuda.cu", "global_kernel"),
+    ("sorted_pass2_cuda.cu", "prepare"),
     ("sorted_pass2_cuda.cu", "shared_kernel"),
     ("sorted_pass2_cuda.cu", "global_kernel"),
     ("pairwise_cuda.cu", "kernel"),

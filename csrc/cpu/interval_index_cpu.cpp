@@ -57,9 +57,7 @@ OwnedIntervalIndex<K>::OwnedIntervalIndex(const double* q, const double* cluster
   while (last > 0 && !std::isfinite(static_cast<double>(thresholds_[last]))) --last;
   const K origin = thresholds_[0];
   const K range = thresholds_[last] - origin;
-  int64_t buckets = std::min<int64_t>(
-      kMaxIntervalBuckets,
-      std::max<int64_t>(1, static_cast<int64_t>(kBucketsPerThreshold * static_cast<double>(count))));
+  int64_t buckets = std::min(kMaxIntervalBuckets, std::max<int64_t>(1, kBucketsPerThreshold * count));
   K scale = static_cast<K>(buckets) / range;
   if (!(range > K(0)) || !std::isfinite(static_cast<double>(range)) ||
       !std::isfinite(static_cast<double>(scale))) {

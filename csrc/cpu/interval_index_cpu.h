@@ -11,10 +11,6 @@
 namespace aploss {
 namespace cpu {
 
-// Buckets per threshold: with 2, a score's record settles it in all but about 1% of
-// the init regime's scores (1 leaves about 5% to a search, 4 doubles the records).
-constexpr double kBucketsPerThreshold = 2.0;
-
 template <typename K>
 class OwnedIntervalIndex {
  public:

@@ -1,17 +1,19 @@
 // Sorted pass 1 on the GPU: the (3, P+1) float64 difference arrays d1, da, db summed
-// over the negatives (math.h: find_window, negative_contributions).
+// over the negatives (math.h: negative_contributions). Each negative's window is the
+// window of its interval (../aploss/intervals.h: interval_of, in the scores' key type),
+// through the interval index built on the device (interval_index_cuda.cuh).
 //
 // Shared-memory variant (P small enough): each block keeps private float64 copies of
-// the three arrays in dynamic shared memory, accumulated with shared-memory atomicAdd,
-// plus the sorted q staged there for the binary searches: (3 (P+1) + P) doubles. (The
-// cluster shifts are read from global memory: one cached load per non-pruned negative.) The
-// kernel is opted in to the device's sharedMemPerBlockOptin (227 KiB on an H100, so up
-// to P ~ 7,250). Every block flushes its arrays once with global atomicAdd, so the
-// grid is one wave of resident blocks (grid-stride loop), not N / block.
+// the three arrays in dynamic shared memory, accumulated with shared-memory atomicAdd:
+// 3 (P+1) doubles. (The bucket records, the window bounds and the cluster shifts are read
+// from global memory: a few cached loads per negative.) The kernel is opted in to the
+// device's sharedMemPerBlockOptin (227 KiB on an H100, so up to P ~ 9,600). Every block
+// flushes its arrays once with global atomicAdd, so the grid is one wave of resident
+// blocks (grid-stride loop), not N / block.
 //
-// Global-memory fallback (larger P): the same kernel reading q from global memory and
-// adding straight into the output with global atomics (the arrays are spread over
-// P+1 addresses, so contention is low exactly when this variant is used).
+// Global-memory fallback (larger P): the same kernel adding straight into the output
+// with global atomics (the arrays are spread over P+1 addresses, so contention is low
+// exactly when this variant is used).
 //
 // In both, the two hottest addresses are kept out of the atomics: the "+1 at 0" of d1
 // (returned by negative_contributions) and the contributions at index 0 of da and db
@@ -36,8 +38,10 @@
 #include <algorithm>
 
 #include "../aploss/dispatch.h"
+#include "../aploss/intervals.h"
 #include "../aploss/math.h"
 #include "cuda_common.cuh"
+#include "interval_index_cuda.cuh"
 
 namespace aploss {
 namespace gpu {
@@ -45,29 +49,28 @@ namespace {
 
 constexpr int kPass1Block = 1024;  // ~40 registers per thread: a full block fits the register file
 
-template <typename scalar_t, typename label_t, bool kShared>
+template <typename scalar_t, typename label_t, bool kShared,
+          typename K = typename ScoreKey<scalar_t>::type>
 __global__ void __launch_bounds__(kPass1Block)
     sorted_pass1_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
-                        int64_t n, const double* __restrict__ positives, int64_t num_pos,
-                        double delta, double* __restrict__ out) {
-  APLOSS_EXTERN_SHARED(double, smem);  // kShared: [d1 | da | db] (P+1 each), then q (P)
+                        int64_t n, IntervalIndex<K> ix, const K* __restrict__ frame,
+                        const int32_t* __restrict__ bounds, const double* __restrict__ positives,
+                        int64_t num_pos, double delta, double* __restrict__ out) {
+  APLOSS_EXTERN_SHARED(double, smem);  // kShared: [d1 | da | db], P+1 each
   const int64_t width = num_pos + 1;
   double* hist = out;
-  const double* const q_global = positives;             // row 0: sorted q
-  const double* const cluster_shift = positives + num_pos;  // row 1
-  const double* q = q_global;
   if constexpr (kShared) {
     hist = smem;
-    double* q_shared = smem + 3 * width;
     for (int64_t k = threadIdx.x; k < 3 * width; k += blockDim.x) hist[k] = 0.0;
-    for (int64_t k = threadIdx.x; k < num_pos; k += blockDim.x) q_shared[k] = q_global[k];
     __syncthreads();
-    q = q_shared;
   }
   double* const d1 = hist;
   double* const da = hist + width;
   double* const db = hist + 2 * width;
-  const StepParams params = make_step_params(delta, q[0], cluster_shift, num_pos);
+  ix = with_frame(ix, frame);
+  const int32_t* const lo_of = bounds;
+  const int32_t* const hi_of = bounds + ix.count + 1;
+  const StepParams params = make_step_params(delta, positives[0], positives + num_pos, num_pos);
 
   double ones = 0.0;     // the "+1 at 0" of d1
   double a_at_0 = 0.0;   // da[0] contributions
@@ -86,17 +89,17 @@ __global__ void __launch_bounds__(kPass1Block)
   const int64_t stride = grid_threads();
   for (int64_t i = global_thread_index(); i < n; i += stride) {
     if (classify_label(labels[i]) != kNegative) continue;
-    const double v = static_cast<double>(scores[i]);
-    if (is_pruned(v, params)) {  // one comparison (-inf lands here and is flagged)
-      if (!is_finite_score(v)) non_finite = true;
-      continue;
-    }
-    if (!is_finite_score(v)) {  // NaN, +inf
+    const K key = static_cast<K>(scores[i]);
+    const double v = static_cast<double>(key);
+    if (!is_finite_score(v)) {
       non_finite = true;
       continue;
     }
-    ones += static_cast<double>(
-        negative_contributions(find_window(q, num_pos, v, params), d1, da, db, add));
+    const int64_t m = interval_of(ix, key);
+    if (m == 0) continue;  // below every window: adds nothing
+    const int64_t lo = lo_of[m], hi = hi_of[m];
+    ones += static_cast<double>(negative_contributions(
+        Window{lo, hi, window_offset(v, lo, hi, params)}, d1, da, db, add));
   }
 
   // Every thread of the block reaches this point (no early return above): full warps.
@@ -137,15 +140,19 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
   at::Tensor out = at::zeros({3, width}, positives.options());
   if (n == 0) return out;
 
+  const DeviceIntervalIndex index = device_interval_index(
+      positives, delta, scores.scalar_type() == at::kDouble ? at::kDouble : at::kFloat, stream);
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
                                     "aploss_sorted_pass1_cuda", [&] {
+    using K = typename ScoreKey<scalar_t>::type;
     const scalar_t* s = scores.const_data_ptr<scalar_t>();
     const label_t* y = labels.const_data_ptr<label_t>();
     const double* qp = positives.const_data_ptr<double>();
+    const int32_t* bounds = index.bounds.const_data_ptr<int32_t>();
     double* o = out.data_ptr<double>();
 
     const auto shared_kernel = sorted_pass1_kernel<scalar_t, label_t, true>;
-    const size_t smem = static_cast<size_t>(3 * width + num_pos) * sizeof(double);
+    const size_t smem = static_cast<size_t>(3 * width) * sizeof(double);
     int per_sm = 0;
     if (smem <= max_dynamic_smem(reinterpret_cast<const void*>(shared_kernel), device)) {
       per_sm = blocks_per_sm(reinterpret_cast<const void*>(shared_kernel), kPass1Block, smem);
@@ -154,7 +161,7 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
       // At least ~4 (P+1) entries per block, so the per-block flush stays amortised.
       const int64_t grid = grid_size(device, per_sm, n, std::max<int64_t>(kPass1Block, 4 * width));
       APLOSS_LAUNCH(shared_kernel, static_cast<unsigned>(grid), kPass1Block, smem, stream)(
-          s, y, n, qp, num_pos, delta, o);
+          s, y, n, index.view<K>(), index.frame_on_device<K>(), bounds, qp, num_pos, delta, o);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
       const auto global_kernel = sorted_pass1_kernel<scalar_t, label_t, false>;
@@ -162,7 +169,7 @@ at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
           blocks_per_sm(reinterpret_cast<const void*>(global_kernel), kPass1Block, 0);
       const int64_t grid = grid_size(device, global_per_sm, n, kPass1Block);
       APLOSS_LAUNCH(global_kernel, static_cast<unsigned>(grid), kPass1Block, 0, stream)(
-          s, y, n, qp, num_pos, delta, o);
+          s, y, n, index.view<K>(), index.frame_on_device<K>(), bounds, qp, num_pos, delta, o);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
