@@ -13,43 +13,28 @@ namespace aploss {
 namespace cpu {
 
 template <typename K>
-OwnedIntervalIndex<K>::OwnedIntervalIndex(const double* q, const double* cluster_shift,
-                                          int64_t num_pos, double delta)
-    : q_(q, q + num_pos), cluster_shift_(cluster_shift, cluster_shift + num_pos), delta_(delta) {
-  // Both threshold sequences are non-decreasing, since q is.
-  std::vector<K> full(num_pos), nonzero(num_pos);
-  at::parallel_for(0, num_pos, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      full[i] = full_threshold<K>(q[i], delta);
-      nonzero[i] = nonzero_threshold<K>(q[i], delta);
-    }
-  });
-  // Merged, equal keys once: interval m + 1 starts at thresholds_[m], with as many
-  // thresholds of each kind at or below it as lo and hi count.
-  thresholds_.reserve(2 * num_pos + kThresholdPadding);
-  lo_.reserve(2 * num_pos + 1);
-  hi_.reserve(2 * num_pos + 1);
-  lo_.push_back(0);
-  hi_.push_back(0);
+IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K>* second) {
+  static const std::vector<K> none;
+  const std::vector<K>& other = second != nullptr ? *second : none;
+  const int64_t n1 = static_cast<int64_t>(first.size()), n2 = static_cast<int64_t>(other.size());
+  // Interval m + 1 starts at thresholds_[m], with as many thresholds of each family at or
+  // below it as counts_ say.
+  thresholds_.reserve(n1 + n2 + kThresholdPadding);
+  for (auto& c : counts_) {
+    c.reserve(n1 + n2 + 1);
+    c.push_back(0);
+  }
   int64_t i = 0, j = 0;
-  while (i < num_pos || j < num_pos) {
-    const K next = j == num_pos || (i < num_pos && full[i] < nonzero[j]) ? full[i] : nonzero[j];
-    while (i < num_pos && full[i] == next) ++i;
-    while (j < num_pos && nonzero[j] == next) ++j;
+  while (i < n1 || j < n2) {
+    const K next = j == n2 || (i < n1 && first[i] < other[j]) ? first[i] : other[j];
+    while (i < n1 && first[i] == next) ++i;
+    while (j < n2 && other[j] == next) ++j;
     thresholds_.push_back(next);
-    lo_.push_back(static_cast<uint32_t>(i));
-    hi_.push_back(static_cast<uint32_t>(j));
+    counts_[0].push_back(static_cast<uint32_t>(i));
+    counts_[1].push_back(static_cast<uint32_t>(j));
   }
   const int64_t count = static_cast<int64_t>(thresholds_.size());
   thresholds_.insert(thresholds_.end(), kThresholdPadding, std::numeric_limits<K>::infinity());
-
-  one_cluster_ = cluster_shift[num_pos - 1] == q[0];
-  shift_.resize(count + 1);
-  at::parallel_for(0, count + 1, 8192, [&](int64_t begin, int64_t end) {
-    for (int64_t m = begin; m < end; ++m) {
-      shift_[m] = cluster_shift[std::min<int64_t>(lo_[m], num_pos - 1)];
-    }
-  });
 
   // Buckets over the finite thresholds; one bucket (every score searched) when they
   // span no range or more than the key type can hold.
@@ -74,15 +59,39 @@ OwnedIntervalIndex<K>::OwnedIntervalIndex(const double* q, const double* cluster
   records_.resize(buckets + 1);
   using First = typename KeyBits<K>::unsigned_type;
   at::parallel_for(0, buckets + 1, 8192, [&](int64_t begin, int64_t end) {
-    int64_t first = std::lower_bound(own.begin(), own.end(), begin) - own.begin();
+    int64_t f = std::lower_bound(own.begin(), own.end(), begin) - own.begin();
     for (int64_t b = begin; b < end; ++b) {
-      while (first < count && own[first] < b) ++first;
+      while (f < count && own[f] < b) ++f;
       BucketRecord<K>& r = records_[b];
-      r.first = static_cast<First>(first);
-      for (int c = 0; c <= kIntervalCandidates; ++c) r.next[c] = thresholds_[first + c];
+      r.first = static_cast<First>(f);
+      for (int c = 0; c <= kIntervalCandidates; ++c) r.next[c] = thresholds_[f + c];
     }
   });
   index_.records = records_.data();
+}
+
+template <typename K>
+OwnedIntervalIndex<K>::OwnedIntervalIndex(const double* q, const double* cluster_shift,
+                                          int64_t num_pos, double delta)
+    : q_(q, q + num_pos), cluster_shift_(cluster_shift, cluster_shift + num_pos), delta_(delta) {
+  // Every threshold sequence is non-decreasing, since q is.
+  std::vector<K> full(num_pos), nonzero(num_pos), own(num_pos);
+  at::parallel_for(0, num_pos, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      full[i] = full_threshold<K>(q[i], delta);
+      nonzero[i] = nonzero_threshold<K>(q[i], delta);
+      own[i] = at_least_threshold<K>(q[i]);
+    }
+  });
+  windows_ = IntervalTable<K>(full, &nonzero);
+  positives_ = IntervalTable<K>(own, nullptr);
+
+  one_cluster_ = cluster_shift[num_pos - 1] == q[0];
+  const int64_t intervals = windows_.intervals();
+  shift_.resize(intervals);
+  at::parallel_for(0, intervals, 8192, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) shift_[m] = cluster_shift[std::min<int64_t>(lo(m), num_pos - 1)];
+  });
 }
 
 template <typename K>

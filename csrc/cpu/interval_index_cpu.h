@@ -11,6 +11,28 @@
 namespace aploss {
 namespace cpu {
 
+// The intervals between the merged thresholds of one or two sorted families (equal keys
+// once), with how many thresholds of each family lie at or below the keys of each
+// interval, and the bucket records over them.
+template <typename K>
+class IntervalTable {
+ public:
+  IntervalTable() = default;
+  IntervalTable(const std::vector<K>& first, const std::vector<K>* second);
+  IntervalTable(IntervalTable&&) = default;
+  IntervalTable& operator=(IntervalTable&&) = default;
+
+  const IntervalIndex<K>& get() const { return index_; }
+  int64_t intervals() const { return index_.count + 1; }
+  int64_t at_or_below(int family, int64_t m) const { return counts_[family][m]; }
+
+ private:
+  std::vector<K> thresholds_;
+  std::vector<BucketRecord<K>> records_;
+  std::vector<uint32_t> counts_[2];
+  IntervalIndex<K> index_{};
+};
+
 template <typename K>
 class OwnedIntervalIndex {
  public:
@@ -18,28 +40,33 @@ class OwnedIntervalIndex {
   // Keeps copies of both, so that it stays valid after the caller's are freed.
   OwnedIntervalIndex(const double* q, const double* cluster_shift, int64_t num_pos, double delta);
 
-  const IntervalIndex<K>& get() const { return index_; }
-  int64_t count() const { return index_.count; }
-  // Window bounds and cluster shift of interval m in [0, count]; for an empty window
-  // (lo = hi) the shift of the nearest positive, which no result depends on.
-  int64_t lo(int64_t m) const { return lo_[m]; }
-  int64_t hi(int64_t m) const { return hi_[m]; }
+  // The windows: interval m in [0, count] has bounds lo(m), hi(m) and cluster shift
+  // shifts()[m] (for an empty window the shift of the nearest positive, which no result
+  // depends on).
+  const IntervalIndex<K>& get() const { return windows_.get(); }
+  int64_t count() const { return windows_.get().count; }
+  int64_t lo(int64_t m) const { return windows_.at_or_below(0, m); }
+  int64_t hi(int64_t m) const { return windows_.at_or_below(1, m); }
   const double* shifts() const { return shift_.data(); }
   // Every shift is q_0 (one cluster: the passes need not look them up).
   bool one_cluster() const { return one_cluster_; }
-  double smallest() const { return q_[0]; }
+
+  // #{i : q_i <= s} for a finite key s (math.h's count_at_most), through intervals of
+  // the positives' own keys.
+  int64_t positives_at_most(K s) const {
+    return positives_.at_or_below(0, interval_of(positives_.get(), s));
+  }
+
   // Whether this is the index of these positives and delta, bit for bit.
   bool indexes(const double* q, const double* cluster_shift, int64_t num_pos, double delta) const;
 
  private:
   std::vector<double> q_, cluster_shift_;
   double delta_;
-  std::vector<K> thresholds_;
-  std::vector<BucketRecord<K>> records_;
-  std::vector<uint32_t> lo_, hi_;
+  IntervalTable<K> windows_;
+  IntervalTable<K> positives_;
   std::vector<double> shift_;
   bool one_cluster_;
-  IntervalIndex<K> index_;
 };
 
 // The interval index of these positives and delta. A ranking's pass 1, its positive stage

@@ -198,7 +198,11 @@ void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateVie
     const K key = static_cast<K>(s[i]);
     const double v = static_cast<double>(key);
     if (cls == kPositive) {
-      return static_cast<scalar_t>(scale * positive_gradient(q, num_pos, pos_grad, v));
+      // math.h's positive_gradient, with its count of the positives at or below the score
+      // through the index (positives can be 1% of the entries, and q larger than L1).
+      const int64_t k = is_finite_score(v) ? index->positives_at_most(key) - 1
+                                           : count_at_most(q, num_pos, v) - 1;
+      return static_cast<scalar_t>(scale * pos_grad[k < 0 ? 0 : k]);
     }
     if (cls != kNegative) return scalar_t(0);
     // Never reached after a forward (it rejects such scores): -inf is below every
