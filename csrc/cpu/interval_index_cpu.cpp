@@ -50,21 +50,18 @@ IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K
     scale = K(0);
   }
   index_ = {thresholds_.data(), count, nullptr, buckets, origin, scale};
-  // Each threshold's bucket (non-decreasing), then each bucket's first threshold: the
-  // first whose bucket is not below it.
-  std::vector<int64_t> own(count);
-  at::parallel_for(0, count, 8192, [&](int64_t begin, int64_t end) {
-    for (int64_t m = begin; m < end; ++m) own[m] = key_bucket(index_, thresholds_[m]);
-  });
+  // Each bucket's first threshold, #{m : key_bucket(U_m) < b}: the thresholds per bucket
+  // counted, then summed (no data-dependent branch).
+  std::vector<uint32_t> starts(buckets + 1, 0);
+  for (int64_t m = 0; m < count; ++m) ++starts[key_bucket(index_, thresholds_[m]) + 1];
+  for (int64_t b = 1; b <= buckets; ++b) starts[b] += starts[b - 1];
   records_.resize(buckets + 1);
   using First = typename KeyBits<K>::unsigned_type;
   at::parallel_for(0, buckets + 1, 8192, [&](int64_t begin, int64_t end) {
-    int64_t f = std::lower_bound(own.begin(), own.end(), begin) - own.begin();
     for (int64_t b = begin; b < end; ++b) {
-      while (f < count && own[f] < b) ++f;
       BucketRecord<K>& r = records_[b];
-      r.first = static_cast<First>(f);
-      for (int c = 0; c <= kIntervalCandidates; ++c) r.next[c] = thresholds_[f + c];
+      r.first = static_cast<First>(starts[b]);
+      for (int c = 0; c <= kIntervalCandidates; ++c) r.next[c] = thresholds_[starts[b] + c];
     }
   });
   index_.records = records_.data();
