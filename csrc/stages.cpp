@@ -20,8 +20,8 @@ namespace {
 // sync; those gathers need not keep memory order anyway).
 bool in_memory_order(const at::Tensor& position) {
   const int64_t n = position.numel();
-  return position.is_cpu() &&
-         (n < 2 || (position.narrow(0, 1, n - 1) > position.narrow(0, 0, n - 1)).all().item<bool>());
+  if (!position.is_cpu()) return false;
+  return n < 2 || (position.narrow(0, 1, n - 1) > position.narrow(0, 0, n - 1)).all().item<bool>();
 }
 
 // Applies a stable sort by `key` to the permutation `order`.

@@ -9,11 +9,13 @@
 //
 //   lo(s) = #{i : s >= full_threshold(q_i)}     hi(s) = #{i : s >= nonzero_threshold(q_i)}
 //
-// With the 2P thresholds merged into U_0 < U_1 < ... < U_{T-1} (distinct), every key s
-// lies in one interval m(s) = #{k : U_k <= s}, and all keys of an interval share their
-// window: lo and hi are tables over m. Finding a window is then one count over sorted
-// keys, compared in the key type, with results identical to the float64 predicates by
-// construction (no rounding margin, no verification).
+// With the 2P thresholds merged into U_0 <= U_1 <= ... <= U_{T-1} (the CPU keeps equal
+// keys once; the GPU keeps them all, so that its sizes depend on P alone, and an interval
+// between equal keys is empty), every key s lies in one interval m(s) = #{k : U_k <= s},
+// and all keys of an interval share their window: lo and hi are tables over m. Finding
+// a window is then one count over sorted keys, compared in the key type, with results
+// identical to the float64 predicates by construction (no rounding margin, no
+// verification).
 //
 // The count goes through buckets: key_bucket(s) = clamp(trunc((s - origin) * scale)) is
 // monotone in s (each operation is), and a bucket's first threshold is
@@ -155,7 +157,7 @@ struct BucketRecord {
 
 template <typename K>
 struct IntervalIndex {
-  const K* thresholds;             // `count` distinct keys ascending, then kThresholdPadding +inf
+  const K* thresholds;             // `count` keys, non-decreasing, then kThresholdPadding +inf
   int64_t count;                   // T: intervals 0..T
   const BucketRecord<K>* records;  // buckets + 1; the last one's first is T
   int64_t buckets;                 // 1 .. kMaxIntervalBuckets
@@ -206,9 +208,9 @@ APLOSS_HD int64_t interval_of(const IntervalIndex<K>& ix, K s) {
 //   at_left = g(left) = scale (W(lo) + a(left) (W(hi) - W(lo)) - (Q(hi) - Q(lo)) / (2 delta))
 //
 // (math.h's negative_gradient with a = (s - shift) / (2 delta) + 1/2, `scale` the
-// incoming gradient). W never decreases, so at_left and slope (s - left) have one sign
-// and their sum cannot cancel: in float32 each gradient is within a few float32 ulps,
-// with at_left computed in float64. Interval 0 (below every window) has g = 0.
+// incoming gradient). W never decreases, so at_left and slope (s - left) have the sign of
+// `scale` and their sum cannot cancel: in float32 each gradient is within a few float32
+// ulps, with at_left computed in float64. Interval 0 (below every window) has g = 0.
 template <typename K>
 struct alignas(16) IntervalGradient {
   K at_left;

@@ -19,10 +19,11 @@ IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K
   const int64_t n1 = static_cast<int64_t>(first.size()), n2 = static_cast<int64_t>(other.size());
   // Interval m + 1 starts at thresholds_[m], with as many thresholds of each family at or
   // below it as counts_ say.
+  const int families = second != nullptr ? 2 : 1;
   thresholds_.reserve(n1 + n2 + kThresholdPadding);
-  for (auto& c : counts_) {
-    c.reserve(n1 + n2 + 1);
-    c.push_back(0);
+  for (int f = 0; f < families; ++f) {
+    counts_[f].reserve(n1 + n2 + 1);
+    counts_[f].push_back(0);
   }
   int64_t i = 0, j = 0;
   while (i < n1 || j < n2) {
@@ -31,7 +32,7 @@ IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K
     while (j < n2 && other[j] == next) ++j;
     thresholds_.push_back(next);
     counts_[0].push_back(static_cast<uint32_t>(i));
-    counts_[1].push_back(static_cast<uint32_t>(j));
+    if (families == 2) counts_[1].push_back(static_cast<uint32_t>(j));
   }
   const int64_t count = static_cast<int64_t>(thresholds_.size());
   thresholds_.insert(thresholds_.end(), kThresholdPadding, std::numeric_limits<K>::infinity());
@@ -42,7 +43,8 @@ IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K
   while (last > 0 && !std::isfinite(static_cast<double>(thresholds_[last]))) --last;
   const K origin = thresholds_[0];
   const K range = thresholds_[last] - origin;
-  int64_t buckets = std::min(kMaxIntervalBuckets, std::max<int64_t>(1, kBucketsPerThreshold * count));
+  int64_t buckets =
+      std::min(kMaxIntervalBuckets, std::max<int64_t>(1, kBucketsPerThreshold * count));
   K scale = static_cast<K>(buckets) / range;
   if (!(range > K(0)) || !std::isfinite(static_cast<double>(range)) ||
       !std::isfinite(static_cast<double>(scale))) {
@@ -87,7 +89,9 @@ OwnedIntervalIndex<K>::OwnedIntervalIndex(const double* q, const double* cluster
   const int64_t intervals = windows_.intervals();
   shift_.resize(intervals);
   at::parallel_for(0, intervals, 8192, [&](int64_t begin, int64_t end) {
-    for (int64_t m = begin; m < end; ++m) shift_[m] = cluster_shift[std::min<int64_t>(lo(m), num_pos - 1)];
+    for (int64_t m = begin; m < end; ++m) {
+      shift_[m] = cluster_shift[std::min<int64_t>(lo(m), num_pos - 1)];
+    }
   });
 }
 

@@ -1,5 +1,7 @@
-// Builds ../aploss/intervals.h's IntervalIndex over the sorted positives on the CPU, with
-// each interval's window bounds and cluster shift.
+// Builds ../aploss/intervals.h's IntervalIndex over the sorted positives on the CPU: the
+// intervals of the window thresholds, with each one's window bounds and cluster shift,
+// and the intervals of the positives' own keys, which count the positives at or below a
+// score.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +26,7 @@ class IntervalTable {
 
   const IntervalIndex<K>& get() const { return index_; }
   int64_t intervals() const { return index_.count + 1; }
+  // Thresholds of family 0 (`first`) or 1 (`second`, when given) at or below interval m.
   int64_t at_or_below(int family, int64_t m) const { return counts_[family][m]; }
 
  private:

@@ -39,7 +39,7 @@ constexpr int64_t kTrashSlots = 8;
 void set_cpu_vector_lanes(bool enabled);
 bool cpu_vector_lanes();
 
-// The lanes index thresholds, buckets and 2 (intervals + 1) terms with int32.
+// The lanes hold interval numbers (and record offsets, at most 2 x 2^22) in int32.
 inline bool lanes_fit(int64_t intervals) { return intervals < (int64_t(1) << 29); }
 
 // Whether this CPU runs the lanes (AVX2 and F16C).
@@ -188,7 +188,9 @@ APLOSS_AVX2_INLINE __m128i key_buckets(const IntervalLanes& c, __m128 v) {
 APLOSS_AVX2_INLINE void prefetch_records(const IntervalLanes& c, __m128 v) {
   alignas(16) int32_t b[4];
   _mm_store_si128(reinterpret_cast<__m128i*>(b), key_buckets(c, v));
-  for (int l = 0; l < 4; ++l) _mm_prefetch(reinterpret_cast<const char*>(c.records + 2 * b[l]), _MM_HINT_T0);
+  for (int l = 0; l < 4; ++l) {
+    _mm_prefetch(reinterpret_cast<const char*>(c.records + 2 * b[l]), _MM_HINT_T0);
+  }
 }
 
 // Entries ahead of use whose records the lanes prefetch (at P = 40,000 the records
@@ -208,17 +210,18 @@ APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const IntervalLanes& c, __m1
   const __m128 t2 = _mm_castsi128_ps(_mm256_castsi256_si128(rest));
   const __m128i first = _mm256_extracti128_si256(rest, 1);
   // A true comparison is -1: subtracting it counts it.
-  const __m128i m = _mm_sub_epi32(_mm_sub_epi32(first, _mm_castps_si128(_mm_cmp_ps(t0, v, _CMP_LE_OQ))),
-                                  _mm_castps_si128(_mm_cmp_ps(t1, v, _CMP_LE_OQ)));
+  const __m128i past_t0 = _mm_castps_si128(_mm_cmp_ps(t0, v, _CMP_LE_OQ));
+  const __m128i past_t1 = _mm_castps_si128(_mm_cmp_ps(t1, v, _CMP_LE_OQ));
+  const __m128i m = _mm_sub_epi32(_mm_sub_epi32(first, past_t0), past_t1);
   const __m128 finite = _mm_cmp_ps(_mm_sub_ps(v, v), _mm_setzero_ps(), _CMP_EQ_OQ);
   const __m128 direct = _mm_and_ps(finite, _mm_cmp_ps(t2, v, _CMP_GT_OQ));
   return {m, _mm_castps_si128(direct)};
 }
 
 // Pass 1 over entries [0, m), m a multiple of 4, prefetching the records of the entries
-// up to `readable` (sorted_cpu.cpp, pass1_decide):
-// each entry's accumulator slot and offset s - shift, and a bit in `flagged` for a
-// negative the scalar path must take (its bucket's search, or a non-finite score).
+// up to `readable` (sorted_cpu.cpp, pass1_decide): each entry's accumulator slot and
+// offset s - shift, and a bit in `flagged` for a negative the scalar path must take (its
+// bucket's search, or a non-finite score).
 template <typename scalar_t, typename label_t>
 APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int64_t readable,
                              const IntervalIndex<float>& ix, const double* shift,
@@ -236,7 +239,8 @@ APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int
     const __m128i counted = _mm_and_si128(_mm_and_si128(labels.negative, d.direct),
                                           _mm_cmpgt_epi32(d.m, _mm_setzero_si128()));
     // Trash slot j & 7, as pass1_decide: lanes 0-3 or 4-7 of a group of eight.
-    const __m128i own_trash = _mm_add_epi32(trash_slots, _mm_set1_epi32(static_cast<int32_t>(j & 4)));
+    const __m128i own_trash =
+        _mm_add_epi32(trash_slots, _mm_set1_epi32(static_cast<int32_t>(j & 4)));
     const __m128i to = _mm_blendv_epi8(own_trash, d.m, counted);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + j), _mm256_cvtepi32_epi64(to));
     const __m256d sh = one_cluster ? smallest
@@ -259,11 +263,11 @@ APLOSS_AVX2_INLINE void store_gradients<float>(float* g, __m128 value) {
 }
 
 // Pass 2 over entries [0, m), m a multiple of 4 and at most kBlock, prefetching the
-// records of the entries up to `readable`: writes the gradient
-// of every entry (gradient_in_interval for a negative, 0 for other labels) and sets a bit
-// in `flagged` where the scalar path must overwrite it (a positive, or a negative it must
-// search). Two sweeps: the intervals of the whole block first, then their gradients, so
-// that no entry's piece load waits on its own record.
+// records of the entries up to `readable`: writes the gradient of every entry
+// (gradient_in_interval for a negative, 0 for other labels) and sets a bit in `flagged`
+// where the scalar path must overwrite it (a positive, or a negative it must search).
+// Two sweeps: the intervals of the whole block first, then their gradients, so that no
+// entry's piece load waits on its own record.
 template <typename scalar_t, typename label_t>
 APLOSS_AVX2 void pass2_lanes(const scalar_t* s, const label_t* y, int64_t m, int64_t readable,
                              const IntervalIndex<float>& ix, const IntervalGradient<float>* pieces,
@@ -294,7 +298,8 @@ APLOSS_AVX2 void pass2_lanes(const scalar_t* s, const label_t* y, int64_t m, int
     // gradient_in_interval; 0 for the lanes without a piece (whatever their score).
     const __m128 v = load_keys(s + j);
     const __m128 value = _mm_add_ps(at_left, _mm_mul_ps(slope, _mm_sub_ps(v, left)));
-    store_gradients(g + j, _mm_and_ps(value, _mm_load_ps(reinterpret_cast<const float*>(used + j))));
+    const __m128 keep = _mm_load_ps(reinterpret_cast<const float*>(used + j));
+    store_gradients(g + j, _mm_and_ps(value, keep));
   }
 }
 

@@ -77,7 +77,8 @@ DeviceIntervalIndex device_interval_index(const at::Tensor& positives, double de
   at::Tensor both = at::empty({2, num_pos}, keys);
   AT_DISPATCH_FLOATING_TYPES(key_dtype, "aploss_interval_thresholds", [&] {
     const auto find_thresholds = thresholds_kernel<scalar_t>;
-    const int64_t grid = index_grid(device, reinterpret_cast<const void*>(find_thresholds), num_pos);
+    const int64_t grid =
+        index_grid(device, reinterpret_cast<const void*>(find_thresholds), num_pos);
     APLOSS_LAUNCH(find_thresholds, static_cast<unsigned>(grid), kIndexBlock, 0, stream)(
         positives.const_data_ptr<double>(), num_pos, delta, both.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -123,7 +123,8 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
                                   state.options().dtype(at::kByte));
     IntervalGradient<K>* piece = reinterpret_cast<IntervalGradient<K>*>(pieces.data_ptr());
     const auto prepare = interval_gradients_kernel<K>;
-    const int prepare_per_sm = blocks_per_sm(reinterpret_cast<const void*>(prepare), kPass2Block, 0);
+    const int prepare_per_sm =
+        blocks_per_sm(reinterpret_cast<const void*>(prepare), kPass2Block, 0);
     const int64_t prepare_grid = grid_size(device, prepare_per_sm, intervals, kPass2Block);
     APLOSS_LAUNCH(prepare, static_cast<unsigned>(prepare_grid), kPass2Block, 0, stream)(
         index.view<K>(), index.bounds.const_data_ptr<int32_t>(), st, num_pos, delta, go, piece);
