@@ -1,5 +1,5 @@
 // Gather pass on the CPU: validate every label, collect the positives' scores, group
-// codes and positions. One read of the labels (eight at a time where the CPU has AVX2);
+// codes and positions. One read of the labels (in AVX2 lanes where the CPU has them);
 // scores and codes are read at positives only.
 #include <ATen/ATen.h>
 
@@ -9,8 +9,8 @@
 #include "../aploss/errors.h"
 #include "../aploss/math.h"
 #include "chunks.h"
-#include "interval_lanes_cpu.h"
 #include "cpu_kernels.h"
+#include "interval_lanes_cpu.h"
 
 namespace aploss {
 namespace cpu {
