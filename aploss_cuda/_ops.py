@@ -5,7 +5,7 @@ import torch
 
 from . import _C  # noqa: F401  (TORCH_LIBRARY registrations run on import)
 
-STATE_ROWS = 6  # csrc/aploss/kernels.h, StateRow
+STATE_ROWS = 5  # csrc/aploss/kernels.h, StateRow
 
 
 def _positives_fakes(like, width):
@@ -17,7 +17,9 @@ def _positives_fakes(like, width):
 def _forward_fake(scores, labels, group_ids, delta, interpolate, method):
     torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
     state, offsets = _state_and_offsets_fakes(scores)
-    return scores.new_empty(()), state, offsets, _codes_fake(scores, group_ids)
+    width = torch.library.get_ctx().new_dynamic_size()
+    return (scores.new_empty(()), state, offsets, _codes_fake(scores, group_ids),
+            scores.new_empty((2, width), dtype=torch.float64))
 
 
 def _state_and_offsets_fakes(scores):
@@ -118,28 +120,28 @@ def _pass1_fake(scores, labels, codes, positives, offsets, positive_group, delta
 
 
 @torch.library.register_fake("aploss::positive_stage")
-def _positive_stage_fake(positives, offsets, positive_group, false_positives, delta,
+def _positive_stage_fake(positives, offsets, positive_group, positions, false_positives, delta,
                          interpolate, loss_dtype, method):
-    state = positives.new_empty((STATE_ROWS, positives.shape[1] + 1))
-    return positives.new_empty((), dtype=loss_dtype), state
+    state, positive_grads = _family_stage_fakes(positives, loss_dtype)
+    return positives.new_empty((), dtype=loss_dtype), state, positive_grads
 
 
 def _setup_context(ctx, inputs, output):
     scores, labels, group_ids, delta, interpolate, method = inputs
-    _, state, offsets, codes = output
-    ctx.mark_non_differentiable(state, offsets, codes)
+    _, state, offsets, codes, positive_grads = output
+    ctx.mark_non_differentiable(state, offsets, codes, positive_grads)
     # O(P) state plus references to the inputs: nothing N-sized is allocated here.
-    ctx.save_for_backward(scores, labels, codes, state, offsets)
+    ctx.save_for_backward(scores, labels, codes, state, offsets, positive_grads)
     ctx.grouped = group_ids is not None
     ctx.delta = delta
     ctx.method = method
 
 
 def _backward(ctx, grad_loss, *_):
-    scores, labels, codes, state, offsets = ctx.saved_tensors
+    scores, labels, codes, state, offsets, positive_grads = ctx.saved_tensors
     grad_scores = torch.ops.aploss.pass2(
-        grad_loss, scores, labels, codes if ctx.grouped else None, state, offsets, None,
-        ctx.delta, ctx.method,
+        grad_loss, scores, labels, codes if ctx.grouped else None, state, offsets,
+        positive_grads, ctx.delta, ctx.method,
     )
     return grad_scores, None, None, None, None, None
 

@@ -53,7 +53,7 @@ class RemoteRankError(RuntimeError):
 class _Stage(NamedTuple):
     outputs: tuple  # the loss's return values; outputs[0] carries the gradient to scores
     state: torch.Tensor  # what pass 2 reads
-    positive_grads: Optional[torch.Tensor]  # (2, P) [exchange index; gradient] or None
+    positive_grads: torch.Tensor  # (2, P) [exchange index; gradient]
     value_weights: Optional[torch.Tensor]  # (P,) exchange order: d outputs[-1] / d value
 
 
@@ -78,11 +78,11 @@ class _APLoss:
         return None
 
     def stage(self, ranking, false_positives, values, loss_dtype):
-        loss, state = torch.ops.aploss.positive_stage(
-            ranking.positives, ranking.offsets, ranking.positive_group, false_positives,
-            self.delta, self.interpolate, loss_dtype, "sorted",
+        loss, state, positive_grads = torch.ops.aploss.positive_stage(
+            ranking.positives, ranking.offsets, ranking.positive_group, ranking.positions,
+            false_positives, self.delta, self.interpolate, loss_dtype, "sorted",
         )
-        return _Stage((loss,), state, None, None)
+        return _Stage((loss,), state, positive_grads, None)
 
     def no_positive(self, scores, extra):
         return (scores.new_zeros(()),)
@@ -283,8 +283,6 @@ class _Ranking(NamedTuple):
 def _local_positive_grads(positive_grads, local, exchanged):
     """This rank's columns of the stage's (2, P) [exchange index; gradient], with the
     exchange index mapped back to the flat local position pass 2 writes to."""
-    if positive_grads is None:
-        return None
     index = positive_grads[0].to(torch.int64) - exchanged.start
     mine = (index >= 0) & (index < exchanged.count)
     own = positive_grads[:, mine].clone()
@@ -348,7 +346,7 @@ class _AcrossRanks(torch.autograd.Function):
             weights = stage.value_weights[exchanged.start : exchanged.start + exchanged.count]
         ctx.has_positives = True
         ctx.extra_dtype = extra.dtype if isinstance(extra, torch.Tensor) else None
-        # codes, positive_grads, weights: None when the loss has none
+        # codes, weights: None when the loss has none
         ctx.save_for_backward(
             local.scores, local.labels, codes, stage.state, ranking.offsets, positive_grads,
             weights,

@@ -70,15 +70,16 @@ def stage_thunks(scores, labels):
     """The passes one by one through the stage operators (aploss_cuda/distributed.py's)."""
     ops = torch.ops.aploss
     gathered = ops.gather(scores, labels, None)
-    q, offsets, group, _, _ = ops.rank_positives(gathered, 1, DELTA)
+    q, offsets, group, positions, _ = ops.rank_positives(gathered, 1, DELTA)
     fp = ops.pass1(scores, labels, None, q, offsets, group, DELTA, "sorted")
-    _, state = ops.positive_stage(q, offsets, group, fp, DELTA, True, scores.dtype, "sorted")
+    _, state, positive_grads = ops.positive_stage(q, offsets, group, positions, fp, DELTA, True,
+                                                  scores.dtype, "sorted")
     one = torch.ones((), device=scores.device)
     return {
         "gather": lambda: ops.gather(scores, labels, None),
         "pass 1": lambda: ops.pass1(scores, labels, None, q, offsets, group, DELTA, "sorted"),
-        "pass 2": lambda: ops.pass2(one, scores, labels, None, state, offsets, None, DELTA,
-                                    "sorted"),
+        "pass 2": lambda: ops.pass2(one, scores, labels, None, state, offsets, positive_grads,
+                                    DELTA, "sorted"),
     }
 
 

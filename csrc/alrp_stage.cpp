@@ -45,7 +45,7 @@ ALRPStage alrp_positive_stage(const Kernels& k, const Positives& pos,
   const at::Tensor loc_weights = at::empty_like(loc_sorted).index_put_({pos.memory_rank}, loc_sorted);
 
   return {((1.0 - prec) * inv_num_pos).sum().to(loss_dtype), loc_weights,
-          pass2_state(pos.positives, w, at::zeros_like(w)),
+          pass2_state(pos.positives, w),
           at::stack({pos.positions.to(at::kDouble), -error})};
 }
 

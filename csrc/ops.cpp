@@ -57,11 +57,16 @@ Method check_grouping(const std::optional<at::Tensor>& codes, const at::Tensor& 
   return m;
 }
 
-void check_state(const at::Tensor& state, const at::Tensor& offsets, const char* what) {
+void check_state(const at::Tensor& state, const at::Tensor& offsets,
+                 const at::Tensor& positive_grads, const char* what) {
   TORCH_CHECK(state.dim() == 2 && state.size(0) == kStateRows && state.scalar_type() == at::kDouble,
               what, ": malformed state");
   TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1 && offsets.scalar_type() == at::kLong,
               what, ": malformed offsets");
+  TORCH_CHECK(positive_grads.dim() == 2 && positive_grads.size(0) == 2 &&
+                  positive_grads.scalar_type() == at::kDouble &&
+                  positive_grads.device() == state.device(),
+              what, ": malformed positive_grads");
 }
 
 Positives check_positives(const at::Tensor& positives, const at::Tensor& offsets,
@@ -145,7 +150,7 @@ void check_contiguous(const at::Tensor& scores, const at::Tensor& other, const c
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
     const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
     const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
     c10::string_view method) {
@@ -154,11 +159,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
   const Ranking r = rank_entries(k, scores, labels, group_ids, delta, m);
   if (!r.has_positives()) {
     return {at::zeros({}, scores.options()), empty_state(scores), empty_offsets(r, scores),
-            r.codes};
+            r.codes, empty_positive_grads(scores)};
   }
-  auto [loss, state] = aploss::positive_stage(k, r.pos, r.false_positives, delta, interpolate,
-                                              scores.scalar_type(), m);
-  return {loss, state, r.pos.offsets, r.codes};
+  auto [loss, state, positive_grads] = aploss::positive_stage(
+      k, r.pos, r.false_positives, delta, interpolate, scores.scalar_type(), m);
+  return {loss, state, r.pos.offsets, r.codes, positive_grads};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -211,18 +216,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
                     const at::Tensor& labels, const std::optional<at::Tensor>& codes,
                     const at::Tensor& state, const at::Tensor& offsets,
-                    const std::optional<at::Tensor>& positive_grads, double delta,
-                    c10::string_view method) {
+                    const at::Tensor& positive_grads, double delta, c10::string_view method) {
   check_inputs(scores, labels, delta);
   const Method m = check_grouping(codes, scores, method);
-  check_state(state, offsets, "aploss::pass2");
+  check_state(state, offsets, positive_grads, "aploss::pass2");
   const FlatInputs flat = flatten(scores, labels);
   auto [grad, flat_grad] = gradient_like(scores, flat);
   if (state.size(1) == 1 || scores.numel() == 0) return grad.zero_();
 
   const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
-  aploss::pass2(k, entries(k, flat, scores, codes), state, offsets.contiguous(),
-                positive_grads.value_or(at::Tensor()), delta, scale, flat_grad, m);
+  aploss::pass2(k, entries(k, flat, scores, codes), state, offsets.contiguous(), positive_grads,
+                delta, scale, flat_grad, m);
   return grad;
 }
 
@@ -245,15 +249,19 @@ at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& l
   return aploss::pass1(k, entries(k, flatten(scores, labels), scores, codes), pos, delta, m);
 }
 
-std::tuple<at::Tensor, at::Tensor> positive_stage(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(
     const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
-    const at::Tensor& positive_group, const at::Tensor& false_positives, double delta,
-    bool interpolate, at::ScalarType loss_dtype, c10::string_view method) {
-  const Positives pos =
-      check_positives(positives, offsets, positive_group, "aploss::positive_stage");
+    const at::Tensor& positive_group, const at::Tensor& positions,
+    const at::Tensor& false_positives, double delta, bool interpolate, at::ScalarType loss_dtype,
+    c10::string_view method) {
+  Positives pos = check_positives(positives, offsets, positive_group, "aploss::positive_stage");
+  TORCH_CHECK(positions.dim() == 1 && positions.numel() == positives.size(1) &&
+                  positions.scalar_type() == at::kLong,
+              "aploss::positive_stage: malformed positions");
   TORCH_CHECK(false_positives.dim() == 1 && false_positives.numel() == positives.size(1) &&
                   false_positives.scalar_type() == at::kDouble,
               "aploss::positive_stage: malformed false_positives");
+  pos.positions = positions.contiguous();
   return aploss::positive_stage(k, pos, false_positives.contiguous(), delta, interpolate,
                                 loss_dtype, parse_method(method));
 }
@@ -329,7 +337,7 @@ at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at
 TORCH_LIBRARY(aploss, m) {
   m.def(
       "ap_loss_forward(Tensor scores, Tensor labels, Tensor? group_ids, float delta,"
-      " bool interpolate, str method) -> (Tensor, Tensor, Tensor, Tensor)");
+      " bool interpolate, str method) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "rank_sort_forward(Tensor scores, Tensor targets, Tensor? group_ids, float delta)"
       " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
@@ -339,7 +347,7 @@ TORCH_LIBRARY(aploss, m) {
   // The backward of every loss.
   m.def(
       "pass2(Tensor grad_output, Tensor scores, Tensor labels, Tensor? group_codes,"
-      " Tensor state, Tensor offsets, Tensor? positive_grads, float delta, str method) -> Tensor");
+      " Tensor state, Tensor offsets, Tensor positive_grads, float delta, str method) -> Tensor");
   // The stages, for aploss_cuda/distributed.py.
   m.def("gather(Tensor scores, Tensor labels, Tensor? codes) -> Tensor");
   m.def(
@@ -349,9 +357,9 @@ TORCH_LIBRARY(aploss, m) {
       "pass1(Tensor scores, Tensor labels, Tensor? codes, Tensor positives, Tensor offsets,"
       " Tensor positive_group, float delta, str method) -> Tensor");
   m.def(
-      "positive_stage(Tensor positives, Tensor offsets, Tensor positive_group,"
+      "positive_stage(Tensor positives, Tensor offsets, Tensor positive_group, Tensor positions,"
       " Tensor false_positives, float delta, bool interpolate, ScalarType loss_dtype,"
-      " str method) -> (Tensor, Tensor)");
+      " str method) -> (Tensor, Tensor, Tensor)");
   m.def(
       "rank_sort_stage(Tensor positives, Tensor offsets, Tensor positive_group, Tensor positions,"
       " Tensor false_positives, Tensor targets, float delta, ScalarType loss_dtype)"

@@ -18,9 +18,10 @@ struct Kernels;
 namespace ops {
 
 // The one driver: gather, rank_positives, pass 1, positive stage. Returns (loss,
-// state, offsets, codes): codes are group_ids as dense int32 codes (empty without
-// group_ids); state and offsets are what the backward needs (kernels.h, segments.h).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+// state, offsets, codes, positive_grads): codes are group_ids as dense int32 codes (empty
+// without group_ids); state, offsets and positive_grads are what the backward needs
+// (kernels.h, segments.h, stages.h).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
     const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
     const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
     c10::string_view method);
@@ -40,12 +41,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     double delta);
 
 // Pass 2, the backward of every loss: grad_output * the error-driven gradient, shaped
-// like scores. positive_grads: as the forward returned them (Rank & Sort, aLRP).
+// like scores. state, offsets, positive_grads: as the forward returned them.
 at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
                     const at::Tensor& labels, const std::optional<at::Tensor>& codes,
                     const at::Tensor& state, const at::Tensor& offsets,
-                    const std::optional<at::Tensor>& positive_grads, double delta,
-                    c10::string_view method);
+                    const at::Tensor& positive_grads, double delta, c10::string_view method);
 
 // The stages as operators, for callers that communicate between them
 // (aploss_cuda/distributed.py). `codes`: dense int32 codes broadcastable to scores, a
@@ -56,10 +56,11 @@ at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& l
                  const std::optional<at::Tensor>& codes, const at::Tensor& positives,
                  const at::Tensor& offsets, const at::Tensor& positive_group, double delta,
                  c10::string_view method);
-std::tuple<at::Tensor, at::Tensor> positive_stage(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(
     const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
-    const at::Tensor& positive_group, const at::Tensor& false_positives, double delta,
-    bool interpolate, at::ScalarType loss_dtype, c10::string_view method);
+    const at::Tensor& positive_group, const at::Tensor& positions,
+    const at::Tensor& false_positives, double delta, bool interpolate, at::ScalarType loss_dtype,
+    c10::string_view method);
 
 // The positive stages of Rank & Sort and aLRP loss as operators (for process_group):
 // positives, offsets, positive_group, positions and memory_rank as rank_positives returns

@@ -65,8 +65,7 @@ at::Tensor loss_weights(const at::Tensor& positives, const at::Tensor& positive_
   return 1.0 / (group_sizes.index_select(0, positive_group) * num_groups);
 }
 
-at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w,
-                       const at::Tensor& positive_grad) {
+at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w) {
   const int64_t num_pos = positives.size(1);
   at::Tensor state = at::zeros({kStateRows, num_pos + 1}, positives.options());
   // Rows q and shift: P values, the padding column repeats the last one.
@@ -75,11 +74,10 @@ at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w,
   state[kRowW].narrow(0, 0, num_pos).copy_(w);
   state[kRowPrefixW].narrow(0, 1, num_pos).copy_(w.cumsum(0));
   state[kRowPrefixQ].narrow(0, 1, num_pos).copy_(((positives[0] - positives[1]) * w).cumsum(0));
-  state[kRowPosGrad].narrow(0, 0, num_pos).copy_(positive_grad);
   return state;
 }
 
-std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives,
                                                      const at::Tensor& false_positives,
                                                      const at::Tensor& positive_sums,
                                                      bool interpolate,
@@ -102,14 +100,12 @@ std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives
   const at::Tensor c = at::where(ip > prec, one_minus_ip / (1.0 - prec), at::ones_like(prec));
   const at::Tensor w = c / rank * inv_num_pos;
 
-  const at::Tensor state = pass2_state(positives, w, one_minus_ip * -inv_num_pos);
-
   const at::Tensor loss =
       // Grouped: sum of (1 - ip) / (G P_g), exactly 0 when every ip is 1 (1 minus a sum of
       // G P_g weights would leave rounding behind).
       (grouped ? (one_minus_ip * inv_num_pos).sum() : 1.0 - ip.sum() / static_cast<double>(num_pos))
           .to(loss_dtype);
-  return {loss, state};
+  return {loss, pass2_state(positives, w), one_minus_ip * -inv_num_pos};
 }
 
 }  // namespace aploss

@@ -27,15 +27,15 @@ at::Tensor loss_weights(const at::Tensor& positives, const at::Tensor& positive_
                         const at::Tensor& offsets = {});
 
 // The (kStateRows, P+1) float64 state pass 2 reads (kernels.h) from each positive's
-// weight w(i) in the negatives' gradients (loss weight included) and its own gradient.
-at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w,
-                       const at::Tensor& positive_grad);
+// weight w(i) in the negatives' gradients (loss weight included).
+at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w);
 
 // From the positives, fp(i) and sum_k H(q_k - q_i) (self included): the loss (0-dim,
-// loss_dtype) and the (kStateRows, P+1) float64 state of kernels.h. Grouped:
-// positive_group (P,) int64 and the groups' offsets (segments.h); the loss is then the
-// mean of the AP-losses of the groups that have a positive.
-std::tuple<at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives,
+// loss_dtype), the (kStateRows, P+1) float64 state of kernels.h and each positive's own
+// gradient (P,) float64, in the positives' order. Grouped: positive_group (P,) int64 and
+// the groups' offsets (segments.h); the loss is then the mean of the AP-losses of the
+// groups that have a positive.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_positive_stage(const at::Tensor& positives,
                                                      const at::Tensor& false_positives,
                                                      const at::Tensor& positive_sums,
                                                      bool interpolate,

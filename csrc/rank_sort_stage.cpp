@@ -53,7 +53,7 @@ RankSortStage rank_sort_positive_stage(const Kernels& k, const Positives& pos,
   const at::Tensor ranking = (ranking_error * inv_num_pos).sum();
   const at::Tensor sorting = (sorting_error * inv_num_pos).sum();
   return {(ranking + sorting).to(loss_dtype), at::stack({ranking, sorting}).to(loss_dtype),
-          pass2_state(pos.positives, w, at::zeros_like(w)),
+          pass2_state(pos.positives, w),
           at::stack({pos.positions.to(at::kDouble), positive_grad})};
 }
 

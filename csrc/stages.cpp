@@ -101,20 +101,23 @@ at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, doub
                               delta);
 }
 
-std::tuple<at::Tensor, at::Tensor> positive_stage(const Kernels& k, const Positives& pos,
-                                                  const at::Tensor& false_positives,
-                                                  double delta, bool interpolate,
-                                                  at::ScalarType loss_dtype, Method method) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(const Kernels& k,
+                                                              const Positives& pos,
+                                                              const at::Tensor& false_positives,
+                                                              double delta, bool interpolate,
+                                                              at::ScalarType loss_dtype,
+                                                              Method method) {
   const at::Tensor q = pos.positives[0];
   const Entries among_positives{
       positives_as_entries(q, loss_dtype), at::zeros({q.numel()}, q.options().dtype(at::kChar)),
       pos.grouped() ? pos.positive_group.to(at::kInt) : at::Tensor()};
   const at::Tensor positive_sums = pass1(k, among_positives, pos, delta, method);
-  return pos.grouped()
-             ? ap_positive_stage(pos.positives, false_positives, positive_sums, interpolate,
-                                 loss_dtype, pos.positive_group, pos.offsets)
-             : ap_positive_stage(pos.positives, false_positives, positive_sums, interpolate,
-                                 loss_dtype);
+  auto [loss, state, positive_grad] =
+      pos.grouped() ? ap_positive_stage(pos.positives, false_positives, positive_sums,
+                                        interpolate, loss_dtype, pos.positive_group, pos.offsets)
+                    : ap_positive_stage(pos.positives, false_positives, positive_sums,
+                                        interpolate, loss_dtype);
+  return {loss, state, at::stack({pos.positions.to(at::kDouble), positive_grad})};
 }
 
 void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
@@ -127,7 +130,7 @@ void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
   } else {
     k.sorted_pass2(in.scores, in.labels, state, delta, grad_output, grad);
   }
-  if (positive_grads.defined() && positive_grads.size(1) > 0) {
+  if (positive_grads.size(1) > 0) {
     grad.index_copy_(0, positive_grads[0].to(at::kLong),
                      (positive_grads[1] * grad_output).to(grad.scalar_type()));
   }

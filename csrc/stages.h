@@ -55,18 +55,21 @@ at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives
                             double delta, bool deterministic);
 
 // Positive stage: ranks among the positives (pass 1 with the positives as the
-// "negatives"), then the loss (0-dim, loss_dtype) and the (kStateRows, P+1) float64
-// state that pass 2 reads (kernels.h). The loss of a grouped ranking is the mean of the
-// AP-losses of the groups that have a positive.
-std::tuple<at::Tensor, at::Tensor> positive_stage(const Kernels& k, const Positives& pos,
+// "negatives"), then the loss (0-dim, loss_dtype), the (kStateRows, P+1) float64 state
+// that pass 2 reads (kernels.h) and the positives' own gradients (pass2's
+// positive_grads). The loss of a grouped ranking is the mean of the AP-losses of the
+// groups that have a positive.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(const Kernels& k,
+                                                              const Positives& pos,
                                                   const at::Tensor& false_positives,
                                                   double delta, bool interpolate,
                                                   at::ScalarType loss_dtype, Method method);
 
-// Pass 2: writes grad_output * the error-driven gradient of every entry into `grad`.
-// `positive_grads` (defined for the losses whose positives' gradients are not a function
-// of their scores): (2, P) float64 [position; gradient], written over pass 2's values
-// there (the state's positive gradients are then 0).
+// Pass 2: writes grad_output * the error-driven gradient of every entry into `grad`:
+// the kernels give every negative its gradient from the state and every other entry 0,
+// then the positives' gradients, `positive_grads` (2, P) float64 [position; gradient]
+// from the positive stage, are written at their positions (P scattered writes instead of
+// a search per positive).
 void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
            const at::Tensor& offsets, const at::Tensor& positive_grads, double delta,
            const at::Tensor& grad_output, at::Tensor& grad, Method method);

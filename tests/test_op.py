@@ -28,9 +28,10 @@ def test_opcheck_forward(device, method, dtype):
 @pytest.mark.parametrize("method", ["sorted", "pairwise"])
 def test_opcheck_backward(device, method):
     scores, labels = random_problem((6, 50), seed=1, device=device)
-    _, state, offsets, _ = torch.ops.aploss.ap_loss_forward(*_forward_args(scores, labels, method))
+    _, state, offsets, _, positive_grads = torch.ops.aploss.ap_loss_forward(
+        *_forward_args(scores, labels, method))
     grad_output = torch.tensor(2.0, device=device)
-    args = (grad_output, scores, labels, None, state, offsets, None, 1.0, method)
+    args = (grad_output, scores, labels, None, state, offsets, positive_grads, 1.0, method)
     opcheck(torch.ops.aploss.pass2.default, args)
 
 
@@ -42,9 +43,11 @@ def test_opcheck_no_positive():
 
 def test_state_is_order_p():
     scores, labels = random_problem((10000,), seed=2, p_pos=0.01)
-    _, state, _, _ = torch.ops.aploss.ap_loss_forward(*_forward_args(scores, labels))
+    _, state, _, _, positive_grads = torch.ops.aploss.ap_loss_forward(
+        *_forward_args(scores, labels))
     num_pos = int((labels == 1).sum())
-    assert state.shape == (6, num_pos + 1) and state.dtype == torch.float64
+    assert state.shape == (5, num_pos + 1) and state.dtype == torch.float64
+    assert positive_grads.shape == (2, num_pos) and positive_grads.dtype == torch.float64
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -57,13 +60,15 @@ def test_opcheck_stages(device, grouped):
     gathered = torch.ops.aploss.gather(scores, labels, codes)
     opcheck(torch.ops.aploss.gather.default, (scores, labels, codes))
     opcheck(torch.ops.aploss.rank_positives.default, (gathered, num_groups, 1.0))
-    positives, offsets, positive_group, *_ = torch.ops.aploss.rank_positives(gathered, num_groups, 1.0)
+    positives, offsets, positive_group, positions, _ = torch.ops.aploss.rank_positives(
+        gathered, num_groups, 1.0)
     args = (scores, labels, codes, positives, offsets, positive_group, 1.0, "sorted")
     opcheck(torch.ops.aploss.pass1.default, args)
     fp = torch.ops.aploss.pass1(*args)
-    args = (positives, offsets, positive_group, fp, 1.0, True, torch.float64, "sorted")
+    args = (positives, offsets, positive_group, positions, fp, 1.0, True, torch.float64, "sorted")
     opcheck(torch.ops.aploss.positive_stage.default, args)
-    loss, _ = torch.ops.aploss.positive_stage(*args)
+    loss, _, positive_grads = torch.ops.aploss.positive_stage(*args)
+    assert torch.equal(positive_grads[0], positions.double())
     expected = aploss_cuda.ap_loss(
         scores, labels, group_ids=codes.long() if grouped else None
     )

@@ -129,13 +129,6 @@ APLOSS_HD K nonzero_threshold(double q, double delta) {
   });
 }
 
-// The key from which s >= q (in float64): a positive's own threshold, for counting the
-// positives at or below a score.
-template <typename K>
-APLOSS_HD K at_least_threshold(double q) {
-  return smallest_key_where<K>(q, [&](K s) { return static_cast<double>(s) >= q; });
-}
-
 // Thresholds compared per score before its bucket is searched.
 constexpr int kIntervalCandidates = 2;
 // +inf keys after the last threshold, so that a bucket's record can always hold the

@@ -24,8 +24,7 @@ enum StateRow : int64_t {
   kRowW = 2,        // w_i / P                  (last column 0)
   kRowPrefixW = 3,  // W(k) = sum_{i<k} w_i / P, k = 0..P
   kRowPrefixQ = 4,  // Q(k) = sum_{i<k} (q_i - shift_i) w_i / P
-  kRowPosGrad = 5,  // gradient of the positive with score q_i (last column 0)
-  kStateRows = 6,
+  kStateRows = 5,
 };
 
 // The rows of a contiguous state tensor as pointers (host side; the CUDA kernels take
@@ -37,7 +36,6 @@ struct StateView {
   const double* w;
   const double* prefix_w;
   const double* prefix_q;
-  const double* pos_grad;
 };
 
 inline StateView view_state(const at::Tensor& state) {
@@ -48,8 +46,7 @@ inline StateView view_state(const at::Tensor& state) {
           base + kRowShift * width,
           base + kRowW * width,
           base + kRowPrefixW * width,
-          base + kRowPrefixQ * width,
-          base + kRowPosGrad * width};
+          base + kRowPrefixQ * width};
 }
 
 struct Kernels {
@@ -69,8 +66,10 @@ struct Kernels {
   at::Tensor (*pairwise_pass1)(const at::Tensor& scores, const at::Tensor& labels,
                                const at::Tensor& positives, double delta);
 
-  // Pass 2: writes grad_output * d loss / d s for every entry into `grad` (same
-  // dtype and memory order as scores). grad_output is a 0-dim tensor on the device.
+  // Pass 2: writes grad_output * d loss / d s for every negative into `grad` (same
+  // dtype and memory order as scores), 0 for every other entry: the positives' gradients
+  // come from the positive stage, by position (../stages.h, pass2). grad_output is a
+  // 0-dim tensor on the device.
   void (*sorted_pass2)(const at::Tensor& scores, const at::Tensor& labels,
                        const at::Tensor& state, double delta, const at::Tensor& grad_output,
                        at::Tensor& grad);

@@ -88,11 +88,6 @@ APLOSS_HD int64_t partition_point(const T* q, int64_t n, Pred pred) {
   return (base - q) + (pred(base[0]) ? 1 : 0);
 }
 
-// #{ i : q_i <= t }.
-APLOSS_HD int64_t count_at_most(const double* q, int64_t n, double t) {
-  return partition_point(q, n, [t](double v) { return v <= t; });
-}
-
 // Predicates of the window of a score s (true on a prefix of q).
 struct FullStep {  // H(s - q_i) = 1
   double s, delta;
@@ -324,15 +319,6 @@ APLOSS_HD double negative_gradient(const Window& w, const double* W, const doubl
   const double w_lo = W[w.lo];
   if (w.hi == w.lo) return w_lo;
   return w_lo + w.a * (W[w.hi] - w_lo) - (Q[w.hi] - Q[w.lo]) * p.inv_2delta;
-}
-
-// Pass 2 for a positive entry: its gradient is a function of its score alone (tied
-// positives share prec, hence ip, hence the gradient), so look it up instead of
-// carrying a permutation. count_at_most lands on the last of a run of ties.
-APLOSS_HD double positive_gradient(const double* q, int64_t num_pos, const double* pos_grad,
-                                   double s) {
-  const int64_t k = count_at_most(q, num_pos, s) - 1;
-  return pos_grad[k < 0 ? 0 : k];
 }
 
 // ---------------------------------------------------------------------------------

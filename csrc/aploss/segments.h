@@ -58,12 +58,6 @@ APLOSS_HD Window find_segment_window(const double* q, Segment seg, double s, con
   return find_window(q + seg.begin, seg.size(), s, p);
 }
 
-// Pass 2 gradient of a positive of this segment (its own score is in the segment).
-APLOSS_HD double segment_positive_gradient(const double* q, Segment seg, const double* pos_grad,
-                                           double s) {
-  return positive_gradient(q + seg.begin, seg.size(), pos_grad + seg.begin, s);
-}
-
 // ---------------------------------------------------------------------------------
 // Deterministic pass 1 (../deterministic_pass1.cpp): instead of adding its contributions
 // with atomics, each entry writes down where they go, and ATen's deterministic

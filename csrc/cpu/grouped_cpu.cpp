@@ -177,12 +177,11 @@ int64_t pass1_code_major(const OwnedSegmentedWindowIndex& index, const double* q
   return bad;
 }
 
-// Pass 2's value for one entry of the non-empty segment `seg`: a positive's from its
-// score, a negative's from its window (found by `find` unless the entry is pruned).
+// Pass 2's value for one entry of the non-empty segment `seg`: a negative's from its
+// window (found by `find` unless the entry is pruned), 0 for every other entry.
 template <typename Find>
 double entry_gradient(int cls, double v, Segment seg, const StepParams& params,
                       const StateView& st, Find find) {
-  if (cls == kPositive) return segment_positive_gradient(st.q, seg, st.pos_grad, v);
   if (cls != kNegative || is_pruned(v, params)) return 0.0;
   return segment_window_gradient(find(), seg, st.prefix_w, st.prefix_q, params);
 }
@@ -305,14 +304,12 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
           prefetch(index, off, num_groups, st.q, st.prefix_w, cursor, s, i, to);
           const int cls = classify_label(y[i]);
           double value = 0.0;
-          if (cls == kNegative || cls == kPositive) {
+          if (cls == kNegative) {
             const int32_t code = cursor.code();
             const Segment seg = segment_of(off, num_groups, code);
             const double v = static_cast<double>(s[i]);
             if (seg.empty()) {
               // a group without positives ranks nothing
-            } else if (cls == kPositive) {
-              value = segment_positive_gradient(st.q, seg, st.pos_grad, v);
             } else if (searched_in_q(seg)) {
               const StepParams params = segment_params(delta, st.q, st.shift, seg);
               if (!is_pruned(v, params)) {

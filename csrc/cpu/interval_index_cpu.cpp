@@ -74,16 +74,14 @@ OwnedIntervalIndex<K>::OwnedIntervalIndex(const double* q, const double* cluster
                                           int64_t num_pos, double delta)
     : q_(q, q + num_pos), cluster_shift_(cluster_shift, cluster_shift + num_pos), delta_(delta) {
   // Every threshold sequence is non-decreasing, since q is.
-  std::vector<K> full(num_pos), nonzero(num_pos), own(num_pos);
+  std::vector<K> full(num_pos), nonzero(num_pos);
   at::parallel_for(0, num_pos, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       full[i] = full_threshold<K>(q[i], delta);
       nonzero[i] = nonzero_threshold<K>(q[i], delta);
-      own[i] = at_least_threshold<K>(q[i]);
     }
   });
   windows_ = IntervalTable<K>(full, &nonzero);
-  positives_ = IntervalTable<K>(own, nullptr);
 
   one_cluster_ = cluster_shift[num_pos - 1] == q[0];
   const int64_t intervals = windows_.intervals();

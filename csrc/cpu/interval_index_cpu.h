@@ -1,7 +1,5 @@
 // Builds ../aploss/intervals.h's IntervalIndex over the sorted positives on the CPU: the
-// intervals of the window thresholds, with each one's window bounds and cluster shift,
-// and the intervals of the positives' own keys, which count the positives at or below a
-// score.
+// intervals of the window thresholds, with each one's window bounds and cluster shift.
 #pragma once
 
 #include <cstdint>
@@ -54,12 +52,6 @@ class OwnedIntervalIndex {
   // Every shift is q_0 (one cluster: the passes need not look them up).
   bool one_cluster() const { return one_cluster_; }
 
-  // #{i : q_i <= s} for a finite key s (math.h's count_at_most), through intervals of
-  // the positives' own keys.
-  int64_t positives_at_most(K s) const {
-    return positives_.at_or_below(0, interval_of(positives_.get(), s));
-  }
-
   // Whether this is the index of these positives and delta, bit for bit.
   bool indexes(const double* q, const double* cluster_shift, int64_t num_pos, double delta) const;
 
@@ -67,7 +59,6 @@ class OwnedIntervalIndex {
   std::vector<double> q_, cluster_shift_;
   double delta_;
   IntervalTable<K> windows_;
-  IntervalTable<K> positives_;
   std::vector<double> shift_;
   bool one_cluster_;
 };

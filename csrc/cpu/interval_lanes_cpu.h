@@ -265,7 +265,7 @@ APLOSS_AVX2_INLINE void store_gradients<float>(float* g, __m128 value) {
 // Pass 2 over entries [0, m), m a multiple of 4 and at most kBlock, prefetching the
 // records of the entries up to `readable`: writes the gradient of every entry
 // (gradient_in_interval for a negative, 0 for other labels) and sets a bit in `flagged`
-// where the scalar path must overwrite it (a positive, or a negative it must search).
+// where the scalar path must overwrite it (a negative it must search).
 // Two sweeps: the intervals of the whole block first, then their gradients, so that no
 // entry's piece load waits on its own record.
 template <typename scalar_t, typename label_t>
@@ -282,9 +282,7 @@ APLOSS_AVX2 void pass2_lanes(const scalar_t* s, const label_t* y, int64_t m, int
     const __m128i has_piece = _mm_and_si128(labels.negative, d.direct);
     _mm_store_si128(reinterpret_cast<__m128i*>(at + j), _mm_and_si128(has_piece, d.m));
     _mm_store_si128(reinterpret_cast<__m128i*>(used + j), has_piece);
-    const __m128i overwrite =
-        _mm_or_si128(labels.positive, _mm_andnot_si128(d.direct, labels.negative));
-    set_bits(flagged, j, bits_of(overwrite));
+    set_bits(flagged, j, bits_of(_mm_andnot_si128(d.direct, labels.negative)));
   }
   static_assert(sizeof(IntervalGradient<float>) == 16, "loaded as four floats");
   const float* base = &pieces[0].at_left;

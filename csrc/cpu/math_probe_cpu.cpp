@@ -46,31 +46,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> find_windows(const at::Tensor& sc
 }
 
 template <typename K>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> find_intervals_of(const at::Tensor& s,
-                                                                 const at::Tensor& pos,
-                                                                 double delta) {
+std::tuple<at::Tensor, at::Tensor> find_intervals_of(const at::Tensor& s, const at::Tensor& pos,
+                                                     double delta) {
   const int64_t num_pos = pos.size(1);
   const double* q = pos.const_data_ptr<double>();
   const cpu::OwnedIntervalIndex<K> index(q, q + num_pos, num_pos, delta);
   const int64_t m = s.numel();
   at::Tensor lo = at::empty({m}, s.options().dtype(at::kLong));
   at::Tensor hi = at::empty({m}, s.options().dtype(at::kLong));
-  at::Tensor at_most = at::empty({m}, s.options().dtype(at::kLong));
   const K* sp = s.const_data_ptr<K>();
   for (int64_t i = 0; i < m; ++i) {
     const int64_t at = interval_of(index.get(), sp[i]);
     lo.data_ptr<int64_t>()[i] = index.lo(at);
     hi.data_ptr<int64_t>()[i] = index.hi(at);
-    at_most.data_ptr<int64_t>()[i] = index.positives_at_most(sp[i]);
   }
-  return {lo, hi, at_most};
+  return {lo, hi};
 }
 
 // scores: (M,) finite float32 or float64 keys; positives as above. Returns lo and hi
-// (int64) of every score's interval, and the number of positives at or below it.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> find_intervals(const at::Tensor& scores,
-                                                              const at::Tensor& positives,
-                                                              double delta) {
+// (int64) of every score's interval.
+std::tuple<at::Tensor, at::Tensor> find_intervals(const at::Tensor& scores,
+                                                  const at::Tensor& positives, double delta) {
   TORCH_CHECK(scores.dim() == 1 && (scores.scalar_type() == at::kFloat ||
                                     scores.scalar_type() == at::kDouble),
               "scores: (M,) float32 or float64");
@@ -89,8 +85,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> find_intervals(const at::Tensor& 
 TORCH_LIBRARY_FRAGMENT(aploss, m) {
   m.def("_find_windows(Tensor scores, Tensor positives, float delta, bool indexed)"
         " -> (Tensor, Tensor, Tensor)");
-  m.def("_find_intervals(Tensor scores, Tensor positives, float delta)"
-        " -> (Tensor, Tensor, Tensor)");
+  m.def("_find_intervals(Tensor scores, Tensor positives, float delta) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(aploss, CPU, m) {

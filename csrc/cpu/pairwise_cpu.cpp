@@ -57,7 +57,6 @@ void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at
   const int64_t num_pos = st.num_pos;
   const double* qp = st.q;
   const double* weight = st.w;
-  const double* pos_grad = st.pos_grad;
   const StepParams params = make_step_params(delta, qp[0], st.shift, num_pos);
   const double scale = grad_output.item<double>();
 
@@ -73,8 +72,6 @@ void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at
         if (cls == kNegative) {
           const double v = static_cast<double>(s[j]);
           for (int64_t i = 0; i < num_pos; ++i) value += step(v - qp[i], params) * weight[i];
-        } else if (cls == kPositive) {
-          value = positive_gradient(qp, num_pos, pos_grad, static_cast<double>(s[j]));
         }
         g[j] = static_cast<scalar_t>(scale * value);
       }

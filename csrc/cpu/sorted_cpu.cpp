@@ -3,7 +3,7 @@
 //
 // Both passes go through the entries in blocks. Where the CPU has AVX2, the lanes
 // (interval_lanes_cpu.h) settle the common case four entries at a time and flag the rest
-// (positives, a bucket to search, a non-finite score) for the scalar per-entry code; the
+// (a bucket to search, a non-finite score) for the scalar per-entry code; the
 // scalar path runs that same per-entry code for every entry, with the same results bit
 // for bit.
 #include <ATen/ATen.h>
@@ -162,9 +162,9 @@ void pass1_of(const at::Tensor& scores, const at::Tensor& labels, const at::Tens
   arrays[kD1 * width] += with_full_step;
 }
 
-// Pass 2: a map from (score, label) to the gradient, one write per entry. Each
-// interval's gradient (intervals.h, interval_gradient) is prepared once, with
-// grad_output (`scale`).
+// Pass 2: a map from (score, label) to the gradient, one write per entry: a negative's
+// from the piece of its interval (intervals.h, interval_gradient, prepared once with
+// grad_output, `scale`), 0 for every other entry (the driver writes the positives').
 template <typename scalar_t, typename label_t>
 void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateView& st,
               double delta, double scale, at::Tensor& grad) {
@@ -188,23 +188,13 @@ void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateVie
   const scalar_t* s = scores.const_data_ptr<scalar_t>();
   const label_t* y = labels.const_data_ptr<label_t>();
   scalar_t* g = grad.data_ptr<scalar_t>();
-  const double* q = st.q;
-  const double* pos_grad = st.pos_grad;
   const IntervalGradient<K>* by_interval = pieces.data();
 
   // One entry's gradient by the scalar per-entry functions.
   const auto entry = [&](int64_t i) -> scalar_t {
-    const int cls = classify_label(y[i]);
+    if (classify_label(y[i]) != kNegative) return scalar_t(0);
     const K key = static_cast<K>(s[i]);
     const double v = static_cast<double>(key);
-    if (cls == kPositive) {
-      // math.h's positive_gradient, with its count of the positives at or below the score
-      // through the index (positives can be 1% of the entries, and q larger than L1).
-      const int64_t k = is_finite_score(v) ? index->positives_at_most(key) - 1
-                                           : count_at_most(q, num_pos, v) - 1;
-      return static_cast<scalar_t>(scale * pos_grad[k < 0 ? 0 : k]);
-    }
-    if (cls != kNegative) return scalar_t(0);
     // Never reached after a forward (it rejects such scores): -inf is below every
     // window, anything else not finite has no gradient.
     if (!is_finite_score(v)) return static_cast<scalar_t>(v < 0 ? 0.0 : v - v);

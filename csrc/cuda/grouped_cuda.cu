@@ -104,18 +104,14 @@ __global__ void __launch_bounds__(kGroupedBlock)
   const double* const shift = state + kRowShift * width;
   const double* const prefix_w = state + kRowPrefixW * width;
   const double* const prefix_q = state + kRowPrefixQ * width;
-  const double* const pos_grad = state + kRowPosGrad * width;
   const double scale = *grad_output;
   const int64_t stride = grid_threads();
   for (int64_t i = global_thread_index(); i < n; i += stride) {
-    const int cls = classify_label(labels[i]);
     double value = 0.0;
-    if (cls == kNegative || cls == kPositive) {
+    if (classify_label(labels[i]) == kNegative) {
       const Segment seg = segment_of(offsets, num_groups, codes[i]);
       const double v = static_cast<double>(scores[i]);
-      if (!seg.empty() && cls == kPositive) {
-        value = segment_positive_gradient(q, seg, pos_grad, v);
-      } else if (!seg.empty()) {
+      if (!seg.empty()) {
         const StepParams params = segment_params(delta, q, shift, seg);
         if (!is_pruned(v, params)) {
           value = segment_window_gradient(find_segment_window(q, seg, v, params), seg, prefix_w,

@@ -1,6 +1,5 @@
 // Pairwise (direct O(P * N)) evaluation on the GPU: the simplest correct kernels, an
-// independent check of the sorted ones (they share only step() and
-// positive_gradient() from math.h).
+// independent check of the sorted ones (they share only step() from math.h).
 //
 // Pass 1, grid (positive tiles, negative slices): each block owns kTile positives, one
 // per thread, held in a register; it walks its slice of the entries kTile at a time,
@@ -12,7 +11,7 @@
 //
 // Pass 2, grid-stride over the entries, kTile per block and step: the positives' q and
 // w are streamed through shared memory kTile at a time and each negative sums
-// H(s - q_i) w_i; positives get positive_gradient(); ignored entries 0.
+// H(s - q_i) w_i; every other entry gets 0 (the driver writes the positives').
 //
 // Non-finite NEGATIVE scores are rejected with ValueError by gather before
 // this pass; should one get here anyway, fp becomes NaN for every positive (so does the
@@ -84,7 +83,6 @@ __global__ void __launch_bounds__(kTile)
   const int64_t width = num_pos + 1;
   const double* const q = state + kRowQ * width;
   const double* const weight = state + kRowW * width;
-  const double* const pos_grad = state + kRowPosGrad * width;
   const StepParams params = make_step_params(delta, q[0], state + kRowShift * width, num_pos);
   const double scale = *grad_output;
 
@@ -99,8 +97,6 @@ __global__ void __launch_bounds__(kTile)
       v = static_cast<double>(scores[j]);
       // A pruned negative has H = 0 against every positive: its sum is exactly 0.
       summing = !is_pruned(v, params);
-    } else if (cls == kPositive) {
-      value = positive_gradient(q, num_pos, pos_grad, static_cast<double>(scores[j]));
     }
     if (__syncthreads_or(summing)) {  // uniform: the whole block takes the tile loop or not
       for (int64_t t0 = 0; t0 < num_pos; t0 += kTile) {

@@ -1,8 +1,8 @@
 // Sorted pass 2 on the GPU: a map from (score, label) to the gradient, one write per
 // entry. A negative's gradient is the affine piece of its interval evaluated in the key
 // type (../aploss/intervals.h: interval_of, gradient_in_interval; float32 for float32,
-// float16 and bfloat16 scores), a positive's is looked up by its score (math.h,
-// positive_gradient).
+// float16 and bfloat16 scores); every other entry gets 0 (the driver writes the
+// positives' gradients by position).
 //
 // A first kernel computes every interval's piece from the state, with grad_output read
 // on the device (no .item()). Shared-memory variant (P small enough): the pieces, 16
@@ -55,8 +55,7 @@ __global__ void __launch_bounds__(kPass2Block)
     sorted_pass2_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
                         int64_t n, IntervalIndex<K> ix, const K* __restrict__ frame,
                         const IntervalGradient<K>* __restrict__ pieces,
-                        const double* __restrict__ state, int64_t num_pos,
-                        const double* __restrict__ grad_output, scalar_t* __restrict__ grad) {
+                        scalar_t* __restrict__ grad) {
   APLOSS_EXTERN_SHARED(double, smem);  // kShared: the pieces of intervals 0 .. 2P
   const IntervalGradient<K>* piece = pieces;
   if constexpr (kShared) {
@@ -66,16 +65,11 @@ __global__ void __launch_bounds__(kPass2Block)
     piece = staged;
   }
   ix = with_frame(ix, frame);
-  const int64_t width = num_pos + 1;
-  const double* const q = state + kRowQ * width;
-  const double* const pos_grad = state + kRowPosGrad * width;
-  const double scale = *grad_output;
 
   const int64_t stride = grid_threads();
   for (int64_t i = global_thread_index(); i < n; i += stride) {
-    const int cls = classify_label(labels[i]);
     scalar_t value = scalar_t(0);
-    if (cls == kNegative) {
+    if (classify_label(labels[i]) == kNegative) {
       const K key = static_cast<K>(scores[i]);
       const double v = static_cast<double>(key);
       // Not finite: never after a forward (it rejects such scores); -inf is below every
@@ -83,9 +77,6 @@ __global__ void __launch_bounds__(kPass2Block)
       value = is_finite_score(v)
                   ? static_cast<scalar_t>(gradient_in_interval(piece[interval_of(ix, key)], key))
                   : static_cast<scalar_t>(v < 0 ? 0.0 : v - v);
-    } else if (cls == kPositive) {
-      value = static_cast<scalar_t>(
-          scale * positive_gradient(q, num_pos, pos_grad, static_cast<double>(scores[i])));
     }
     grad[i] = value;
   }
@@ -139,7 +130,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
     if (per_sm > 0) {
       const int64_t grid = grid_size(device, per_sm, n, std::max<int64_t>(kPass2Block, intervals));
       APLOSS_LAUNCH(shared_kernel, static_cast<unsigned>(grid), kPass2Block, smem, stream)(
-          s, y, n, index.view<K>(), index.frame_on_device<K>(), piece, st, num_pos, go, g);
+          s, y, n, index.view<K>(), index.frame_on_device<K>(), piece, g);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
       const auto global_kernel = sorted_pass2_kernel<scalar_t, label_t, false>;
@@ -147,7 +138,7 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
           blocks_per_sm(reinterpret_cast<const void*>(global_kernel), kPass2Block, 0);
       const int64_t grid = grid_size(device, global_per_sm, n, kPass2Block);
       APLOSS_LAUNCH(global_kernel, static_cast<unsigned>(grid), kPass2Block, 0, stream)(
-          s, y, n, index.view<K>(), index.frame_on_device<K>(), piece, st, num_pos, go, g);
+          s, y, n, index.view<K>(), index.frame_on_device<K>(), piece, g);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
