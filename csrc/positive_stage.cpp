@@ -21,7 +21,11 @@ at::Tensor make_positives(const at::Tensor& sorted_q, double delta,
   }
   const at::Tensor index = at::arange(num_pos, sorted_q.options().dtype(at::kLong));
   const at::Tensor start_of_cluster = std::get<0>(at::where(starts, index, 0).cummax(0));
-  return at::stack({sorted_q, sorted_q.index_select(0, start_of_cluster)});
+  at::Tensor positives = at::empty({2, num_pos}, sorted_q.options());
+  positives[0].copy_(sorted_q);
+  at::Tensor shifts = positives[1];
+  at::index_select_out(shifts, sorted_q, 0, start_of_cluster);
+  return positives;
 }
 
 at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& histograms,
@@ -67,13 +71,18 @@ at::Tensor loss_weights(const at::Tensor& positives, const at::Tensor& positive_
 
 at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w) {
   const int64_t num_pos = positives.size(1);
-  at::Tensor state = at::zeros({kStateRows, num_pos + 1}, positives.options());
+  at::Tensor state = at::empty({kStateRows, num_pos + 1}, positives.options());
   // Rows q and shift: P values, the padding column repeats the last one.
   state.narrow(0, kRowQ, 2).narrow(1, 0, num_pos).copy_(positives);
   state.narrow(0, kRowQ, 2).narrow(1, num_pos, 1).copy_(positives.narrow(1, num_pos - 1, 1));
   state[kRowW].narrow(0, 0, num_pos).copy_(w);
-  state[kRowPrefixW].narrow(0, 1, num_pos).copy_(w.cumsum(0));
-  state[kRowPrefixQ].narrow(0, 1, num_pos).copy_(((positives[0] - positives[1]) * w).cumsum(0));
+  state[kRowW].narrow(0, num_pos, 1).zero_();
+  // The prefix sums W and Q, each starting at 0.
+  state.narrow(0, kRowPrefixW, 2).narrow(1, 0, 1).zero_();
+  at::Tensor prefix_w = state[kRowPrefixW].narrow(0, 1, num_pos);
+  at::Tensor prefix_q = state[kRowPrefixQ].narrow(0, 1, num_pos);
+  at::cumsum_out(prefix_w, w, 0);
+  at::cumsum_out(prefix_q, (positives[0] - positives[1]) * w, 0);
   return state;
 }
 

@@ -51,7 +51,6 @@ at::Tensor positives_as_entries(const at::Tensor& q, at::ScalarType scores_dtype
 
 Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double delta) {
   const at::Tensor score = gathered[0];
-  const at::Tensor code = gathered[1].to(at::kLong);
   const at::Tensor position = gathered[2].to(at::kLong);
   // Column order by position = memory order: the rank of each column among the positives.
   // The CPU gather returns the columns in that order already (no sort, and each column's
@@ -65,12 +64,17 @@ Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double 
     memory_rank = at::empty_like(by_position).index_put_(
         {by_position}, at::arange(by_position.numel(), by_position.options()));
   }
-  if (num_groups > 1) order = stable_sort_by(order, code);
+  at::Tensor group, offsets = at::zeros({num_groups + 1}, position.options());
+  if (num_groups > 1) {
+    const at::Tensor code = gathered[1].to(at::kLong);
+    order = stable_sort_by(order, code);
+    group = code.index_select(0, order);
+    offsets.narrow(0, 1, num_groups).copy_(at::bincount(group, {}, num_groups).cumsum(0));
+  } else {
+    group = at::zeros_like(position);
+    offsets.narrow(0, 1, 1).fill_(position.numel());
+  }
   const at::Tensor q = score.index_select(0, order);
-  const at::Tensor group =
-      num_groups > 1 ? code.index_select(0, order) : at::zeros_like(code);
-  at::Tensor offsets = at::zeros({num_groups + 1}, code.options());
-  offsets.narrow(0, 1, num_groups).copy_(at::bincount(group, {}, num_groups).cumsum(0));
   return {make_positives(q, delta, num_groups == 1 ? at::Tensor() : group), offsets, group,
           position.index_select(0, order),
           memory_rank.defined() ? memory_rank.index_select(0, order) : order};

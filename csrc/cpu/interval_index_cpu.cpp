@@ -13,29 +13,35 @@ namespace aploss {
 namespace cpu {
 
 template <typename K>
-IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K>* second) {
-  static const std::vector<K> none;
-  const std::vector<K>& other = second != nullptr ? *second : none;
-  const int64_t n1 = static_cast<int64_t>(first.size()), n2 = static_cast<int64_t>(other.size());
-  // Interval m + 1 starts at thresholds_[m], with as many thresholds of each family at or
-  // below it as counts_ say.
-  const int families = second != nullptr ? 2 : 1;
-  thresholds_.reserve(n1 + n2 + kThresholdPadding);
-  for (int f = 0; f < families; ++f) {
-    counts_[f].reserve(n1 + n2 + 1);
-    counts_[f].push_back(0);
+IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K>& second) {
+  const int64_t n1 = static_cast<int64_t>(first.size()), n2 = static_cast<int64_t>(second.size());
+  // Interval m + 1 starts at thresholds_[m], with counts_[f][m + 1] thresholds of family f
+  // at or below it. The families interleave at random, so the merge takes the smaller head
+  // without a branch, and a key equal to the last one kept updates that one's counts.
+  // (No threshold is -inf: smallest_key_where's keys are finite or +inf.)
+  thresholds_.resize(n1 + n2 + kThresholdPadding);
+  counts_[0].resize(n1 + n2 + 1);
+  counts_[1].resize(n1 + n2 + 1);
+  counts_[0][0] = counts_[1][0] = 0;
+  int64_t i = 0, j = 0, kept = -1;
+  K previous = -std::numeric_limits<K>::infinity();
+  for (int64_t t = 0; t < n1 + n2; ++t) {
+    const K a = first[i < n1 ? i : n1 - 1], b = second[j < n2 ? j : n2 - 1];
+    const bool from_first = i < n1 && (j == n2 || a <= b);
+    const K key = from_first ? a : b;
+    i += from_first ? 1 : 0;
+    j += from_first ? 0 : 1;
+    kept += key != previous ? 1 : 0;
+    previous = key;
+    thresholds_[kept] = key;
+    counts_[0][kept + 1] = static_cast<uint32_t>(i);
+    counts_[1][kept + 1] = static_cast<uint32_t>(j);
   }
-  int64_t i = 0, j = 0;
-  while (i < n1 || j < n2) {
-    const K next = j == n2 || (i < n1 && first[i] < other[j]) ? first[i] : other[j];
-    while (i < n1 && first[i] == next) ++i;
-    while (j < n2 && other[j] == next) ++j;
-    thresholds_.push_back(next);
-    counts_[0].push_back(static_cast<uint32_t>(i));
-    if (families == 2) counts_[1].push_back(static_cast<uint32_t>(j));
-  }
-  const int64_t count = static_cast<int64_t>(thresholds_.size());
-  thresholds_.insert(thresholds_.end(), kThresholdPadding, std::numeric_limits<K>::infinity());
+  const int64_t count = kept + 1;
+  thresholds_.resize(count + kThresholdPadding);
+  std::fill(thresholds_.begin() + count, thresholds_.end(), std::numeric_limits<K>::infinity());
+  counts_[0].resize(count + 1);
+  counts_[1].resize(count + 1);
 
   // Buckets over the finite thresholds; one bucket (every score searched) when they
   // span no range or more than the key type can hold.
@@ -81,7 +87,7 @@ OwnedIntervalIndex<K>::OwnedIntervalIndex(const double* q, const double* cluster
       nonzero[i] = nonzero_threshold<K>(q[i], delta);
     }
   });
-  windows_ = IntervalTable<K>(full, &nonzero);
+  windows_ = IntervalTable<K>(full, nonzero);
 
   one_cluster_ = cluster_shift[num_pos - 1] == q[0];
   const int64_t intervals = windows_.intervals();

@@ -11,20 +11,20 @@
 namespace aploss {
 namespace cpu {
 
-// The intervals between the merged thresholds of one or two sorted families (equal keys
-// once), with how many thresholds of each family lie at or below the keys of each
-// interval, and the bucket records over them.
+// The intervals between the merged thresholds of two sorted families (equal keys once),
+// with how many thresholds of each family lie at or below the keys of each interval, and
+// the bucket records over them.
 template <typename K>
 class IntervalTable {
  public:
   IntervalTable() = default;
-  IntervalTable(const std::vector<K>& first, const std::vector<K>* second);
+  IntervalTable(const std::vector<K>& first, const std::vector<K>& second);
   IntervalTable(IntervalTable&&) = default;
   IntervalTable& operator=(IntervalTable&&) = default;
 
   const IntervalIndex<K>& get() const { return index_; }
   int64_t intervals() const { return index_.count + 1; }
-  // Thresholds of family 0 (`first`) or 1 (`second`, when given) at or below interval m.
+  // Thresholds of family 0 (`first`) or 1 (`second`) at or below interval m.
   int64_t at_or_below(int family, int64_t m) const { return counts_[family][m]; }
 
  private:

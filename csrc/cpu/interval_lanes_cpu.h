@@ -262,19 +262,24 @@ APLOSS_AVX2_INLINE void store_gradients<float>(float* g, __m128 value) {
   _mm_storeu_ps(g, value);
 }
 
-// Pass 2 over entries [0, m), m a multiple of 4 and at most kBlock, prefetching the
-// records of the entries up to `readable`: writes the gradient of every entry
-// (gradient_in_interval for a negative, 0 for other labels) and sets a bit in `flagged`
-// where the scalar path must overwrite it (a negative it must search).
-// Two sweeps: the intervals of the whole block first, then their gradients, so that no
-// entry's piece load waits on its own record.
-template <typename scalar_t, typename label_t>
-APLOSS_AVX2 void pass2_lanes(const scalar_t* s, const label_t* y, int64_t m, int64_t readable,
-                             const IntervalIndex<float>& ix, const IntervalGradient<float>* pieces,
-                             scalar_t* g, uint64_t* flagged) {
-  const IntervalLanes c(ix);
+// Pass 2 is two sweeps over a block of entries: the intervals of the whole block first,
+// then their gradients, so that no entry's piece load waits on its own record; between
+// the two, the scalar path settles the flagged entries.
+struct Pass2Block {
   alignas(16) int32_t at[kBlock];    // the interval of each entry, 0 where it has no piece
   alignas(16) int32_t used[kBlock];  // all ones where it has
+};
+
+// The first sweep over entries [0, m), m a multiple of 4 and at most kBlock, prefetching
+// the records of the entries up to `readable`: each entry's interval, and a bit in
+// `flagged` for a negative whose bucket must be searched or whose score is not finite.
+template <typename scalar_t, typename label_t>
+APLOSS_AVX2 void pass2_interval_lanes(const scalar_t* s, const label_t* y, int64_t m,
+                                      int64_t readable, const IntervalIndex<float>& ix,
+                                      Pass2Block& block, uint64_t* flagged) {
+  const IntervalLanes c(ix);
+  int32_t* at = block.at;
+  int32_t* used = block.used;
   for (int64_t j = 0; j < m; j += 4) {
     if (j + kPrefetchAhead + 4 <= readable) prefetch_records(c, load_keys(s + j + kPrefetchAhead));
     const LabelMasks labels = label_masks(y + j);
@@ -284,6 +289,16 @@ APLOSS_AVX2 void pass2_lanes(const scalar_t* s, const label_t* y, int64_t m, int
     _mm_store_si128(reinterpret_cast<__m128i*>(used + j), has_piece);
     set_bits(flagged, j, bits_of(_mm_andnot_si128(d.direct, labels.negative)));
   }
+}
+
+// The second sweep: the gradient of every entry of [0, m) into g (gradient_in_interval
+// where it has a piece, 0 elsewhere).
+template <typename scalar_t>
+APLOSS_AVX2 void pass2_gradient_lanes(const scalar_t* s, int64_t m,
+                                      const IntervalGradient<float>* pieces,
+                                      const Pass2Block& block, scalar_t* g) {
+  const int32_t* at = block.at;
+  const int32_t* used = block.used;
   static_assert(sizeof(IntervalGradient<float>) == 16, "loaded as four floats");
   const float* base = &pieces[0].at_left;
   for (int64_t j = 0; j < m; j += 4) {
