@@ -13,21 +13,20 @@ namespace aploss {
 namespace cpu {
 
 template <typename K>
-IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K>& second) {
-  const int64_t n1 = static_cast<int64_t>(first.size()), n2 = static_cast<int64_t>(second.size());
+IntervalTable<K>::IntervalTable(const K* first, const K* second, int64_t n) {
   // Interval m + 1 starts at thresholds_[m], with counts_[f][m + 1] thresholds of family f
   // at or below it. The families interleave at random, so the merge takes the smaller head
   // without a branch, and a key equal to the last one kept updates that one's counts.
   // (No threshold is -inf: smallest_key_where's keys are finite or +inf.)
-  thresholds_.resize(n1 + n2 + kThresholdPadding);
-  counts_[0].resize(n1 + n2 + 1);
-  counts_[1].resize(n1 + n2 + 1);
+  thresholds_.reset(new K[2 * n + kThresholdPadding]);
+  counts_[0].reset(new uint32_t[2 * n + 1]);
+  counts_[1].reset(new uint32_t[2 * n + 1]);
   counts_[0][0] = counts_[1][0] = 0;
   int64_t i = 0, j = 0, kept = -1;
   K previous = -std::numeric_limits<K>::infinity();
-  for (int64_t t = 0; t < n1 + n2; ++t) {
-    const K a = first[i < n1 ? i : n1 - 1], b = second[j < n2 ? j : n2 - 1];
-    const bool from_first = i < n1 && (j == n2 || a <= b);
+  for (int64_t t = 0; t < 2 * n; ++t) {
+    const K a = first[i < n ? i : n - 1], b = second[j < n ? j : n - 1];
+    const bool from_first = i < n && (j == n || a <= b);
     const K key = from_first ? a : b;
     i += from_first ? 1 : 0;
     j += from_first ? 0 : 1;
@@ -38,10 +37,8 @@ IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K
     counts_[1][kept + 1] = static_cast<uint32_t>(j);
   }
   const int64_t count = kept + 1;
-  thresholds_.resize(count + kThresholdPadding);
-  std::fill(thresholds_.begin() + count, thresholds_.end(), std::numeric_limits<K>::infinity());
-  counts_[0].resize(count + 1);
-  counts_[1].resize(count + 1);
+  std::fill(thresholds_.get() + count, thresholds_.get() + count + kThresholdPadding,
+            std::numeric_limits<K>::infinity());
 
   // Buckets over the finite thresholds; one bucket (every score searched) when they
   // span no range or more than the key type can hold.
@@ -57,13 +54,13 @@ IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K
     buckets = 1;
     scale = K(0);
   }
-  index_ = {thresholds_.data(), count, nullptr, buckets, origin, scale};
+  index_ = {thresholds_.get(), count, nullptr, buckets, origin, scale};
   // Each bucket's first threshold, #{m : key_bucket(U_m) < b}: the thresholds per bucket
   // counted, then summed (no data-dependent branch).
   std::vector<uint32_t> starts(buckets + 1, 0);
   for (int64_t m = 0; m < count; ++m) ++starts[key_bucket(index_, thresholds_[m]) + 1];
   for (int64_t b = 1; b <= buckets; ++b) starts[b] += starts[b - 1];
-  records_.resize(buckets + 1);
+  records_.reset(new BucketRecord<K>[buckets + 1]);
   using First = typename KeyBits<K>::unsigned_type;
   at::parallel_for(0, buckets + 1, 8192, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
@@ -72,7 +69,7 @@ IntervalTable<K>::IntervalTable(const std::vector<K>& first, const std::vector<K
       for (int c = 0; c <= kIntervalCandidates; ++c) r.next[c] = thresholds_[starts[b] + c];
     }
   });
-  index_.records = records_.data();
+  index_.records = records_.get();
 }
 
 template <typename K>
@@ -80,18 +77,18 @@ OwnedIntervalIndex<K>::OwnedIntervalIndex(const double* q, const double* cluster
                                           int64_t num_pos, double delta)
     : q_(q, q + num_pos), cluster_shift_(cluster_shift, cluster_shift + num_pos), delta_(delta) {
   // Every threshold sequence is non-decreasing, since q is.
-  std::vector<K> full(num_pos), nonzero(num_pos);
+  const std::unique_ptr<K[]> full(new K[num_pos]), nonzero(new K[num_pos]);
   at::parallel_for(0, num_pos, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       full[i] = full_threshold<K>(q[i], delta);
       nonzero[i] = nonzero_threshold<K>(q[i], delta);
     }
   });
-  windows_ = IntervalTable<K>(full, nonzero);
+  windows_ = IntervalTable<K>(full.get(), nonzero.get(), num_pos);
 
   one_cluster_ = cluster_shift[num_pos - 1] == q[0];
   const int64_t intervals = windows_.intervals();
-  shift_.resize(intervals);
+  shift_.reset(new double[intervals]);
   at::parallel_for(0, intervals, 8192, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
       shift_[m] = cluster_shift[std::min<int64_t>(lo(m), num_pos - 1)];

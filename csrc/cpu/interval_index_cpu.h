@@ -11,14 +11,16 @@
 namespace aploss {
 namespace cpu {
 
-// The intervals between the merged thresholds of two sorted families (equal keys once),
-// with how many thresholds of each family lie at or below the keys of each interval, and
-// the bucket records over them.
+// The intervals between the merged thresholds of two sorted families of n keys each
+// (equal keys once), with how many thresholds of each family lie at or below the keys of
+// each interval, and the bucket records over them. (Its arrays, megabytes at large P and
+// built anew for every ranking, are allocated without value-initialisation: every
+// element read is written first.)
 template <typename K>
 class IntervalTable {
  public:
   IntervalTable() = default;
-  IntervalTable(const std::vector<K>& first, const std::vector<K>& second);
+  IntervalTable(const K* first, const K* second, int64_t n);
   IntervalTable(IntervalTable&&) = default;
   IntervalTable& operator=(IntervalTable&&) = default;
 
@@ -28,9 +30,9 @@ class IntervalTable {
   int64_t at_or_below(int family, int64_t m) const { return counts_[family][m]; }
 
  private:
-  std::vector<K> thresholds_;
-  std::vector<BucketRecord<K>> records_;
-  std::vector<uint32_t> counts_[2];
+  std::unique_ptr<K[]> thresholds_;
+  std::unique_ptr<BucketRecord<K>[]> records_;
+  std::unique_ptr<uint32_t[]> counts_[2];
   IntervalIndex<K> index_{};
 };
 
@@ -48,7 +50,7 @@ class OwnedIntervalIndex {
   int64_t count() const { return windows_.get().count; }
   int64_t lo(int64_t m) const { return windows_.at_or_below(0, m); }
   int64_t hi(int64_t m) const { return windows_.at_or_below(1, m); }
-  const double* shifts() const { return shift_.data(); }
+  const double* shifts() const { return shift_.get(); }
   // Every shift is q_0 (one cluster: the passes need not look them up).
   bool one_cluster() const { return one_cluster_; }
 
@@ -59,7 +61,7 @@ class OwnedIntervalIndex {
   std::vector<double> q_, cluster_shift_;
   double delta_;
   IntervalTable<K> windows_;
-  std::vector<double> shift_;
+  std::unique_ptr<double[]> shift_;
   bool one_cluster_;
 };
 

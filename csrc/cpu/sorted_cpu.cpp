@@ -185,7 +185,7 @@ void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateVie
   const IntervalIndex<K>& ix = index->get();
   const int64_t intervals = ix.count + 1;
   const double* shift = index->shifts();
-  std::vector<IntervalGradient<K>> pieces(intervals);
+  const std::unique_ptr<IntervalGradient<K>[]> pieces(new IntervalGradient<K>[intervals]);
   at::parallel_for(0, intervals, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t at = begin; at < end; ++at) {
       const K left = ix.thresholds[at > 0 ? at - 1 : 0];
@@ -197,7 +197,7 @@ void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateVie
   const scalar_t* s = scores.const_data_ptr<scalar_t>();
   const label_t* y = labels.const_data_ptr<label_t>();
   scalar_t* g = grad.data_ptr<scalar_t>();
-  const IntervalGradient<K>* by_interval = pieces.data();
+  const IntervalGradient<K>* by_interval = pieces.get();
 
   // One entry's gradient by the scalar per-entry functions.
   const auto entry = [&](int64_t i) -> scalar_t {
