@@ -130,6 +130,7 @@ def _setup_context(ctx, inputs, output):
     scores, labels, group_ids, delta, interpolate, method = inputs
     _, state, offsets, codes, positive_grads = output
     ctx.mark_non_differentiable(state, offsets, codes, positive_grads)
+    ctx.set_materialize_grads(False)  # no zero gradients made for the O(P) outputs
     # O(P) state plus references to the inputs: nothing N-sized is allocated here.
     ctx.save_for_backward(scores, labels, codes, state, offsets, positive_grads)
     ctx.grouped = group_ids is not None
@@ -154,6 +155,7 @@ def _save_for_pass2(ctx, scores, group_ids, delta, labels, state, offsets, codes
     """What the family's backward (pass 2 with the positives' own gradients) reads: the
     O(P) state and per-positive gradients, the labels the passes read, scores."""
     ctx.mark_non_differentiable(*non_differentiable)
+    ctx.set_materialize_grads(False)  # no zero gradients made for the O(P) outputs
     ctx.save_for_backward(scores, labels, codes, state, offsets, positive_grads)
     ctx.grouped = group_ids is not None
     ctx.delta = delta
