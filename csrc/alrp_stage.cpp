@@ -46,7 +46,7 @@ ALRPStage alrp_positive_stage(const Kernels& k, const Positives& pos,
 
   return {((1.0 - prec) * inv_num_pos).sum().to(loss_dtype), loc_weights,
           pass2_state(pos.positives, w),
-          at::stack({pos.positions.to(at::kDouble), -error})};
+          positive_gradients(pos.positions, -error)};
 }
 
 }  // namespace aploss

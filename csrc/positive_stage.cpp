@@ -69,6 +69,10 @@ at::Tensor loss_weights(const at::Tensor& positives, const at::Tensor& positive_
   return 1.0 / (group_sizes.index_select(0, positive_group) * num_groups);
 }
 
+at::Tensor positive_gradients(const at::Tensor& positions, const at::Tensor& gradient) {
+  return at::stack({positions.to(at::kDouble), gradient});
+}
+
 at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w) {
   const int64_t num_pos = positives.size(1);
   at::Tensor state = at::empty({kStateRows, num_pos + 1}, positives.options());

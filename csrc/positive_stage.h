@@ -26,6 +26,10 @@ at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& h
 at::Tensor loss_weights(const at::Tensor& positives, const at::Tensor& positive_group = {},
                         const at::Tensor& offsets = {});
 
+// What pass 2 writes at the positives (stages.h, pass2): (2, P) float64 [position;
+// gradient], from each sorted positive's flat position (int64) and own gradient.
+at::Tensor positive_gradients(const at::Tensor& positions, const at::Tensor& gradient);
+
 // The (kStateRows, P+1) float64 state pass 2 reads (kernels.h) from each positive's
 // weight w(i) in the negatives' gradients (loss weight included).
 at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w);

@@ -54,7 +54,7 @@ RankSortStage rank_sort_positive_stage(const Kernels& k, const Positives& pos,
   const at::Tensor sorting = (sorting_error * inv_num_pos).sum();
   return {(ranking + sorting).to(loss_dtype), at::stack({ranking, sorting}).to(loss_dtype),
           pass2_state(pos.positives, w),
-          at::stack({pos.positions.to(at::kDouble), positive_grad})};
+          positive_gradients(pos.positions, positive_grad)};
 }
 
 }  // namespace aploss

@@ -121,7 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(const Kernels& k,
                                         interpolate, loss_dtype, pos.positive_group, pos.offsets)
                     : ap_positive_stage(pos.positives, false_positives, positive_sums,
                                         interpolate, loss_dtype);
-  return {loss, state, at::stack({pos.positions.to(at::kDouble), positive_grad})};
+  return {loss, state, positive_gradients(pos.positions, positive_grad)};
 }
 
 void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,

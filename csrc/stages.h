@@ -61,9 +61,10 @@ at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives
 // groups that have a positive.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(const Kernels& k,
                                                               const Positives& pos,
-                                                  const at::Tensor& false_positives,
-                                                  double delta, bool interpolate,
-                                                  at::ScalarType loss_dtype, Method method);
+                                                              const at::Tensor& false_positives,
+                                                              double delta, bool interpolate,
+                                                              at::ScalarType loss_dtype,
+                                                              Method method);
 
 // Pass 2: writes grad_output * the error-driven gradient of every entry into `grad`:
 // the kernels give every negative its gradient from the state and every other entry 0,
