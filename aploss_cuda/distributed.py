@@ -53,7 +53,7 @@ class RemoteRankError(RuntimeError):
 class _Stage(NamedTuple):
     outputs: tuple  # the loss's return values; outputs[0] carries the gradient to scores
     state: torch.Tensor  # what pass 2 reads
-    positive_grads: torch.Tensor  # (2, P) [exchange index; gradient]
+    positive_grads: torch.Tensor  # (P, 2) [exchange index, gradient]
     value_weights: Optional[torch.Tensor]  # (P,) exchange order: d outputs[-1] / d value
 
 
@@ -281,12 +281,12 @@ class _Ranking(NamedTuple):
 
 
 def _local_positive_grads(positive_grads, local, exchanged):
-    """This rank's columns of the stage's (2, P) [exchange index; gradient], with the
+    """This rank's rows of the stage's (P, 2) [exchange index, gradient], with the
     exchange index mapped back to the flat local position pass 2 writes to."""
-    index = positive_grads[0].to(torch.int64) - exchanged.start
+    index = positive_grads[:, 0].to(torch.int64) - exchanged.start
     mine = (index >= 0) & (index < exchanged.count)
-    own = positive_grads[:, mine].clone()
-    own[0] = local.positions.index_select(0, index[mine]).to(torch.float64)
+    own = positive_grads[mine].clone()
+    own[:, 0] = local.positions.index_select(0, index[mine]).to(torch.float64)
     return own
 
 
@@ -363,7 +363,8 @@ class _AcrossRanks(torch.autograd.Function):
             return (*nothing, torch.zeros_like(scores), None, grad_extra, None)
         scores, labels, codes, state, offsets, positive_grads, weights = ctx.saved_tensors
         grad = torch.ops.aploss.pass2(
-            grad_loss, scores, labels, codes, state, offsets, positive_grads, ctx.loss.delta,
+            grad_loss, scores, labels, labels.new_empty((0,), dtype=torch.int64), codes, state,
+            offsets, positive_grads, ctx.loss.delta,
             "sorted",
         )
         grad_extra = None

@@ -75,11 +75,12 @@ def stage_thunks(scores, labels):
     _, state, positive_grads = ops.positive_stage(q, offsets, group, positions, fp, DELTA, True,
                                                   scores.dtype, "sorted")
     one = torch.ones((), device=scores.device)
+    no_classes = torch.empty(0, dtype=torch.int64, device=scores.device)  # pass 2 reads labels
     return {
         "gather": lambda: ops.gather(scores, labels, None),
         "pass 1": lambda: ops.pass1(scores, labels, None, q, offsets, group, DELTA, "sorted"),
-        "pass 2": lambda: ops.pass2(one, scores, labels, None, state, offsets, positive_grads,
-                                    DELTA, "sorted"),
+        "pass 2": lambda: ops.pass2(one, scores, labels, no_classes, None, state, offsets,
+                                    positive_grads, DELTA, "sorted"),
     }
 
 

@@ -14,7 +14,7 @@ struct ALRPStage {
   at::Tensor cls_loss;        // 0-dim, loss_dtype
   at::Tensor loc_weights;     // (P,) float64 in memory order: loc_loss = sum_k l_k loc_weights[k]
   at::Tensor state;           // (kStateRows, P+1) float64 for pass 2 (kernels.h)
-  at::Tensor positive_grads;  // (2, P) float64 [position; gradient] (stages.h, pass2)
+  at::Tensor positive_grads;  // (P, 2) float64 [position, gradient] (stages.h, pass2)
 };
 
 // `regression_losses` (P,) float64: each sorted positive's localisation loss l >= 0.

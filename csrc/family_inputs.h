@@ -13,5 +13,7 @@ at::Tensor labels_from_targets(const at::Tensor& targets);
 // ValueError / TypeError unless `losses` holds one finite value >= 0 per positive
 // (num_pos), floating, 1-D, on `like`'s device.
 void check_regression_losses(const at::Tensor& losses, int64_t num_pos, const at::Tensor& like);
+// Only what needs no values: dtype, device, 1-D (a backend's ranking_forward checks the rest).
+void check_regression_losses_layout(const at::Tensor& losses, const at::Tensor& like);
 
 }  // namespace aploss

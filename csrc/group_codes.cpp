@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "aploss/host_reads.h"
 #include "aploss/kernels.h"
 
 namespace aploss {
@@ -32,7 +33,7 @@ GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids) {
   };
   if (group_ids.numel() == 0) return {as_codes(group_ids), 0};
   const auto [lowest, highest] = at::aminmax(group_ids);
-  const at::Tensor bounds = at::stack({lowest, highest}).to(at::kLong).cpu();
+  const at::Tensor bounds = read_to_host(at::stack({lowest, highest}).to(at::kLong));
   const int64_t min_id = bounds[0].item<int64_t>(), max_id = bounds[1].item<int64_t>();
   TORCH_CHECK_VALUE(min_id >= 0, "ap_loss: group_ids must be >= 0, found ", min_id);
   // Direct codes cost O(max id) per pass (each code owns a segment record), so sparse

@@ -3,6 +3,7 @@
 // lets the test suite install its emulated CUDA device (tests/simt).
 #include <Python.h>
 
+#include "aploss/host_reads.h"
 #include "aploss/kernels.h"
 #include "cpu/interval_lanes_cpu.h"
 
@@ -54,6 +55,12 @@ PyObject* cpu_vector_lanes(PyObject*, PyObject*) {
   Py_RETURN_NONE;
 }
 
+// _host_reads(): reads of tensor values by the extension's host code so far (each one a
+// host synchronisation on a GPU; aploss/host_reads.h).
+PyObject* host_reads(PyObject*, PyObject*) {
+  return PyLong_FromLongLong(aploss::host_read_count().load());
+}
+
 PyMethodDef methods[] = {
     {"cuda_compiled", cuda_compiled, METH_NOARGS, "Whether the CUDA kernels were compiled in."},
     {"_set_emulated_device", set_emulated_device, METH_O,
@@ -62,6 +69,8 @@ PyMethodDef methods[] = {
      "'avx2' where the CPU passes run their common case in AVX2 lanes, else None."},
     {"_set_cpu_vector_lanes", set_cpu_vector_lanes, METH_O,
      "Tests and benchmarks: CPU passes in vector lanes (True, the default) or scalar."},
+    {"_host_reads", host_reads, METH_NOARGS,
+     "Tests: reads of tensor values by the extension's host code so far (GPU syncs)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -27,6 +27,11 @@ Method parse_method(c10::string_view method) {
                     std::string(method), "'");
 }
 
+void check_delta(double delta) {
+  TORCH_CHECK_VALUE(std::isfinite(delta) && delta > 0.0,
+                    "ap_loss: delta must be finite and > 0, got ", delta);
+}
+
 // ValueError / TypeError naming the problem (shapes, devices, dtypes, delta).
 void check_inputs(const at::Tensor& scores, const at::Tensor& labels, double delta) {
   TORCH_CHECK_VALUE(scores.sizes() == labels.sizes(), "ap_loss: labels.shape ", labels.sizes(),
@@ -41,8 +46,7 @@ void check_inputs(const at::Tensor& scores, const at::Tensor& labels, double del
                        label_type == at::kFloat || label_type == at::kDouble,
                    "ap_loss: labels dtype ", label_type,
                    " is not supported (bool, int8, uint8, int32, int64, float32, float64)");
-  TORCH_CHECK_VALUE(std::isfinite(delta) && delta > 0.0,
-                    "ap_loss: delta must be finite and > 0, got ", delta);
+  check_delta(delta);
 }
 
 Method check_grouping(const std::optional<at::Tensor>& codes, const at::Tensor& scores,
@@ -59,14 +63,20 @@ Method check_grouping(const std::optional<at::Tensor>& codes, const at::Tensor& 
 
 void check_state(const at::Tensor& state, const at::Tensor& offsets,
                  const at::Tensor& positive_grads, const char* what) {
-  TORCH_CHECK(state.dim() == 2 && state.size(0) == kStateRows && state.scalar_type() == at::kDouble,
-              what, ": malformed state");
+  TORCH_CHECK(state.dim() == 1 && state.scalar_type() == at::kByte, what, ": malformed state");
   TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1 && offsets.scalar_type() == at::kLong,
               what, ": malformed offsets");
-  TORCH_CHECK(positive_grads.dim() == 2 && positive_grads.size(0) == 2 &&
+  TORCH_CHECK(positive_grads.dim() == 2 && positive_grads.size(1) == 2 &&
                   positive_grads.scalar_type() == at::kDouble &&
                   positive_grads.device() == state.device(),
               what, ": malformed positive_grads");
+}
+
+// The operators' state: the stages' (kStateRows, P+1) float64 as bytes, or what a
+// backend's ranking_forward keeps (opaque to everything but its ranking_backward).
+at::Tensor state_bytes(const at::Tensor& rows) { return rows.view(at::kByte).view({-1}); }
+at::Tensor state_rows(const at::Tensor& bytes) {
+  return bytes.view(at::kDouble).view({kStateRows, -1});
 }
 
 Positives check_positives(const at::Tensor& positives, const at::Tensor& offsets,
@@ -96,6 +106,10 @@ Entries entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores
   return {in.scores, in.labels, flatten_like(*codes, scores, in)};
 }
 
+at::Tensor empty_codes(const at::Tensor& scores) {
+  return at::empty({0}, scores.options().dtype(at::kInt));
+}
+
 // Everything before the positive stage, written once for every loss: group codes,
 // gather, rank_positives, pass 1. `pos.positives` stays undefined when there is no
 // positive.
@@ -116,7 +130,7 @@ Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tenso
     codes = groups.codes;
     r.num_groups = groups.num_groups;
   }
-  r.codes = codes.value_or(at::empty({0}, scores.options().dtype(at::kInt)));
+  r.codes = codes.value_or(empty_codes(scores));
   if (scores.numel() == 0) return r;
   const FlatInputs flat = flatten(scores, labels);
   const Entries in = entries(k, flat, scores, codes);
@@ -132,13 +146,18 @@ Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tenso
 
 // What a call without positives returns: zero losses and an empty state.
 at::Tensor empty_state(const at::Tensor& scores) {
-  return at::zeros({kStateRows, 1}, scores.options().dtype(at::kDouble));
+  return state_bytes(at::zeros({kStateRows, 1}, scores.options().dtype(at::kDouble)));
 }
 at::Tensor empty_offsets(const Ranking& r, const at::Tensor& scores) {
   return at::zeros({r.num_groups + 1}, scores.options().dtype(at::kLong));
 }
 at::Tensor empty_positive_grads(const at::Tensor& scores) {
-  return at::empty({2, 0}, scores.options().dtype(at::kDouble));
+  return at::empty({0, 2}, scores.options().dtype(at::kDouble));
+}
+// The entries' classes when the backend's ranking_forward ran: none from the stages (pass
+// 2 reads the labels).
+at::Tensor no_classes(const at::Tensor& scores) {
+  return at::empty({0}, scores.options().dtype(at::kLong));
 }
 
 // The family's N-sized inputs: contiguous, so that "the memory order of the positives"
@@ -150,23 +169,31 @@ void check_contiguous(const at::Tensor& scores, const at::Tensor& other, const c
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
     const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
     const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
     c10::string_view method) {
   check_inputs(scores, labels, delta);
   const Method m = check_grouping(group_ids, scores, method);
+  if (!group_ids.has_value() && m == Method::kSorted && k.ranking_forward != nullptr) {
+    const FlatInputs flat = flatten(scores, labels);
+    RankingOutputs out = k.ranking_forward(
+        {flat.scores, flat.labels, LossKind::kAP, delta, interpolate, at::Tensor()});
+    return {out.loss, out.state, out.offsets, empty_codes(scores), out.positive_grads,
+            out.classes};
+  }
   const Ranking r = rank_entries(k, scores, labels, group_ids, delta, m);
   if (!r.has_positives()) {
     return {at::zeros({}, scores.options()), empty_state(scores), empty_offsets(r, scores),
-            r.codes, empty_positive_grads(scores)};
+            r.codes, empty_positive_grads(scores), no_classes(scores)};
   }
   auto [loss, state, positive_grads] = aploss::positive_stage(
       k, r.pos, r.false_positives, delta, interpolate, scores.scalar_type(), m);
-  return {loss, state, r.pos.offsets, r.codes, positive_grads};
+  return {loss, state_bytes(state), r.pos.offsets, r.codes, positive_grads, no_classes(scores)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
 rank_sort_forward(const Kernels& k, const at::Tensor& scores, const at::Tensor& targets,
                   const std::optional<at::Tensor>& group_ids, double delta) {
   TORCH_CHECK_VALUE(scores.sizes() == targets.sizes(), "rank_sort_loss: targets.shape ",
@@ -174,58 +201,103 @@ rank_sort_forward(const Kernels& k, const at::Tensor& scores, const at::Tensor& 
   TORCH_CHECK_VALUE(scores.device() == targets.device(), "rank_sort_loss: scores are on ",
                     scores.device(), " but targets are on ", targets.device());
   check_contiguous(scores, targets, "rank_sort_forward");
+  (void)check_grouping(group_ids, scores, "sorted");
+  if (!group_ids.has_value() && k.ranking_forward != nullptr) {
+    TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()) &&
+                         at::isFloatingType(targets.scalar_type()),
+                     "rank_sort_loss: scores and targets must be floating, got ",
+                     scores.scalar_type(), " and ", targets.scalar_type());
+    check_delta(delta);
+    RankingOutputs out = k.ranking_forward(
+        {scores.view({-1}), targets.view({-1}), LossKind::kRankSort, delta, false, at::Tensor()});
+    return {out.loss, out.parts, out.state, out.offsets, empty_codes(scores),
+            out.labels.defined() ? out.labels.view({-1})
+                                 : at::empty({0}, scores.options().dtype(at::kChar)),
+            out.positive_grads, out.classes};
+  }
+  // The int8 labels of the targets, flat: what pass 2 reads.
   const at::Tensor labels = labels_from_targets(targets);
   check_inputs(scores, labels, delta);
-  (void)check_grouping(group_ids, scores, "sorted");
   const Ranking r = rank_entries(k, scores, labels, group_ids, delta, Method::kSorted);
   if (!r.has_positives()) {
     const at::Tensor zero = at::zeros({}, scores.options());
     return {zero, at::zeros({2}, scores.options()), empty_state(scores), empty_offsets(r, scores),
-            r.codes, labels, empty_positive_grads(scores)};
+            r.codes, labels.view({-1}), empty_positive_grads(scores), no_classes(scores)};
   }
   const at::Tensor positive_targets =
       targets.view({-1}).index_select(0, r.pos.positions).to(at::kDouble);
   RankSortStage stage = rank_sort_positive_stage(k, r.pos, r.false_positives, positive_targets,
                                                  delta, scores.scalar_type());
-  return {stage.loss, stage.parts, stage.state, r.pos.offsets, r.codes, labels,
-          stage.positive_grads};
+  return {stage.loss, stage.parts, state_bytes(stage.state), r.pos.offsets, r.codes,
+          labels.view({-1}), stage.positive_grads, no_classes(scores)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+alrp_forward(
     const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
     const at::Tensor& regression_losses, const std::optional<at::Tensor>& group_ids,
     double delta) {
   check_inputs(scores, labels, delta);
   check_contiguous(scores, labels, "alrp_forward");
   (void)check_grouping(group_ids, scores, "sorted");
+  if (!group_ids.has_value() && k.ranking_forward != nullptr) {
+    check_regression_losses_layout(regression_losses, scores);
+    RankingOutputs out = k.ranking_forward({scores.view({-1}), labels.view({-1}), LossKind::kALRP,
+                                            delta, false, regression_losses.contiguous()});
+    return {out.loss, out.loc_weights, out.state, out.offsets, empty_codes(scores),
+            out.positive_grads, out.classes};
+  }
   const Ranking r = rank_entries(k, scores, labels, group_ids, delta, Method::kSorted);
   const int64_t num_pos = r.has_positives() ? r.pos.positives.size(1) : 0;
   check_regression_losses(regression_losses, num_pos, scores);
   if (!r.has_positives()) {
     return {at::zeros({}, scores.options()), at::zeros({0}, scores.options().dtype(at::kDouble)),
-            empty_state(scores), empty_offsets(r, scores), r.codes, empty_positive_grads(scores)};
+            empty_state(scores), empty_offsets(r, scores), r.codes, empty_positive_grads(scores),
+            no_classes(scores)};
   }
   const at::Tensor positive_losses =
       regression_losses.index_select(0, r.pos.memory_rank).to(at::kDouble);
   ALRPStage stage = alrp_positive_stage(k, r.pos, r.false_positives, positive_losses, delta,
                                         scores.scalar_type());
-  return {stage.cls_loss, stage.loc_weights, stage.state, r.pos.offsets, r.codes,
-          stage.positive_grads};
+  return {stage.cls_loss, stage.loc_weights, state_bytes(stage.state), r.pos.offsets, r.codes,
+          stage.positive_grads, no_classes(scores)};
 }
 
 at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
-                    const at::Tensor& labels, const std::optional<at::Tensor>& codes,
-                    const at::Tensor& state, const at::Tensor& offsets,
-                    const at::Tensor& positive_grads, double delta, c10::string_view method) {
-  check_inputs(scores, labels, delta);
+                    const at::Tensor& labels, const at::Tensor& classes,
+                    const std::optional<at::Tensor>& codes, const at::Tensor& state,
+                    const at::Tensor& offsets, const at::Tensor& positive_grads, double delta,
+                    c10::string_view method) {
   const Method m = check_grouping(codes, scores, method);
   check_state(state, offsets, positive_grads, "aploss::pass2");
-  const FlatInputs flat = flatten(scores, labels);
+  if (classes.numel() > 0) {
+    // A backend's ranking_forward ran: its entry classes stand for the labels.
+    TORCH_CHECK(k.ranking_backward != nullptr && !codes.has_value() && m == Method::kSorted,
+                "aploss::pass2: entry classes come from an ungrouped sorted forward on a backend "
+                "that evaluates it as a whole");
+    TORCH_CHECK_VALUE(classes.scalar_type() == at::kLong && classes.dim() == 1 &&
+                          classes.numel() == (scores.numel() + 31) / 32,
+                      "aploss::pass2: classes must be one int64 word per 32 entries");
+    // The forward's flat order: that of scores with its labels (Rank & Sort's are not kept:
+    // its inputs are contiguous).
+    const FlatInputs flat = flatten(scores, labels.sizes() == scores.sizes() ? labels : scores);
+    auto [grad, flat_grad] = gradient_like(scores, flat);
+    k.ranking_backward(flat.scores, classes, state, positive_grads, grad_output, flat_grad);
+    return grad;
+  }
+  // Flat labels (Rank & Sort's int8 labels) read like scores.
+  const at::Tensor& shaped = labels.dim() == 1 && labels.numel() == scores.numel() &&
+                                     scores.is_contiguous() && labels.sizes() != scores.sizes()
+                                 ? labels.view(scores.sizes())
+                                 : labels;
+  check_inputs(scores, shaped, delta);
+  const FlatInputs flat = flatten(scores, shaped);
   auto [grad, flat_grad] = gradient_like(scores, flat);
-  if (state.size(1) == 1 || scores.numel() == 0) return grad.zero_();
-
+  if (scores.numel() == 0) return grad;
+  const at::Tensor rows = state_rows(state);
+  if (rows.size(1) == 1) return grad.zero_();
   const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
-  aploss::pass2(k, entries(k, flat, scores, codes), state, offsets.contiguous(), positive_grads,
+  aploss::pass2(k, entries(k, flat, scores, codes), rows, offsets.contiguous(), positive_grads,
                 delta, scale, flat_grad, m);
   return grad;
 }
@@ -262,8 +334,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(
                   false_positives.scalar_type() == at::kDouble,
               "aploss::positive_stage: malformed false_positives");
   pos.positions = positions.contiguous();
-  return aploss::positive_stage(k, pos, false_positives.contiguous(), delta, interpolate,
-                                loss_dtype, parse_method(method));
+  auto [loss, state, positive_grads] = aploss::positive_stage(
+      k, pos, false_positives.contiguous(), delta, interpolate, loss_dtype, parse_method(method));
+  return {loss, state_bytes(state), positive_grads};
 }
 
 namespace {
@@ -302,7 +375,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_sort_stage(
                              false_positives, targets, "aploss::rank_sort_stage");
   RankSortStage stage = rank_sort_positive_stage(k, pos, false_positives.contiguous(),
                                                  targets.contiguous(), delta, loss_dtype);
-  return {stage.loss, stage.parts, stage.state, stage.positive_grads};
+  return {stage.loss, stage.parts, state_bytes(stage.state), stage.positive_grads};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_stage(
@@ -315,7 +388,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_stage(
                              false_positives, regression_losses, "aploss::alrp_stage");
   ALRPStage stage = alrp_positive_stage(k, pos, false_positives.contiguous(),
                                         regression_losses.contiguous(), delta, loss_dtype);
-  return {stage.cls_loss, stage.loc_weights, stage.state, stage.positive_grads};
+  return {stage.cls_loss, stage.loc_weights, state_bytes(stage.state), stage.positive_grads};
 }
 
 at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
@@ -337,16 +410,16 @@ at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at
 TORCH_LIBRARY(aploss, m) {
   m.def(
       "ap_loss_forward(Tensor scores, Tensor labels, Tensor? group_ids, float delta,"
-      " bool interpolate, str method) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      " bool interpolate, str method) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "rank_sort_forward(Tensor scores, Tensor targets, Tensor? group_ids, float delta)"
-      " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "alrp_forward(Tensor scores, Tensor labels, Tensor regression_losses, Tensor? group_ids,"
-      " float delta) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      " float delta) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The backward of every loss.
   m.def(
-      "pass2(Tensor grad_output, Tensor scores, Tensor labels, Tensor? group_codes,"
+      "pass2(Tensor grad_output, Tensor scores, Tensor labels, Tensor classes, Tensor? group_codes,"
       " Tensor state, Tensor offsets, Tensor positive_grads, float delta, str method) -> Tensor");
   // The stages, for aploss_cuda/distributed.py.
   m.def("gather(Tensor scores, Tensor labels, Tensor? codes) -> Tensor");

@@ -18,34 +18,39 @@ struct Kernels;
 namespace ops {
 
 // The one driver: gather, rank_positives, pass 1, positive stage. Returns (loss,
-// state, offsets, codes, positive_grads): codes are group_ids as dense int32 codes (empty
-// without group_ids); state, offsets and positive_grads are what the backward needs
-// (kernels.h, segments.h, stages.h).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+// state, offsets, codes, positive_grads, classes): codes are group_ids as dense int32
+// codes (empty without group_ids); state (1-D bytes), offsets, positive_grads ((P, 2)
+// [position, gradient]) and classes (the entries' packed classes, or empty: pass 2 reads
+// the labels) are what the backward needs (kernels.h, segments.h, stages.h).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
     const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
     const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
     c10::string_view method);
 
 // The same driver with Rank & Sort loss's positive stage. Returns (loss, parts (ranking,
-// sorting), state, offsets, codes, labels, positive_grads): labels are the int8 labels
-// of the targets, which the backward reads.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+// sorting), state, offsets, codes, labels, positive_grads, classes): labels are the int8
+// labels of the targets, which the backward reads.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
 rank_sort_forward(const Kernels& k, const at::Tensor& scores, const at::Tensor& targets,
                   const std::optional<at::Tensor>& group_ids, double delta);
 
 // The same driver with aLRP loss's positive stage. Returns (cls_loss, loc_weights, state,
-// offsets, codes, positive_grads); loc_loss = sum_k regression_losses[k] loc_weights[k].
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_forward(
+// offsets, codes, positive_grads, classes); loc_loss = sum_k regression_losses[k]
+// loc_weights[k].
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+alrp_forward(
     const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
     const at::Tensor& regression_losses, const std::optional<at::Tensor>& group_ids,
     double delta);
 
 // Pass 2, the backward of every loss: grad_output * the error-driven gradient, shaped
-// like scores. state, offsets, positive_grads: as the forward returned them.
+// like scores. classes, state, offsets, positive_grads: as the forward returned them.
 at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
-                    const at::Tensor& labels, const std::optional<at::Tensor>& codes,
-                    const at::Tensor& state, const at::Tensor& offsets,
-                    const at::Tensor& positive_grads, double delta, c10::string_view method);
+                    const at::Tensor& labels, const at::Tensor& classes,
+                    const std::optional<at::Tensor>& codes, const at::Tensor& state,
+                    const at::Tensor& offsets, const at::Tensor& positive_grads, double delta,
+                    c10::string_view method);
 
 // The stages as operators, for callers that communicate between them
 // (aploss_cuda/distributed.py). `codes`: dense int32 codes broadcastable to scores, a

@@ -70,7 +70,7 @@ at::Tensor loss_weights(const at::Tensor& positives, const at::Tensor& positive_
 }
 
 at::Tensor positive_gradients(const at::Tensor& positions, const at::Tensor& gradient) {
-  return at::stack({positions.to(at::kDouble), gradient});
+  return at::stack({positions.to(at::kDouble), gradient}, 1);
 }
 
 at::Tensor pass2_state(const at::Tensor& positives, const at::Tensor& w) {

@@ -26,7 +26,7 @@ at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& h
 at::Tensor loss_weights(const at::Tensor& positives, const at::Tensor& positive_group = {},
                         const at::Tensor& offsets = {});
 
-// What pass 2 writes at the positives (stages.h, pass2): (2, P) float64 [position;
+// What pass 2 writes at the positives (stages.h, pass2): (P, 2) float64 [position,
 // gradient], from each sorted positive's flat position (int64) and own gradient.
 at::Tensor positive_gradients(const at::Tensor& positions, const at::Tensor& gradient);
 

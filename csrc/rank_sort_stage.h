@@ -13,7 +13,7 @@ struct RankSortStage {
   at::Tensor loss;            // 0-dim, loss_dtype: ranking + sorting
   at::Tensor parts;           // (2,) loss_dtype: ranking, sorting
   at::Tensor state;           // (kStateRows, P+1) float64 for pass 2 (kernels.h)
-  at::Tensor positive_grads;  // (2, P) float64 [position; gradient] (stages.h, pass2)
+  at::Tensor positive_grads;  // (P, 2) float64 [position, gradient] (stages.h, pass2)
 };
 
 // `targets` (P,) float64: each sorted positive's target, in (0, 1].

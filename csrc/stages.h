@@ -68,7 +68,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(const Kernels& k,
 
 // Pass 2: writes grad_output * the error-driven gradient of every entry into `grad`:
 // the kernels give every negative its gradient from the state and every other entry 0,
-// then the positives' gradients, `positive_grads` (2, P) float64 [position; gradient]
+// then the positives' gradients, `positive_grads` (P, 2) float64 [position, gradient]
 // from the positive stage, are written at their positions (P scattered writes instead of
 // a search per positive).
 void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,

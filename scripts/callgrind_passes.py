@@ -179,6 +179,7 @@ def child(spec):
         return out
 
     problems = {}
+    no_classes = torch.empty(0, dtype=torch.int64)  # pass 2 of the stages reads the labels
     for label_name in spec["labels"]:
         for p in spec["positives"]:
             for k in (0, 1):  # 1: the "different problem" (seed + 1) that evicts the index
@@ -219,8 +220,8 @@ def child(spec):
                     **named_o)
                 pass2 = lambda s=s, y=y, named=named, state=state, pgrads=pgrads: call_op(  # noqa: E731
                     "pass2", grad_output=one, scores=s, labels=y, state=state,
-                    offsets=named["offsets"], positive_grads=pgrads, delta=DELTA,
-                    method="sorted")
+                    classes=no_classes, offsets=named["offsets"], positive_grads=pgrads,
+                    delta=DELTA, method="sorted")
                 gather = lambda s=s, y=y: call_op("gather", scores=s, labels=y)  # noqa: E731
                 # warm-up: every call once (first-call costs), then the measured calls
                 gather(), pass1_other(), pass1(), pass2()
@@ -240,7 +241,8 @@ def child(spec):
                 measure(f"bwd {tag}", lambda: call_op(
                     "pass2", grad_output=one, scores=s, labels=y, state=fwd[1],
                     offsets=fwd[2], positive_grads=fwd[4] if len(fwd) > 4 else None,
-                    delta=DELTA, method="sorted"))
+                    classes=fwd[5] if len(fwd) > 5 else no_classes, delta=DELTA,
+                    method="sorted"))
             else:
                 forward = lambda s=s, y=y: call_op(  # noqa: E731
                     "ap_loss_forward", scores=s, labels=y, delta=DELTA, interpolate=True,

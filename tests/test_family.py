@@ -293,11 +293,10 @@ def test_opcheck(device, grouped):
         x = scores.clone().requires_grad_(requires_grad)
         opcheck(torch.ops.aploss.rank_sort_forward.default, (x, targets_, ids, 0.5))
         opcheck(torch.ops.aploss.alrp_forward.default, (x, labels, regression, ids, 1.0))
-    _, _, state, offsets, codes, int8_labels, positive_grads = torch.ops.aploss.rank_sort_forward(
-        scores, targets_, ids, 0.5
-    )
-    args = (torch.tensor(2.0, device=device), scores, int8_labels, codes if grouped else None,
-            state, offsets, positive_grads, 0.5, "sorted")
+    _, _, state, offsets, codes, int8_labels, positive_grads, classes = (
+        torch.ops.aploss.rank_sort_forward(scores, targets_, ids, 0.5))
+    args = (torch.tensor(2.0, device=device), scores, int8_labels, classes,
+            codes if grouped else None, state, offsets, positive_grads, 0.5, "sorted")
     opcheck(torch.ops.aploss.pass2.default, args)
 
 

@@ -507,9 +507,9 @@ def test_op_outputs_stay_small():
     scores, labels = image_class_problem(40, dtype=torch.float64)
     num_pos = int((labels == 1).sum())
     for ids in (LAYOUTS["per-image"](), LAYOUTS["class-big-ids"](), LAYOUTS["full-size-huge"]()):
-        loss, state, offsets, codes, _ = FWD(scores, labels, ids, 1.0, True, "sorted")
+        loss, state, offsets, codes, _, _ = FWD(scores, labels, ids, 1.0, True, "sorted")
         assert codes.shape == ids.shape and codes.dtype == torch.int32
-        assert state.shape == (5, num_pos + 1) and state.dtype == torch.float64
+        assert state.shape == (5 * 8 * (num_pos + 1),) and state.dtype == torch.uint8
         assert offsets.dtype == torch.int64 and offsets.dim() == 1
         assert int(offsets[-1]) == num_pos
 
@@ -588,10 +588,10 @@ def test_opcheck_forward_no_positive_and_empty():
 @pytest.mark.parametrize("layout", ["per-image", "per-class-big", "full-size-huge"])
 def test_opcheck_backward(layout):
     scores, labels = image_class_problem(43)
-    _, state, offsets, codes, positive_grads = FWD(scores, labels, OPCHECK_IDS[layout](), 1.0,
-                                                   True, "sorted")
-    args = (torch.tensor(2.0), scores, labels, codes, state, offsets, positive_grads, 1.0,
-            "sorted")
+    _, state, offsets, codes, positive_grads, classes = FWD(scores, labels, OPCHECK_IDS[layout](),
+                                                            1.0, True, "sorted")
+    args = (torch.tensor(2.0), scores, labels, classes, codes, state, offsets, positive_grads,
+            1.0, "sorted")
     opcheck(BWD.default, args)
 
 

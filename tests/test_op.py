@@ -28,10 +28,10 @@ def test_opcheck_forward(device, method, dtype):
 @pytest.mark.parametrize("method", ["sorted", "pairwise"])
 def test_opcheck_backward(device, method):
     scores, labels = random_problem((6, 50), seed=1, device=device)
-    _, state, offsets, _, positive_grads = torch.ops.aploss.ap_loss_forward(
+    _, state, offsets, _, positive_grads, classes = torch.ops.aploss.ap_loss_forward(
         *_forward_args(scores, labels, method))
     grad_output = torch.tensor(2.0, device=device)
-    args = (grad_output, scores, labels, None, state, offsets, positive_grads, 1.0, method)
+    args = (grad_output, scores, labels, classes, None, state, offsets, positive_grads, 1.0, method)
     opcheck(torch.ops.aploss.pass2.default, args)
 
 
@@ -43,11 +43,13 @@ def test_opcheck_no_positive():
 
 def test_state_is_order_p():
     scores, labels = random_problem((10000,), seed=2, p_pos=0.01)
-    _, state, _, _, positive_grads = torch.ops.aploss.ap_loss_forward(
+    _, state, _, _, positive_grads, classes = torch.ops.aploss.ap_loss_forward(
         *_forward_args(scores, labels))
     num_pos = int((labels == 1).sum())
-    assert state.shape == (5, num_pos + 1) and state.dtype == torch.float64
-    assert positive_grads.shape == (2, num_pos) and positive_grads.dtype == torch.float64
+    # The CPU's state: five float64 rows of P + 1 (csrc/aploss/kernels.h), as bytes.
+    assert state.shape == (5 * 8 * (num_pos + 1),) and state.dtype == torch.uint8
+    assert positive_grads.shape == (num_pos, 2) and positive_grads.dtype == torch.float64
+    assert classes.numel() == 0  # the CPU's pass 2 reads the labels
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -68,7 +70,7 @@ def test_opcheck_stages(device, grouped):
     args = (positives, offsets, positive_group, positions, fp, 1.0, True, torch.float64, "sorted")
     opcheck(torch.ops.aploss.positive_stage.default, args)
     loss, _, positive_grads = torch.ops.aploss.positive_stage(*args)
-    assert torch.equal(positive_grads[0], positions.double())
+    assert torch.equal(positive_grads[:, 0], positions.double())
     expected = aploss_cuda.ap_loss(
         scores, labels, group_ids=codes.long() if grouped else None
     )

@@ -160,16 +160,19 @@ def kernels_run(launches):
 
 
 ALL_LAUNCHES = {
+    # one ungrouped ranking by the sorted method (csrc/cuda/ranking_cuda.cuh)
+    ("ranking_gather_cuda.cu", "init_meta_kernel"),
+    ("ranking_gather_cuda.cu", "gather"),
+    ("rank_positives_cuda.cu", "rank_positives"),
+    ("sorted_pass1_cuda.cu", "pass1"),
+    ("positive_stage_cuda.cu", "ap_stage"),
+    ("positive_stage_cuda.cu", "rank_sort_stage"),
+    ("positive_stage_cuda.cu", "alrp_stage"),
+    ("sorted_pass2_cuda.cu", "shared_pass2"),
+    ("sorted_pass2_cuda.cu", "global_pass2"),
+    # the pairwise method and grouped rankings
     ("gather_cuda.cu", "init_meta_kernel"),
     ("gather_cuda.cu", "kernel"),
-    ("interval_index_cuda.cu", "find_thresholds"),
-    ("interval_index_cuda.cu", "bucket_thresholds"),
-    ("interval_index_cuda.cu", "fill_records"),
-    ("sorted_pass1_cuda.cu", "shared_kernel"),
-    ("sorted_pass1_cuda.cu", "global_kernel"),
-    ("sorted_pass2_cuda.cu", "prepare"),
-    ("sorted_pass2_cuda.cu", "shared_kernel"),
-    ("sorted_pass2_cuda.cu", "global_kernel"),
     ("pairwise_cuda.cu", "kernel"),
     ("grouped_cuda.cu", "kernel"),
     ("records_cuda.cu", "kernel"),
@@ -178,9 +181,9 @@ ALL_LAUNCHES = {
 
 def every_entry_workload(device, profile):
     """A forward and backward through every kernel-table entry: single rankings (sorted
-    and pairwise) with P on both sides of the profile's shared-memory limits, grouped
-    rankings, and the deterministic pass 1."""
-    sizes = {"h100": [100, 9700], "small": [100, 400]}[profile]
+    and pairwise, the three losses) with P on both sides of the profile's shared-memory
+    limits and of its one-block sort, grouped rankings, and the deterministic pass 1."""
+    sizes = {"h100": [100, 9700], "small": [100, 400, 600]}[profile]
     for num_pos in sizes:
         n = 4 * num_pos + 1000
         g = torch.Generator().manual_seed(num_pos)
@@ -188,14 +191,18 @@ def every_entry_workload(device, profile):
         labels[torch.randperm(n, generator=g)[:num_pos]] = 1
         scores = torch.randn(n, generator=g)
         loss_and_grad(scores, labels)
-        if num_pos <= 400:
+        if num_pos <= 600:
             loss_and_grad(scores, labels, method="pairwise")
+            x = scores.clone().requires_grad_(True)
+            targets = torch.where(labels == 1, torch.rand(n, generator=g), labels.float())
+            aploss_cuda.rank_sort_loss(x, targets).backward()
+            aploss_cuda.alrp_loss(x, labels, torch.rand(num_pos, generator=g))[0].backward()
     scores, labels = random_problem((4, 300, 5), seed=2, p_pos=0.02)
     loss_and_grad(scores, labels, group_ids=torch.arange(4)[:, None, None])
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        loss_and_grad(scores, labels)
+        loss_and_grad(scores, labels, group_ids=torch.arange(4)[:, None, None])
     finally:
         torch.use_deterministic_algorithms(previous)
 
@@ -209,10 +216,10 @@ def test_every_kernel_table_entry_and_variant_runs(device, target):
     assert kernels_run(launches) == ALL_LAUNCHES
     # Several blocks, and on the small profile several grid-stride rounds per thread.
     assert max(r["grid"][0] for r in launches) > 1
-    assert all(r["block"][0] in (1, 256, 1024) for r in launches)
+    assert all(r["block"][0] in (1, 32, 256, 1024) for r in launches)
     if target.profile == "small":
         n_max = 4 * 400 + 1000
-        assert any(r["grid"][0] * r["block"][0] < n_max for r in launches if r["name"] == "shared_kernel")
+        assert any(r["grid"][0] * r["block"][0] < n_max for r in launches if r["name"] == "shared_pass2")
 
 
 def test_the_pairwise_grid_uses_both_dimensions(device):

@@ -49,6 +49,31 @@ inline StateView view_state(const at::Tensor& state) {
           base + kRowPrefixQ * width};
 }
 
+// One ungrouped ranking evaluated by the sorted method, for a backend that runs it as a
+// whole (Kernels::ranking_forward).
+enum class LossKind { kAP, kRankSort, kALRP };
+
+struct RankingInputs {
+  at::Tensor scores;  // 1-D, memory order (../flat_inputs.h)
+  at::Tensor labels;  // 1-D, same order: labels, or Rank & Sort's targets
+  LossKind loss;
+  double delta;
+  bool interpolate;              // AP-loss
+  at::Tensor regression_losses;  // aLRP: one per positive, in the positives' memory order
+};
+
+struct RankingOutputs {
+  at::Tensor loss;            // 0-dim, scores' dtype
+  at::Tensor parts;           // Rank & Sort: (2,) ranking and sorting loss
+  at::Tensor loc_weights;     // aLRP: (P,) float64, d loc_loss / d regression_losses
+  at::Tensor state;           // 1-D uint8: what ranking_backward reads
+  at::Tensor offsets;         // (2,) int64: [0, P]
+  at::Tensor positive_grads;  // (P, 2) float64: each positive's [position, gradient]
+  at::Tensor classes;         // int64: the entries' classes, 32 per word (ranking_backward),
+                              // or empty: pass 2 reads the labels
+  at::Tensor labels;          // Rank & Sort, where pass 2 reads labels: its int8 labels
+};
+
 struct Kernels {
   // Validates every label (ValueError naming the first bad value) and every score that
   // takes part; returns the positives as (3, P) float64 [score; code; position], in no
@@ -116,6 +141,14 @@ struct Kernels {
   // and how many distinct ids there are (../group_codes.cpp uses it for large ids).
   std::tuple<at::Tensor, int64_t> (*dense_codes)(const at::Tensor& ids);
 
+  // The forward of one ungrouped ranking by the sorted method as a whole, with at most one
+  // host read (nullptr: the driver strings the stages above), and its pass 2: grad (1-D,
+  // like scores) from the forward's state, positive_grads and classes.
+  RankingOutputs (*ranking_forward)(const RankingInputs& in);
+  void (*ranking_backward)(const at::Tensor& scores, const at::Tensor& classes,
+                           const at::Tensor& state, const at::Tensor& positive_grads,
+                           const at::Tensor& grad_output, at::Tensor& grad);
+
   // Whether sorted_pass1 / grouped_pass1 add with float atomics (order-dependent last
   // bits): under torch.use_deterministic_algorithms(True) pass 1 then sums
   // pass1_records instead (../deterministic_pass1.cpp).
@@ -124,6 +157,10 @@ struct Kernels {
   // Whether gather / grouped_pass1 / grouped_pass2 read periodic codes (above);
   // otherwise they get one code per entry. pass1_records always gets one per entry.
   bool periodic_codes;
+
+  // Whether the kernels' tensors are in host memory, where the driver may read and write
+  // them directly (the CPU; not a GPU, emulated or not).
+  bool host_memory;
 };
 
 const Kernels& cpu_kernels();

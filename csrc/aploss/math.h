@@ -20,6 +20,14 @@
 #define APLOSS_HD inline
 #endif
 
+// Before a template that is __host__ __device__ but calls what its type arguments provide
+// (a CPU or a GPU Block, positive_stages.h): nvcc checks the call per instantiation only.
+#if defined(__CUDACC__)
+#define APLOSS_HD_TEMPLATE _Pragma("nv_exec_check_disable")
+#else
+#define APLOSS_HD_TEMPLATE
+#endif
+
 #if defined(__CUDACC__) || defined(__clang__)
 #define APLOSS_UNROLL _Pragma("unroll")
 #elif defined(__GNUC__)

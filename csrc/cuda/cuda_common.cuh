@@ -22,6 +22,8 @@
 
 #include <cstdint>
 
+#include "../aploss/kernels.h"
+
 namespace aploss {
 namespace gpu {
 
@@ -94,6 +96,10 @@ at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& o
 at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& codes, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta);
+RankingOutputs ranking_forward(const RankingInputs& in);
+void ranking_backward(const at::Tensor& scores, const at::Tensor& classes,
+                      const at::Tensor& state, const at::Tensor& positive_grads,
+                      const at::Tensor& grad_output, at::Tensor& grad);
 
 // ---- launch configuration (launch_config_cuda.cu) ----------------------------------------
 

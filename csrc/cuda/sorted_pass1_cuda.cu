@@ -1,179 +1,137 @@
-// Sorted pass 1 on the GPU: the (3, P+1) float64 difference arrays d1, da, db summed
-// over the negatives (math.h: negative_contributions). Each negative's window is the
-// window of its interval (../aploss/intervals.h: interval_of, in the scores' key type),
-// through the interval index built on the device (interval_index_cuda.cuh).
+// Pass 1 on the GPU (ranking_cuda.cuh): every negative's key counts in the interval of the
+// index it falls in (../aploss/intervals.h, interval_of, in the key type: float32 for
+// float32, float16 and bfloat16 scores), with its offset from the interval's left end in
+// units of 2 delta, in fixed point: (s - U_{m-1}) / (2 delta) is in [0, 1) for an interval
+// whose window is not empty (clamped to 1 otherwise: those offsets are never used). The
+// positive stage turns the sums into fp(i) (../aploss/window_sums.h).
 //
-// Shared-memory variant (P small enough): each block keeps private float64 copies of
-// the three arrays in dynamic shared memory, accumulated with shared-memory atomicAdd:
-// 3 (P+1) doubles. (The bucket records, the window bounds and the cluster shifts are read
-// from global memory: a few cached loads per negative.) The kernel is opted in to the
-// device's sharedMemPerBlockOptin (227 KiB on an H100, so up to P ~ 9,600). Every block
-// flushes its arrays once with global atomicAdd, so the grid is one wave of resident
-// blocks (grid-stride loop), not N / block.
+// Integer sums commute: the result is the same bit for bit in every run, whatever the
+// order of the atomics. Shared-memory variant (2P+1 intervals fit the block's dynamic
+// shared memory, 16 bytes each): per-block counts (32 bits) and offset sums (64 bits plus
+// a 32-bit carry word), flushed once per block for the intervals it saw; global variant
+// otherwise: atomics straight into the workspace's sums (64-bit count, 128-bit sum).
 //
-// Global-memory fallback (larger P): the same kernel adding straight into the output
-// with global atomics (the arrays are spread over P+1 addresses, so contention is low
-// exactly when this variant is used).
-//
-// In both, the two hottest addresses are kept out of the atomics: the "+1 at 0" of d1
-// (returned by negative_contributions) and the contributions at index 0 of da and db
-// (every negative below q_0 + delta has lo = 0) are summed in registers, reduced per
-// warp and added once per warp.
-//
-// Non-finite NEGATIVE scores (NaN, +inf, -inf) are rejected with ValueError by
-// gather, before this pass runs. As a second line of defence (a caller of the
-// kernel table that skipped the gather), the block that sees one adds NaN to d1[0], so
-// every fp(i), hence the loss, is NaN rather than silently wrong.
-//
-// Summation order of the float64 atomics is not deterministic: d1 and db are integer
-// counts (exact), da may differ in the last bits between runs. Under
-// torch.use_deterministic_algorithms(True) pass 1 sums per-entry records instead
-// (../deterministic_pass1.cpp); a direct call of this kernel there still meets
-// alertNotDeterministic, like PyTorch's own atomics-based CUDA kernels.
+// Reads per entry: its class bits (one word per 32 entries) and, for a negative, its
+// score; a non-finite negative score is flagged for the host (first in memory order).
 #include <ATen/ATen.h>
-#include <ATen/Context.h>
-
-#include <math_constants.h>
 
 #include <algorithm>
+#include <climits>
 
 #include "../aploss/dispatch.h"
 #include "../aploss/intervals.h"
 #include "../aploss/math.h"
-#include "cuda_common.cuh"
-#include "interval_index_cuda.cuh"
+#include "ranking_cuda.cuh"
 
 namespace aploss {
 namespace gpu {
 namespace {
 
-constexpr int kPass1Block = 1024;  // ~40 registers per thread: a full block fits the register file
+constexpr int kPass1Block = 1024;
+// Shared bytes per interval: 64-bit sum, 32-bit count, 32-bit carry.
+constexpr int64_t kSharedIntervalBytes = 16;
 
-template <typename scalar_t, typename label_t, bool kShared,
-          typename K = typename ScoreKey<scalar_t>::type>
+template <typename K>
+__device__ __forceinline__ unsigned long long to_fixed(K offset) {
+  constexpr K one = K(1ull << FixedPoint<K>::kBits);
+  return offset >= K(1) ? (1ull << FixedPoint<K>::kBits)
+                        : static_cast<unsigned long long>(offset * one);
+}
+
+template <typename scalar_t, typename K = typename ScoreKey<scalar_t>::type>
 __global__ void __launch_bounds__(kPass1Block)
-    sorted_pass1_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
-                        int64_t n, IntervalIndex<K> ix, const K* __restrict__ frame,
-                        const int32_t* __restrict__ bounds, const double* __restrict__ positives,
-                        int64_t num_pos, double delta, double* __restrict__ out) {
-  APLOSS_EXTERN_SHARED(double, smem);  // kShared: [d1 | da | db], P+1 each
-  const int64_t width = num_pos + 1;
-  double* hist = out;
-  if constexpr (kShared) {
-    hist = smem;
-    for (int64_t k = threadIdx.x; k < 3 * width; k += blockDim.x) hist[k] = 0.0;
+    sorted_pass1_kernel(const scalar_t* __restrict__ scores,
+                        const unsigned long long* __restrict__ classes, int64_t n,
+                        RankingBuffers<K> r, K inv_2delta, int64_t shared_intervals) {
+  APLOSS_EXTERN_SHARED(unsigned long long, smem);
+  const bool ranked = r.meta[kMetaRanked] != 0;
+  const int64_t num_pos = ranked ? r.meta[kMetaCount] : 0;
+  const int64_t intervals = 2 * num_pos + 1;
+  // Uniform over the block, as the barriers below need.
+  const bool in_shared = ranked && intervals <= shared_intervals;
+  unsigned long long* const sum_lo = smem;
+  unsigned int* const count = reinterpret_cast<unsigned int*>(smem + intervals);
+  unsigned int* const sum_hi = count + intervals;
+  if (in_shared) {
+    for (int64_t m = threadIdx.x; m < intervals; m += blockDim.x) {
+      sum_lo[m] = 0;
+      count[m] = 0;
+      sum_hi[m] = 0;
+    }
     __syncthreads();
   }
-  double* const d1 = hist;
-  double* const da = hist + width;
-  double* const db = hist + 2 * width;
-  ix = with_frame(ix, frame);
-  const int32_t* const lo_of = bounds;
-  const int32_t* const hi_of = bounds + ix.count + 1;
-  const StepParams params = make_step_params(delta, positives[0], positives + num_pos, num_pos);
+  const IntervalIndex<K> ix = ranked ? device_index(r, num_pos) : IntervalIndex<K>{};
 
-  double ones = 0.0;     // the "+1 at 0" of d1
-  double a_at_0 = 0.0;   // da[0] contributions
-  double b_at_0 = 0.0;   // db[0] contributions
-  bool non_finite = false;
-  const auto add = [&](double* at, double value) {
-    if (at == da) {
-      a_at_0 += value;
-    } else if (at == db) {
-      b_at_0 += value;
-    } else {
-      atomicAdd(at, value);
-    }
-  };
-
+  long long bad = LLONG_MAX;
   const int64_t stride = grid_threads();
   for (int64_t i = global_thread_index(); i < n; i += stride) {
-    if (classify_label(labels[i]) != kNegative) continue;
+    if (((classes[i >> 5] >> (i & 31)) & 1ull) == 0) continue;  // not a negative
     const K key = static_cast<K>(scores[i]);
-    const double v = static_cast<double>(key);
-    if (!is_finite_score(v)) {
-      non_finite = true;
+    if (!(key == key && key - key == K(0))) {
+      if (bad == LLONG_MAX) bad = i;
       continue;
     }
+    if (!ranked) continue;
     const int64_t m = interval_of(ix, key);
     if (m == 0) continue;  // below every window: adds nothing
-    const int64_t lo = lo_of[m], hi = hi_of[m];
-    ones += static_cast<double>(negative_contributions(
-        Window{lo, hi, window_offset(v, lo, hi, params)}, d1, da, db, add));
+    const unsigned long long fixed = to_fixed((key - ix.thresholds[m - 1]) * inv_2delta);
+    if (in_shared) {
+      atomicAdd(count + m, 1u);
+      const unsigned long long old = atomicAdd(sum_lo + m, fixed);
+      if (old + fixed < old) atomicAdd(sum_hi + m, 1u);
+    } else {
+      IntervalSums& s = r.sums[m];
+      atomicAdd(&s.count, 1ull);
+      const unsigned long long old = atomicAdd(&s.lo, fixed);
+      if (old + fixed < old) atomicAdd(&s.hi, 1ull);
+    }
   }
-
-  // Every thread of the block reaches this point (no early return above): full warps.
-  ones = warp_sum(ones);
-  a_at_0 = warp_sum(a_at_0);
-  b_at_0 = warp_sum(b_at_0);
-  const bool warp_non_finite = __any_sync(kFullMask, non_finite);
-  if ((threadIdx.x & 31) == 0) {
-    if (ones != 0.0) atomicAdd(d1, ones);
-    if (a_at_0 != 0.0) atomicAdd(da, a_at_0);
-    if (b_at_0 != 0.0) atomicAdd(db, b_at_0);
-    if (warp_non_finite) atomicAdd(d1, CUDART_NAN);
-  }
-
-  if constexpr (kShared) {
+  if (bad != LLONG_MAX) atomicMin(r.meta + kMetaBadNegative, bad);
+  if (in_shared) {
     __syncthreads();
-    for (int64_t k = threadIdx.x; k < 3 * width; k += blockDim.x) {
-      const double value = hist[k];
-      if (value != 0.0) atomicAdd(out + k, value);  // NaN != 0: a NaN is flushed too
+    for (int64_t m = threadIdx.x; m < intervals; m += blockDim.x) {
+      if (count[m] == 0) continue;
+      IntervalSums& s = r.sums[m];
+      atomicAdd(&s.count, static_cast<unsigned long long>(count[m]));
+      const unsigned long long lo = sum_lo[m];
+      const unsigned long long old = atomicAdd(&s.lo, lo);
+      const unsigned long long carry = old + lo < old ? 1ull : 0ull;
+      if (sum_hi[m] + carry != 0) atomicAdd(&s.hi, sum_hi[m] + carry);
     }
   }
 }
 
 }  // namespace
 
-at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
-                        const at::Tensor& positives, double delta) {
-  check_flat_inputs(scores, labels, "aploss sorted_pass1");
-  check_positives(positives, scores, "aploss sorted_pass1");
-  at::globalContext().alertNotDeterministic("ap_loss (CUDA, method 'sorted'): pass 1");
+void launch_pass1(const at::Tensor& scores, const at::Tensor& classes,
+                  const at::Tensor& workspace, double delta) {
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
-
   const int64_t n = scores.numel();
-  const int64_t num_pos = positives.size(1);
-  const int64_t width = num_pos + 1;
-  at::Tensor out = at::zeros({3, width}, positives.options());
-  if (n == 0) return out;
-
-  const DeviceIntervalIndex index = device_interval_index(
-      positives, delta, scores.scalar_type() == at::kDouble ? at::kDouble : at::kFloat, stream);
-  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
-                                    "aploss_sorted_pass1_cuda", [&] {
+  if (n == 0) return;
+  APLOSS_DISPATCH_SCORES(scores.scalar_type(), "aploss_sorted_pass1_cuda", [&] {
     using K = typename ScoreKey<scalar_t>::type;
-    const scalar_t* s = scores.const_data_ptr<scalar_t>();
-    const label_t* y = labels.const_data_ptr<label_t>();
-    const double* qp = positives.const_data_ptr<double>();
-    const int32_t* bounds = index.bounds.const_data_ptr<int32_t>();
-    double* o = out.data_ptr<double>();
-
-    const auto shared_kernel = sorted_pass1_kernel<scalar_t, label_t, true>;
-    const size_t smem = static_cast<size_t>(3 * width) * sizeof(double);
-    int per_sm = 0;
-    if (smem <= max_dynamic_smem(reinterpret_cast<const void*>(shared_kernel), device)) {
-      per_sm = blocks_per_sm(reinterpret_cast<const void*>(shared_kernel), kPass1Block, smem);
+    const RankingBuffers<K> r = ranking_buffers<K>(workspace);
+    const auto pass1 = sorted_pass1_kernel<scalar_t>;
+    // P is not known here: shared memory for the capacity's intervals, as much as fits.
+    const int64_t wanted = (2 * r.capacity + 1) * kSharedIntervalBytes;
+    const int64_t allowed =
+        static_cast<int64_t>(max_dynamic_smem(reinterpret_cast<const void*>(pass1), device));
+    size_t smem = static_cast<size_t>(std::min(wanted, allowed));
+    int per_sm = blocks_per_sm(reinterpret_cast<const void*>(pass1), kPass1Block, smem);
+    if (per_sm == 0) {  // cannot launch with it: the global variant
+      smem = 0;
+      per_sm = blocks_per_sm(reinterpret_cast<const void*>(pass1), kPass1Block, 0);
     }
-    if (per_sm > 0) {
-      // At least ~4 (P+1) entries per block, so the per-block flush stays amortised.
-      const int64_t grid = grid_size(device, per_sm, n, std::max<int64_t>(kPass1Block, 4 * width));
-      APLOSS_LAUNCH(shared_kernel, static_cast<unsigned>(grid), kPass1Block, smem, stream)(
-          s, y, n, index.view<K>(), index.frame_on_device<K>(), bounds, qp, num_pos, delta, o);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    } else {
-      const auto global_kernel = sorted_pass1_kernel<scalar_t, label_t, false>;
-      const int global_per_sm =
-          blocks_per_sm(reinterpret_cast<const void*>(global_kernel), kPass1Block, 0);
-      const int64_t grid = grid_size(device, global_per_sm, n, kPass1Block);
-      APLOSS_LAUNCH(global_kernel, static_cast<unsigned>(grid), kPass1Block, 0, stream)(
-          s, y, n, index.view<K>(), index.frame_on_device<K>(), bounds, qp, num_pos, delta, o);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    // Enough entries per block that its flush (one per interval it saw) stays small.
+    const int64_t grid = grid_size(device, per_sm, n, int64_t(1) << 15);
+    APLOSS_LAUNCH(pass1, static_cast<unsigned>(grid), kPass1Block, smem, stream)(
+        scores.const_data_ptr<scalar_t>(),
+        reinterpret_cast<const unsigned long long*>(classes.const_data_ptr()), n, r,
+        static_cast<K>(0.5 / delta), static_cast<int64_t>(smem) / kSharedIntervalBytes);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
 }
 
 }  // namespace gpu

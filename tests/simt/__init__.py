@@ -37,6 +37,11 @@ class EmulatedDevice:
         static_smem, failed."""
         return self.module.take_launch_log()
 
+    def host_reads(self):
+        """Reads of tensor values by the emulated kernels' host code so far: each one a
+        host synchronisation on a GPU (csrc/aploss/host_reads.h)."""
+        return self.module.host_reads()
+
     def selftests(self):
         return self.module.selftests()
 

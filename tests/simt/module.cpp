@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 
+#include "../../csrc/aploss/host_reads.h"
 #include "../../csrc/aploss/kernels.h"
 #include "runtime.h"
 #include "selftest_kernels.h"
@@ -111,12 +112,18 @@ PyObject* run_selftest(PyObject*, PyObject* args) {
   return nullptr;
 }
 
+PyObject* host_reads(PyObject*, PyObject*) {
+  return PyLong_FromLongLong(aploss::host_read_count().load());
+}
+
 PyMethodDef methods[] = {
     {"kernel_table", kernel_table, METH_NOARGS, "The CUDA kernel table compiled for the host."},
     {"configure", configure, METH_VARARGS,
      "configure(device, thread_order, block_order, seed): the simulated GPU and orders."},
     {"current", current, METH_NOARGS, "The configuration in use."},
     {"take_launch_log", take_launch_log, METH_NOARGS, "Launches since the last call."},
+    {"host_reads", host_reads, METH_NOARGS,
+     "Reads of tensor values by the emulated kernels' host code so far (GPU syncs)."},
     {"selftests", selftests, METH_NOARGS, "Names of the self-tests."},
     {"run_selftest", run_selftest, METH_VARARGS, "Runs a self-test; RuntimeError on failure."},
     {nullptr, nullptr, 0, nullptr},

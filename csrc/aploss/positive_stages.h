@@ -1,0 +1,256 @@
+// The positive stages of the three losses, written once for the CPU and the GPU: the
+// P-sized work between pass 1 and pass 2 of one ranking (docs/algorithm.md,
+// docs/ranking_family.md), from each positive's fp(i) to the loss, every positive's own
+// gradient and its weight w(i) in the negatives' gradients.
+//
+// They run on a `Block`: the CPU's SerialBlock (cpu/serial_block.h) runs each phase as a
+// loop; the GPU's CudaBlock (cuda/cuda_block.cuh) runs it on the threads of one block,
+// with a barrier after each phase. A Block provides
+//
+//   for_each(n, f)                  f(i) for every i in [0, n), then a barrier
+//   sum(local)                      the sum of every thread's `local` (exact order fixed)
+//   scan<T>(n, op, identity, inclusive, value, store)
+//                                   store(i, op-scan of value(0..i)); returns the total
+//   difference_runs<C>(n, lo_range, hi_range, term, full, linear, a)
+//                                   window_sums.h's difference arrays at k in [0, n)
+//
+// A loss supplies only its stage function below; the passes, the sort and the index are
+// shared (csrc/stages.h, cuda/ranking_cuda.cuh).
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include "math.h"
+#include "window_sums.h"
+
+namespace aploss {
+
+// The sorted positives and the stage's arrays (P each unless said otherwise).
+struct StageArrays {
+  int64_t num_pos;
+  double delta;
+  const double* q;            // sorted scores
+  const double* shift;        // cluster shifts (math.h)
+  const long long* position;  // flat positions
+  const double* value;        // per positive: Rank & Sort's target, aLRP's regression loss
+  const int32_t* memory_rank; // aLRP: each positive's rank by position
+  double* fp;                 // in: fp(i)
+  double* row[6];             // work rows: 0 and 1 for difference_runs (P + 1 each), 2-5 own
+  double* w;                  // out: weight in the negatives' gradients
+  double* positive_grads;     // out: (P, 2) [position, gradient]
+  double* loc_weights;        // out (aLRP): d loc_loss / d regression_loss, memory order
+};
+
+struct StageLosses {
+  double loss;
+  double parts[2];  // Rank & Sort: ranking, sorting
+};
+
+APLOSS_HD void write_positive_grad(const StageArrays& a, int64_t i, double grad) {
+  a.positive_grads[2 * i] = static_cast<double>(a.position[i]);
+  a.positive_grads[2 * i + 1] = grad;
+}
+
+// sum_k H(q_k - q_i) v_k over every positive k, i itself included (H(0) = 1/2), into
+// `out`: the positives as the sources of window_sums.h, each with count v_k (`value(k)`,
+// C = double) or 1 (C = long long: exact).
+APLOSS_HD_TEMPLATE
+template <typename C, typename Block, typename Value>
+APLOSS_HD void positive_window_sums(const Block& b, const StageArrays& a, double* out,
+                                    Value value) {
+  const int64_t num_pos = a.num_pos;
+  const double delta = a.delta, inv_2delta = 0.5 / delta;
+  const double* const q = a.q;
+  const double* const shift = a.shift;
+  C* const full = reinterpret_cast<C*>(a.row[0]);
+  C* const linear = reinterpret_cast<C*>(a.row[1]);
+  b.template difference_runs<C>(
+      num_pos,
+      [q, num_pos, delta](int64_t k) {
+        return std::pair<int64_t, int64_t>(first_positive_with_lo(q, num_pos, k, delta),
+                                           first_positive_with_lo(q, num_pos, k + 1, delta));
+      },
+      [q, num_pos, delta](int64_t k) {
+        return std::pair<int64_t, int64_t>(first_positive_with_hi(q, num_pos, k, delta),
+                                           first_positive_with_hi(q, num_pos, k + 1, delta));
+      },
+      [q, shift, num_pos, delta, inv_2delta, value](int64_t j) {
+        // Positive j's window holds j itself, so its cluster shift is j's (math.h).
+        const C v = value(j);
+        return SourceTerm<C>{v, positive_window_lo(q, num_pos, q[j], delta),
+                             positive_window_hi(q, num_pos, q[j], delta),
+                             static_cast<double>(v) * ((q[j] - shift[j]) * inv_2delta + 0.5)};
+      },
+      full, linear, out);
+  C mine = C(0);
+  b.for_each(num_pos, [&mine, value](int64_t k) { mine += value(k); });
+  const C total = b.sum(mine);
+  b.for_each(num_pos, [=](int64_t i) {
+    out[i] = window_sum(total, full[i], linear[i], out[i], q[i], shift[i], inv_2delta);
+  });
+}
+
+// sum_k H(q_k - q_i) over every positive k, i included: exact counts.
+APLOSS_HD_TEMPLATE
+template <typename Block>
+APLOSS_HD void positive_rank_sums(const Block& b, const StageArrays& a, double* out) {
+  positive_window_sums<long long>(b, a, out, [](int64_t) { return 1LL; });
+}
+
+// For positive x: the sum over the positives m with take(m) of H(q_m - q_x) (or, with
+// `transpose`, H(q_x - q_m)) times value(m), by a direct loop over the positives where H
+// is not 0: O(P) per positive (Rank & Sort's sums under a second key).
+template <typename Take, typename Value>
+APLOSS_HD double direct_window_sum(const double* q, int64_t num_pos, int64_t x, double delta,
+                                   bool transpose, Take take, Value value) {
+  const double q_x = q[x];
+  const double inv_2delta = 0.5 / delta;
+  int64_t begin = 0, end = num_pos;
+  if (transpose) {  // H(q_x - q_m) > 0: q_x - q_m > -delta
+    end = partition_point(q, num_pos, NonzeroStep{q_x, delta});
+  } else {  // H(q_m - q_x) > 0: q_m - q_x > -delta
+    begin = partition_point(q, num_pos, [q_x, delta](double v) { return !(v - q_x > -delta); });
+  }
+  double sum = 0.0;
+  for (int64_t m = begin; m < end; ++m) {
+    if (!take(m)) continue;
+    const double d = transpose ? q_x - q[m] : q[m] - q_x;
+    const double h = d * inv_2delta + 0.5;
+    sum += (h < 0.0 ? 0.0 : (h > 1.0 ? 1.0 : h)) * value(m);
+  }
+  return sum;
+}
+
+// ---- AP-loss (docs/algorithm.md) -------------------------------------------------------
+
+APLOSS_HD_TEMPLATE
+template <typename Block>
+APLOSS_HD StageLosses ap_stage(const Block& b, const StageArrays& a, bool interpolate) {
+  const int64_t num_pos = a.num_pos;
+  const double* const fp = a.fp;
+  double* const rank_sums = a.row[2];
+  positive_rank_sums(b, a, rank_sums);
+  double* const ip = a.row[3];
+  b.for_each(num_pos, [=](int64_t i) {
+    ip[i] = ap_precision(rank_sums[i] + 0.5, fp[i]);  // rank_pos = 1 + sum over k != i
+  });
+  if (interpolate) {  // the running maximum from the lowest-scored positive up
+    b.template scan<double>(
+        num_pos, [](double x, double y) { return y > x ? y : x; }, 0.0, true,
+        [ip](int64_t i) { return ip[i]; }, [ip](int64_t i, double v) { ip[i] = v; });
+  }
+  const double weight = 1.0 / static_cast<double>(num_pos);
+  double ip_sum = 0.0;
+  b.for_each(num_pos, [&](int64_t i) {
+    const double rank_pos = rank_sums[i] + 0.5;
+    const APTerms t = ap_terms(rank_pos, fp[i], ap_precision(rank_pos, fp[i]), ip[i], weight);
+    a.w[i] = t.w;
+    write_positive_grad(a, i, t.own_grad);
+    ip_sum += ip[i];
+  });
+  return {1.0 - b.sum(ip_sum) / static_cast<double>(num_pos), {0.0, 0.0}};
+}
+
+// ---- Rank & Sort loss (docs/ranking_family.md): each positive's target is a.value ------
+
+constexpr double kRankSortEps = 1e-10;  // the released code's gate on FP(i) and on den(i)
+
+APLOSS_HD_TEMPLATE
+template <typename Block>
+APLOSS_HD StageLosses rank_sort_stage(const Block& b, const StageArrays& a) {
+  const int64_t num_pos = a.num_pos;
+  const double delta = a.delta;
+  const double* const fp = a.fp;
+  const double* const q = a.q;
+  const double* const y = a.value;
+  double* const rank_pos = a.row[2];  // over every positive, self included
+  positive_rank_sums(b, a, rank_pos);
+  double* const errors_all = a.row[3];  // sum H (1 - y) over every positive
+  positive_window_sums<double>(b, a, errors_all, [y](int64_t k) { return 1.0 - y[k]; });
+  // Over the positives with a lower target: sum H (den(i)) and sum H (1 - y); then each
+  // one's sorting error, and the share of it that goes to each of those positives.
+  double* const missorted = a.row[4];
+  double* const sorting_error = a.row[5];
+  const double weight = 1.0 / static_cast<double>(num_pos);
+  b.for_each(num_pos, [=](int64_t x) {
+    const double y_x = y[x];
+    const auto lower = [y, y_x](int64_t m) { return y[m] < y_x; };
+    const double den = direct_window_sum(q, num_pos, x, delta, false, lower,
+                                         [](int64_t) { return 1.0; });
+    const double errors_lower = direct_window_sum(q, num_pos, x, delta, false, lower,
+                                                  [y](int64_t m) { return 1.0 - y[m]; });
+    missorted[x] = den;
+    sorting_error[x] =
+        errors_all[x] / rank_pos[x] - (errors_all[x] - errors_lower) / (rank_pos[x] - den);
+  });
+  // The sorting error of i goes to every k with y_k < y_i in proportion to H(s_k - s_i).
+  double* const share = a.row[3];  // errors_all is no longer needed
+  b.for_each(num_pos, [=](int64_t x) {
+    share[x] = missorted[x] > kRankSortEps ? sorting_error[x] / missorted[x] * weight : 0.0;
+  });
+  double ranking = 0.0, sorting = 0.0;
+  b.for_each(num_pos, [&](int64_t x) {
+    const double y_x = y[x];
+    // Received from every i with y_i > y_x, in proportion to H(s_x - s_i).
+    const double received = direct_window_sum(
+        q, num_pos, x, delta, true, [y, y_x](int64_t m) { return y[m] > y_x; },
+        [share](int64_t m) { return share[m]; });
+    const double rank = rank_pos[x] + fp[x];
+    const double ranking_error = fp[x] / rank;
+    const bool ranked = fp[x] > kRankSortEps;
+    const double own = (ranked ? ranking_error : 0.0) +
+                       (missorted[x] > kRankSortEps ? sorting_error[x] : 0.0);
+    write_positive_grad(a, x, received - own * weight);
+    // A negative j gets sum_i H(s_j - s_i) ranking_error(i) / fp(i) = H / rank(i).
+    a.w[x] = ranked ? weight / rank : 0.0;
+    ranking += ranking_error * weight;
+    sorting += sorting_error[x] * weight;
+  });
+  ranking = b.sum(ranking);
+  sorting = b.sum(sorting);
+  return {ranking + sorting, {ranking, sorting}};
+}
+
+// ---- aLRP loss (docs/ranking_family.md): each positive's regression loss is a.value ----
+
+constexpr double kALRPEps = 1e-5;  // the released code's gate on FP(i)
+
+APLOSS_HD_TEMPLATE
+template <typename Block>
+APLOSS_HD StageLosses alrp_stage(const Block& b, const StageArrays& a) {
+  const int64_t num_pos = a.num_pos;
+  const double* const fp = a.fp;
+  const double* const l = a.value;
+  double* const rank_sums = a.row[2];
+  positive_rank_sums(b, a, rank_sums);
+  double* const weighted = a.row[3];  // sum H l over every positive, self included
+  positive_window_sums<double>(b, a, weighted, [l](int64_t k) { return l[k]; });
+  const double weight = 1.0 / static_cast<double>(num_pos);
+  double* const per_rank = a.row[4];
+  double cls = 0.0;
+  b.for_each(num_pos, [&](int64_t i) {
+    const double rank_pos = rank_sums[i] + 0.5;  // 1 + sum over k != i
+    const double rank = rank_pos + fp[i];
+    const double weighted_above = weighted[i] - 0.5 * l[i];  // over k != i
+    const bool ranked = fp[i] > kALRPEps;
+    const double error = ranked ? (weighted_above + fp[i]) / rank * weight : 0.0;
+    // A negative j gets sum_i H(s_j - s_i) error(i) / fp(i).
+    a.w[i] = ranked ? error / fp[i] : 0.0;
+    write_positive_grad(a, i, -error);
+    per_rank[i] = weight / rank;
+    cls += (1.0 - rank_pos / rank) * weight;
+  });
+  cls = b.sum(cls);
+  // loc_loss = sum_i weight / rank(i) (sum of l over the positives at or above i in
+  // descending score order): l_k's weight is the running sum of weight / rank up to k.
+  const int32_t* const memory_rank = a.memory_rank;
+  double* const loc_weights = a.loc_weights;
+  b.template scan<double>(
+      num_pos, [](double x, double y) { return x + y; }, 0.0, true,
+      [per_rank](int64_t i) { return per_rank[i]; },
+      [memory_rank, loc_weights](int64_t i, double v) { loc_weights[memory_rank[i]] = v; });
+  return {cls, {0.0, 0.0}};
+}
+
+}  // namespace aploss
