@@ -16,8 +16,8 @@ at::Tensor gather(const Kernels& k, const Entries& in) {
 
 namespace {
 
-// Whether the positions ascend: checked on the CPU only (elsewhere it would cost a host
-// sync; those gathers need not keep memory order anyway).
+// Whether the positions ascend: checked in host memory only (elsewhere it would cost a
+// host sync; those gathers need not keep memory order anyway).
 bool in_memory_order(const at::Tensor& position) {
   const int64_t n = position.numel();
   if (!position.is_cpu()) return false;
@@ -134,10 +134,23 @@ void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
   } else {
     k.sorted_pass2(in.scores, in.labels, state, delta, grad_output, grad);
   }
-  if (positive_grads.size(1) > 0) {
-    grad.index_copy_(0, positive_grads[0].to(at::kLong),
-                     (positive_grads[1] * grad_output).to(grad.scalar_type()));
+  const int64_t num_pos = positive_grads.size(0);
+  if (num_pos == 0) return;
+  if (k.host_memory && grad.is_contiguous() && positive_grads.is_contiguous()) {
+    // A loop: P writes, no ATen ops (at small N, a call costs what it issues).
+    const double* pg = positive_grads.const_data_ptr<double>();
+    const double scale = grad_output.item<double>();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
+                                    "aploss_positive_grads", [&] {
+      scalar_t* g = grad.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < num_pos; ++i) {
+        g[static_cast<int64_t>(pg[2 * i])] = static_cast<scalar_t>(pg[2 * i + 1] * scale);
+      }
+    });
+    return;
   }
+  grad.index_copy_(0, positive_grads.select(1, 0).to(at::kLong),
+                   (positive_grads.select(1, 1) * grad_output).to(grad.scalar_type()));
 }
 
 }  // namespace aploss

@@ -13,7 +13,9 @@ const Kernels& cpu_kernels() {
                              cpu::sorted_pass2, cpu::pairwise_pass2,
                              cpu::grouped_pass1, cpu::grouped_pass2,
                              cpu::positive_window_sums, cpu::pass1_records, cpu::dense_codes,
-                             /*pass1_float_atomics=*/false, /*periodic_codes=*/true};
+                             cpu::ranking_forward, /*ranking_backward=*/nullptr,
+                             /*pass1_float_atomics=*/false, /*periodic_codes=*/true,
+                             /*host_memory=*/true};
   return table;
 }
 

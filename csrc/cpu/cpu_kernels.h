@@ -5,6 +5,8 @@
 
 #include <tuple>
 
+#include "../aploss/kernels.h"
+
 namespace aploss {
 namespace cpu {
 
@@ -29,6 +31,9 @@ at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& o
 at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& codes, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta);
+
+// One ungrouped ranking by the sorted method as a whole (ranking_cpu.cpp).
+RankingOutputs ranking_forward(const RankingInputs& in);
 
 // Dense int32 codes of arbitrary non-negative ids (contiguous, shaped like ids), and
 // how many distinct ids there are.
