@@ -180,7 +180,7 @@ def alrp_loss(
         scores.contiguous(), labels.contiguous(), regression_losses.detach(), group_ids,
         float(delta),
     )
-    loc_loss = (regression_losses.to(torch.float64) * loc_weights).sum()
+    loc_loss = torch.dot(regression_losses.to(torch.float64), loc_weights)
     return cls_loss, loc_loss.to(regression_losses.dtype)
 
 
