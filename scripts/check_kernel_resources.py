@@ -242,6 +242,7 @@ class Resources:
     stack: int = 0
     smem: int = 0          # static shared memory, bytes
     demangled: str = ""
+    f64: int = -1          # float64 instructions in its SASS (-1: not disassembled)
 
 
 def parse_ptxas(log: str) -> list:
@@ -269,6 +270,46 @@ def parse_ptxas(log: str) -> list:
             current.smem = int(smem.group(1)) if smem else 0
             current = None
     return list(entries.values())
+
+
+# ---- SASS side: float64 instructions -------------------------------------------------------
+
+# A float64 instruction: a D-opcode (DADD, DMUL, DFMA, DSETP, DMNMX, ...) or one that
+# converts, reduces or atomically adds float64 (F2F.F64.F32, I2F.F64, REDG...F64, ...).
+_F64_OPCODE = re.compile(r"^(?:D(?:ADD|MUL|FMA|SETP|SET|MNMX|MMA)\b|\S*\.F64\b)")
+_SASS_FUNCTION = re.compile(r"^\s*Function : (\S+)")
+_SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)")
+
+
+def count_f64(sass: str) -> dict:
+    """Float64 instructions per function of `cuobjdump -sass` output."""
+    counts, current = {}, None
+    for line in sass.splitlines():
+        m = _SASS_FUNCTION.match(line)
+        if m:
+            current = m.group(1)
+            counts[current] = 0
+            continue
+        m = _SASS_INSTRUCTION.match(line)
+        if m and current is not None and _F64_OPCODE.match(m.group(1)):
+            counts[current] += 1
+    return counts
+
+
+def find_cuobjdump(explicit: str | None) -> str | None:
+    """--cuobjdump, else cuobjdump on PATH or in the toolkit, else the one of PyPI's
+    nvidia-cuda-cuobjdump package (the Makefile installs it: this toolkit has none)."""
+    if explicit:
+        return explicit
+    candidates = [shutil.which("cuobjdump"),
+                  os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "cuobjdump")]
+    try:
+        import nvidia
+        for base in nvidia.__path__:
+            candidates += glob.glob(os.path.join(base, "cu*", "bin", "cuobjdump"))
+    except ImportError:
+        pass
+    return next((c for c in candidates if c and os.path.isfile(c)), None)
 
 
 def demangle(resources: list) -> None:
@@ -392,8 +433,8 @@ def _max_at(instances: list, key) -> str:
 def render_table(groups: list, max_spill: int) -> str:
     rows = ["| kernel | file | instantiations | block | registers (max) "
             "| regs × block (allocated) | spills st/ld B | stack B | static smem B "
-            "| dynamic smem bound B | verdict |",
-            "|" + "---|" * 11]
+            "| dynamic smem bound B | float64 SASS (float / double scores) | verdict |",
+            "|" + "---|" * 12]
     for g in groups:
         k, inst = g.decl, g.instances
         regs = max(i.res.registers for i in inst)
@@ -409,6 +450,7 @@ def render_table(groups: list, max_spill: int) -> str:
         smem = max(i.res.smem for i in inst)
         dynamic = (f"{dynamic_smem_bound(smem, True):,} (opt-in − static)"
                    if k.dynamic_smem else "0")
+        f64 = f64_cell(inst)
         failing = [i for i in inst if i.problems]
         verdict = (f"**FAIL** ({len(failing)} of {len(inst)})" if failing
                    else f"ok (spills ≤ {max_spill})" if spilling else "ok")
@@ -418,8 +460,18 @@ def render_table(groups: list, max_spill: int) -> str:
             block, _max_at(inst, lambda i: i.res.registers),
             f"{regs * k.block:,} ({allocated_registers(regs, k.block):,})", spills,
             _max_at(inst, lambda i: i.res.stack), _max_at(inst, lambda i: i.res.smem),
-            dynamic, verdict]) + " |")
+            dynamic, f64, verdict]) + " |")
     return "\n".join(rows)
+
+
+def f64_cell(instances: list) -> str:
+    """The most float64 instructions of an instantiation for float32 / float16 / bfloat16
+    scores (no `double` among its template arguments) and for float64 ones."""
+    if any(i.res.f64 < 0 for i in instances):
+        return "n/a"
+    narrow = [i.res.f64 for i in instances if "double" not in fmt_args(i.args)]
+    wide = [i.res.f64 for i in instances if "double" in fmt_args(i.args)]
+    return f"{max(narrow) if narrow else '—'} / {max(wide) if wide else '—'}"
 
 
 def failure_lines(groups: list) -> list:
@@ -510,6 +562,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", metavar="FILE", help="also write the report here")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles")
     ap.add_argument("--nvcc", help="the nvcc to run (default: <CUDA home>/bin/nvcc)")
+    ap.add_argument("--cuobjdump", help="the cuobjdump that disassembles the cubins for the "
+                                        "float64 column (default: found, else none)")
     ap.add_argument("--dry-run", action="store_true",
                     help="parse the sources' kernels and print the compile commands; "
                          "compile nothing")
@@ -550,6 +604,13 @@ def main(argv=None) -> int:
             return 0
         jobs = max(1, min(args.jobs, len(commands)))
         logs = compile_all(commands, jobs)
+        cuobjdump = find_cuobjdump(args.cuobjdump)
+        f64 = {}
+        if cuobjdump:
+            for cmd in commands:
+                sass = subprocess.run([cuobjdump, "-sass", cmd[-1]], capture_output=True,
+                                      text=True, check=True).stdout
+                f64.update(count_f64(sass))
 
     groups, unknown = {}, []
     for src, log in zip(sources, logs):
@@ -563,6 +624,7 @@ def main(argv=None) -> int:
                 unknown.append(f"{os.path.relpath(src, ROOT)}: {r.demangled}")
                 continue
             group = groups.setdefault((decl.path, decl.name), Group(decl))
+            r.f64 = f64.get(r.mangled, -1)
             # A kernel of a header is compiled again in every file that instantiates it.
             if all(i.res.mangled != r.mangled for i in group.instances):
                 group.instances.append(Instance(r, targs, problems(r, decl, args.max_spill_bytes)))
@@ -597,7 +659,12 @@ def main(argv=None) -> int:
         f"{STATIC_SMEM_LIMIT:,} B; static + dynamic <= {SMEM_OPTIN_LIMIT:,} B (the sm_90 "
         "opt-in limit; kernels with dynamic shared memory may request opt-in − static, "
         "max_dynamic_smem in csrc/cuda/launch_config_cuda.cu). Columns give the maximum "
-        "over the instantiations, and the instantiation with it where they differ.",
+        "over the instantiations, and the instantiation with it where they differ. "
+        "float64 SASS: the float64 instructions (D-opcodes, .F64 conversions, reductions "
+        "and atomics) in the kernel's machine code "
+        + (f"(`{os.path.basename(cuobjdump)} -sass`), the most of an instantiation for "
+           "float32, float16 or bfloat16 scores / for float64 scores; where each one is: "
+           "docs/algorithm.md, section 9." if cuobjdump else "(n/a: no cuobjdump found)."),
         "",
         ("**FAILED:**\n\n" + "\n".join(f"- {f}" for f in failures)) if failures
         else "All kernels pass.",
