@@ -11,15 +11,21 @@
 //   sum(local)                      the sum of every thread's `local` (exact order fixed)
 //   scan<T>(n, op, identity, inclusive, value, store)
 //                                   store(i, op-scan of value(0..i)); returns the total
-//   difference_runs<C>(n, lo_range, hi_range, term, full, linear, a)
-//                                   window_sums.h's difference arrays at k in [0, n)
+//   difference_sums<C>(n, sources, lo_of, hi_of, term, full, linear, a)
+//                                   window_sums.h's difference arrays at k in [0, n) and
+//                                   their prefix sums, from `sources` sources whose
+//                                   windows lo_of(j), hi_of(j) never decrease
+//   key_window_sums(a, keys, values, rows, stride, transpose, out)
+//                                   for every positive x and each of `rows` value rows
+//                                   (`stride` apart, as the outputs): the sum over the
+//                                   positives m with keys[m] < keys[x] of H(q_m - q_x)
+//                                   (transpose: H(q_x - q_m)) times the value at m
 //
 // A loss supplies only its stage function below; the passes, the sort and the index are
 // shared (csrc/stages.h, cuda/ranking_cuda.cuh).
 #pragma once
 
 #include <cstdint>
-#include <utility>
 
 #include "math.h"
 #include "window_sums.h"
@@ -33,10 +39,13 @@ struct StageArrays {
   const double* q;            // sorted scores
   const double* shift;        // cluster shifts (math.h)
   const long long* position;  // flat positions
+  const int32_t* window_lo;   // each positive's window among the positives: math.h's lo and
+  const int32_t* window_hi;   // hi of its score (the window holds the positive itself)
   const double* value;        // per positive: Rank & Sort's target, aLRP's regression loss
   const int32_t* memory_rank; // aLRP: each positive's rank by position
-  double* fp;                 // in: fp(i)
-  double* row[6];             // work rows: 0 and 1 for difference_runs (P + 1 each), 2-5 own
+  const double* fp;           // fp(i)
+  double* row[8];             // work rows of P + 1, evenly spaced: 0 and 1 for
+                              // difference_sums, 2-7 the stage's own
   double* w;                  // out: weight in the negatives' gradients
   double* positive_grads;     // out: (P, 2) [position, gradient]
   double* loc_weights;        // out (aLRP): d loc_loss / d regression_loss, memory order
@@ -60,26 +69,20 @@ template <typename C, typename Block, typename Value>
 APLOSS_HD void positive_window_sums(const Block& b, const StageArrays& a, double* out,
                                     Value value) {
   const int64_t num_pos = a.num_pos;
-  const double delta = a.delta, inv_2delta = 0.5 / delta;
+  const double inv_2delta = 0.5 / a.delta;
   const double* const q = a.q;
   const double* const shift = a.shift;
+  const int32_t* const lo = a.window_lo;
+  const int32_t* const hi = a.window_hi;
   C* const full = reinterpret_cast<C*>(a.row[0]);
   C* const linear = reinterpret_cast<C*>(a.row[1]);
-  b.template difference_runs<C>(
-      num_pos,
-      [q, num_pos, delta](int64_t k) {
-        return std::pair<int64_t, int64_t>(first_positive_with_lo(q, num_pos, k, delta),
-                                           first_positive_with_lo(q, num_pos, k + 1, delta));
-      },
-      [q, num_pos, delta](int64_t k) {
-        return std::pair<int64_t, int64_t>(first_positive_with_hi(q, num_pos, k, delta),
-                                           first_positive_with_hi(q, num_pos, k + 1, delta));
-      },
-      [q, shift, num_pos, delta, inv_2delta, value](int64_t j) {
+  b.template difference_sums<C>(
+      num_pos, num_pos, [lo](int64_t j) { return static_cast<int64_t>(lo[j]); },
+      [hi](int64_t j) { return static_cast<int64_t>(hi[j]); },
+      [q, shift, lo, hi, inv_2delta, value](int64_t j) {
         // Positive j's window holds j itself, so its cluster shift is j's (math.h).
         const C v = value(j);
-        return SourceTerm<C>{v, positive_window_lo(q, num_pos, q[j], delta),
-                             positive_window_hi(q, num_pos, q[j], delta),
+        return SourceTerm<C>{v, lo[j], hi[j],
                              static_cast<double>(v) * ((q[j] - shift[j]) * inv_2delta + 0.5)};
       },
       full, linear, out);
@@ -96,30 +99,6 @@ APLOSS_HD_TEMPLATE
 template <typename Block>
 APLOSS_HD void positive_rank_sums(const Block& b, const StageArrays& a, double* out) {
   positive_window_sums<long long>(b, a, out, [](int64_t) { return 1LL; });
-}
-
-// For positive x: the sum over the positives m with take(m) of H(q_m - q_x) (or, with
-// `transpose`, H(q_x - q_m)) times value(m), by a direct loop over the positives where H
-// is not 0: O(P) per positive (Rank & Sort's sums under a second key).
-template <typename Take, typename Value>
-APLOSS_HD double direct_window_sum(const double* q, int64_t num_pos, int64_t x, double delta,
-                                   bool transpose, Take take, Value value) {
-  const double q_x = q[x];
-  const double inv_2delta = 0.5 / delta;
-  int64_t begin = 0, end = num_pos;
-  if (transpose) {  // H(q_x - q_m) > 0: q_x - q_m > -delta
-    end = partition_point(q, num_pos, NonzeroStep{q_x, delta});
-  } else {  // H(q_m - q_x) > 0: q_m - q_x > -delta
-    begin = partition_point(q, num_pos, [q_x, delta](double v) { return !(v - q_x > -delta); });
-  }
-  double sum = 0.0;
-  for (int64_t m = begin; m < end; ++m) {
-    if (!take(m)) continue;
-    const double d = transpose ? q_x - q[m] : q[m] - q_x;
-    const double h = d * inv_2delta + 0.5;
-    sum += (h < 0.0 ? 0.0 : (h > 1.0 ? 1.0 : h)) * value(m);
-  }
-  return sum;
 }
 
 // ---- AP-loss (docs/algorithm.md) -------------------------------------------------------
@@ -160,48 +139,47 @@ APLOSS_HD_TEMPLATE
 template <typename Block>
 APLOSS_HD StageLosses rank_sort_stage(const Block& b, const StageArrays& a) {
   const int64_t num_pos = a.num_pos;
-  const double delta = a.delta;
   const double* const fp = a.fp;
-  const double* const q = a.q;
   const double* const y = a.value;
+  const int64_t stride = a.row[3] - a.row[2];
   double* const rank_pos = a.row[2];  // over every positive, self included
   positive_rank_sums(b, a, rank_pos);
   double* const errors_all = a.row[3];  // sum H (1 - y) over every positive
   positive_window_sums<double>(b, a, errors_all, [y](int64_t k) { return 1.0 - y[k]; });
-  // Over the positives with a lower target: sum H (den(i)) and sum H (1 - y); then each
-  // one's sorting error, and the share of it that goes to each of those positives.
-  double* const missorted = a.row[4];
-  double* const sorting_error = a.row[5];
+  // Over the positives with a lower target: sum H (den(i)) and sum H (1 - y).
+  double* const ones = a.row[4];
+  double* const one_minus_y = a.row[5];
+  double* const missorted = a.row[6];
+  double* const errors_lower = a.row[7];
+  b.for_each(num_pos, [=](int64_t x) {
+    ones[x] = 1.0;
+    one_minus_y[x] = 1.0 - y[x];
+  });
+  b.key_window_sums(a, y, ones, 2, stride, /*transpose=*/false, missorted);
+  // Each positive's sorting error, and the share of it that goes to every positive with a
+  // lower target, in proportion to H(s_k - s_i).
   const double weight = 1.0 / static_cast<double>(num_pos);
+  double* const share = a.row[4];
+  double* const sorting_error = a.row[5];
+  double* const minus_y = a.row[3];
   b.for_each(num_pos, [=](int64_t x) {
-    const double y_x = y[x];
-    const auto lower = [y, y_x](int64_t m) { return y[m] < y_x; };
-    const double den = direct_window_sum(q, num_pos, x, delta, false, lower,
-                                         [](int64_t) { return 1.0; });
-    const double errors_lower = direct_window_sum(q, num_pos, x, delta, false, lower,
-                                                  [y](int64_t m) { return 1.0 - y[m]; });
-    missorted[x] = den;
-    sorting_error[x] =
-        errors_all[x] / rank_pos[x] - (errors_all[x] - errors_lower) / (rank_pos[x] - den);
+    const double error = errors_all[x] / rank_pos[x] -
+                         (errors_all[x] - errors_lower[x]) / (rank_pos[x] - missorted[x]);
+    sorting_error[x] = error;
+    share[x] = missorted[x] > kRankSortEps ? error / missorted[x] * weight : 0.0;
+    minus_y[x] = -y[x];
   });
-  // The sorting error of i goes to every k with y_k < y_i in proportion to H(s_k - s_i).
-  double* const share = a.row[3];  // errors_all is no longer needed
-  b.for_each(num_pos, [=](int64_t x) {
-    share[x] = missorted[x] > kRankSortEps ? sorting_error[x] / missorted[x] * weight : 0.0;
-  });
+  // Received from every i with y_i > y_x, in proportion to H(s_x - s_i).
+  double* const received = a.row[7];
+  b.key_window_sums(a, minus_y, share, 1, stride, /*transpose=*/true, received);
   double ranking = 0.0, sorting = 0.0;
   b.for_each(num_pos, [&](int64_t x) {
-    const double y_x = y[x];
-    // Received from every i with y_i > y_x, in proportion to H(s_x - s_i).
-    const double received = direct_window_sum(
-        q, num_pos, x, delta, true, [y, y_x](int64_t m) { return y[m] > y_x; },
-        [share](int64_t m) { return share[m]; });
     const double rank = rank_pos[x] + fp[x];
     const double ranking_error = fp[x] / rank;
     const bool ranked = fp[x] > kRankSortEps;
     const double own = (ranked ? ranking_error : 0.0) +
                        (missorted[x] > kRankSortEps ? sorting_error[x] : 0.0);
-    write_positive_grad(a, x, received - own * weight);
+    write_positive_grad(a, x, received[x] - own * weight);
     // A negative j gets sum_i H(s_j - s_i) ranking_error(i) / fp(i) = H / rank(i).
     a.w[x] = ranked ? weight / rank : 0.0;
     ranking += ranking_error * weight;

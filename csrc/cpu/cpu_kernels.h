@@ -32,6 +32,13 @@ at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& codes, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta);
 
+// For one ranking's P sorted positives (q, cluster shifts) and each of `rows` value rows
+// (`stride` apart, as the outputs): the sum over the positives m with keys[m] < keys[x] of
+// H(q_m - q_x) (transpose: H(q_x - q_m)) times the value at m (positive_sums_cpu.cpp).
+void key_window_sums(const double* q, const double* shift, int64_t num_pos, const double* keys,
+                     const double* values, int rows, int64_t stride, double delta,
+                     bool transpose, double* out);
+
 // One ungrouped ranking by the sorted method as a whole (ranking_cpu.cpp).
 RankingOutputs ranking_forward(const RankingInputs& in);
 

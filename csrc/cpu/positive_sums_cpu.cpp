@@ -173,6 +173,29 @@ void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& va
 
 }  // namespace
 
+void key_window_sums(const double* q, const double* shift, int64_t num_pos, const double* keys,
+                     const double* values, int rows, int64_t stride, double delta,
+                     bool transpose, double* out) {
+  TORCH_CHECK(rows >= 1 && rows <= kMaxRows, "aploss key_window_sums: 1 to ", kMaxRows, " rows");
+  if (num_pos == 0) return;
+  // The rows contiguous, as Values holds them.
+  std::vector<double> in(static_cast<size_t>(rows * num_pos)), sums(in.size());
+  for (int r = 0; r < rows; ++r) {
+    std::copy(values + r * stride, values + r * stride + num_pos, in.begin() + r * num_pos);
+  }
+  const StepParams params = make_step_params(delta, q[0], shift, num_pos);
+  std::vector<PositiveWindow> windows(static_cast<size_t>(num_pos));
+  for (int64_t x = 0; x < num_pos; ++x) {
+    const Window w = find_window(q, num_pos, q[x], params);
+    windows[x] = {0, w.lo, w.hi, num_pos, w.a};
+  }
+  sums_with_keys(windows, Values{q, shift, in.data(), rows, num_pos}, keys, 0.5 / delta,
+                 /*below=*/true, transpose, sums.data());
+  for (int r = 0; r < rows; ++r) {
+    std::copy(sums.begin() + r * num_pos, sums.begin() + (r + 1) * num_pos, out + r * stride);
+  }
+}
+
 at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& offsets,
                                 const at::Tensor& keys, const at::Tensor& values, double delta,
                                 bool below, bool transpose) {

@@ -17,7 +17,9 @@
 #include "../aploss/math.h"
 #include "../aploss/positive_stages.h"
 #include "../family_inputs.h"
+#include "../aploss/intervals.h"
 #include "cpu_kernels.h"
+#include "interval_index_cpu.h"
 #include "serial_block.h"
 
 namespace aploss {
@@ -103,9 +105,9 @@ RankingOutputs ranking_forward(const RankingInputs& in) {
   const int64_t p = num_pos, width = p + 1;
   const auto options = scores.options();
   at::Tensor positives = at::empty({2, p}, options.dtype(at::kDouble));
-  std::vector<double> work(static_cast<size_t>(2 * p + 7 * width));
+  std::vector<double> work(static_cast<size_t>(2 * p + 9 * width));
   std::vector<long long> positions(static_cast<size_t>(p));
-  std::vector<int32_t> memory_rank(static_cast<size_t>(p));
+  std::vector<int32_t> memory_rank(static_cast<size_t>(p)), window(static_cast<size_t>(2 * p));
   double* q = positives.data_ptr<double>();
   double* shift = q + p;
   double* value = work.data();
@@ -145,19 +147,36 @@ RankingOutputs ranking_forward(const RankingInputs& in) {
   const double* d1 = histograms.const_data_ptr<double>();
   const double* da = d1 + width;
   const double* db = da + width;
-  double* fp = rows + 6 * width;
+  double* fp = rows + 8 * width;
   double c1 = 0.0, a = 0.0, b = 0.0;
   for (int64_t i = 0; i < p; ++i) {
     c1 += d1[i], a += da[i], b += db[i];
     fp[i] = c1 + a - b * (q[i] - shift[i]) * (0.5 / in.delta);
   }
+  // Each positive's window among the positives: its interval's in pass 1's index (its
+  // score is a key of the index's type).
+  int32_t* window_lo = window.data();
+  int32_t* window_hi = window_lo + p;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(),
+                                  "aploss_positive_windows", [&] {
+    using K = typename ScoreKey<scalar_t>::type;
+    const auto index = interval_index<K>(q, shift, p, in.delta);
+    const IntervalIndex<K>& ix = index->get();
+    for (int64_t j = 0; j < p; ++j) {
+      const int64_t m = interval_of(ix, static_cast<K>(q[j]));
+      window_lo[j] = static_cast<int32_t>(index->lo(m));
+      window_hi[j] = static_cast<int32_t>(index->hi(m));
+    }
+  });
 
   RankingOutputs out;
   out.positive_grads = at::empty({p, 2}, options.dtype(at::kDouble));
   if (in.loss == LossKind::kALRP) out.loc_weights = at::empty({p}, options.dtype(at::kDouble));
-  const StageArrays arrays{p, in.delta, q, shift, positions.data(), value, memory_rank.data(), fp,
+  const StageArrays arrays{p, in.delta, q, shift, positions.data(), window_lo, window_hi, value,
+                           memory_rank.data(), fp,
                            {rows, rows + width, rows + 2 * width, rows + 3 * width,
-                            rows + 4 * width, rows + 5 * width},
+                            rows + 4 * width, rows + 5 * width, rows + 6 * width,
+                            rows + 7 * width},
                            w, out.positive_grads.data_ptr<double>(),
                            out.loc_weights.defined() ? out.loc_weights.data_ptr<double>()
                                                      : nullptr};

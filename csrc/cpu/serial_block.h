@@ -1,10 +1,13 @@
 // The CPU's Block for the positive stages (../aploss/positive_stages.h): every phase is a
-// loop on the calling thread. P-sized work: no threads, no ATen ops.
+// loop on the calling thread. P-sized work: no ATen ops.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
+#include "../aploss/positive_stages.h"
 #include "../aploss/window_sums.h"
+#include "cpu_kernels.h"
 
 namespace aploss {
 namespace cpu {
@@ -36,24 +39,42 @@ struct SerialBlock {
     return running;
   }
 
-  // window_sums.h's difference arrays at k in [0, n), summed in place over k.
-  template <typename C, typename LoRange, typename HiRange, typename Term>
-  void difference_runs(int64_t n, LoRange lo_range, HiRange hi_range, Term term, C* full,
-                       C* linear, double* a) const {
-    DifferenceAt<C> prefix{C(0), C(0), 0.0};
-    for (int64_t k = 0; k < n; ++k) {
-      DifferenceAt<C> d{C(0), C(0), 0.0};
-      const auto [lo_begin, lo_end] = lo_range(k);
-      for (int64_t j = lo_begin; j < lo_end; ++j) add_source(d, term(j), k, true);
-      const auto [hi_begin, hi_end] = hi_range(k);
-      for (int64_t j = hi_begin; j < hi_end; ++j) add_source(d, term(j), k, false);
-      prefix.full += d.full;
-      prefix.linear += d.linear;
-      prefix.a += d.a;
-      full[k] = prefix.full;
-      linear[k] = prefix.linear;
-      a[k] = prefix.a;
+  // window_sums.h's difference arrays at k in [0, n): each source adds at its lo and hi,
+  // in source order; then their prefix sums in place.
+  template <typename C, typename LoOf, typename HiOf, typename Term>
+  void difference_sums(int64_t n, int64_t sources, LoOf, HiOf, Term term, C* full, C* linear,
+                       double* a) const {
+    std::fill(full, full + n, C(0));
+    std::fill(linear, linear + n, C(0));
+    std::fill(a, a + n, 0.0);
+    for (int64_t j = 0; j < sources; ++j) {
+      const SourceTerm<C> t = term(j);
+      if (t.count == C(0)) continue;
+      if (t.lo < n) {
+        full[t.lo] += t.count;
+        if (t.hi > t.lo) {
+          linear[t.lo] += t.count;
+          a[t.lo] += t.sum_a;
+        }
+      }
+      if (t.hi > t.lo && t.hi < n) {
+        linear[t.hi] -= t.count;
+        a[t.hi] -= t.sum_a;
+      }
     }
+    for (int64_t k = 1; k < n; ++k) {
+      full[k] += full[k - 1];
+      linear[k] += linear[k - 1];
+      a[k] += a[k - 1];
+    }
+  }
+
+  // Sums under a second key in key order with Fenwick trees, O(P log P)
+  // (positive_sums_cpu.cpp).
+  void key_window_sums(const StageArrays& a, const double* keys, const double* values, int rows,
+                       int64_t stride, bool transpose, double* out) const {
+    cpu::key_window_sums(a.q, a.shift, a.num_pos, keys, values, rows, stride, a.delta, transpose,
+                         out);
   }
 };
 

@@ -90,10 +90,18 @@ __global__ void __launch_bounds__(kStageBlock)
   } else {
     false_positives(b, r, num_pos, delta, fp);
   }
+  // Each positive's window among the positives: its interval's (its score is a key).
+  const IntervalIndex<K> ix = device_index(r, num_pos);
+  b.for_each(num_pos, [&r, &ix](int64_t j) {
+    const int64_t m = interval_of(ix, static_cast<K>(r.q[j]));
+    r.window_lo[j] = r.lo_of[m];
+    r.window_hi[j] = r.hi_of[m];
+  });
   if constexpr (kind == LossKind::kALRP) read_regression_losses(b, r, num_pos, losses);
-  const StageArrays a{num_pos, delta, r.q, r.shift, r.position, r.value, r.memory_rank, fp,
+  const StageArrays a{num_pos, delta, r.q, r.shift, r.position, r.window_lo, r.window_hi,
+                      r.value, r.memory_rank, fp,
                       {stage_row(r, 0), stage_row(r, 1), stage_row(r, 3), stage_row(r, 4),
-                       stage_row(r, 5), stage_row(r, 6)},
+                       stage_row(r, 5), stage_row(r, 6), stage_row(r, 7), stage_row(r, 8)},
                       r.w, out.positive_grads, out.loc_weights};
   StageLosses losses_out;
   if constexpr (kind == LossKind::kAP) {

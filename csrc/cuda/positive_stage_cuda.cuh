@@ -3,8 +3,6 @@
 // per-interval pieces from the positives' weights after it.
 #pragma once
 
-#include <utility>
-
 #include "../aploss/intervals.h"
 #include "../aploss/positive_stages.h"
 #include "../aploss/window_sums.h"
@@ -38,18 +36,13 @@ __device__ void false_positives(const CudaBlock& b, const RankingBuffers<K>& r,
                                 int64_t num_pos, double delta, double* fp) {
   const double inv_2delta = 0.5 / delta;
   const int64_t count = 2 * num_pos;
-  const int32_t* const full_at = r.full_at;
-  const int32_t* const nonzero_at = r.nonzero_at;
-  // The intervals whose window starts (or ends) at positive k: those after the threshold
-  // of positive k - 1, up to and including the one that starts at positive k's.
-  const auto run = [](const int32_t* at, int64_t k) {
-    return std::pair<int64_t, int64_t>(k == 0 ? 0 : at[k - 1] + 1, at[k] + 1);
-  };
+  const int32_t* const lo_of = r.lo_of;
+  const int32_t* const hi_of = r.hi_of;
   long long* const full = reinterpret_cast<long long*>(stage_row(r, 0));
   long long* const linear = reinterpret_cast<long long*>(stage_row(r, 1));
-  b.difference_runs<long long>(
-      num_pos, [full_at, run](int64_t k) { return run(full_at, k); },
-      [nonzero_at, run](int64_t k) { return run(nonzero_at, k); },
+  b.difference_sums<long long>(
+      num_pos, count + 1, [lo_of](int64_t m) { return static_cast<int64_t>(lo_of[m]); },
+      [hi_of](int64_t m) { return static_cast<int64_t>(hi_of[m]); },
       [&r, inv_2delta](int64_t m) {
         const IntervalSums& sums = r.sums[m];
         const int64_t lo = r.lo_of[m], hi = r.hi_of[m];

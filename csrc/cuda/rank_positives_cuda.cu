@@ -133,8 +133,6 @@ __global__ void __launch_bounds__(kRankBlock)
     const int64_t at_nonzero = i + partition_point(full, num_pos, [z](K v) { return v <= z; });
     r.thresholds[at_full] = f;
     r.thresholds[at_nonzero] = z;
-    r.full_at[i] = static_cast<int32_t>(at_full);
-    r.nonzero_at[i] = static_cast<int32_t>(at_nonzero);
     r.lo_of[at_full + 1] = static_cast<int32_t>(i + 1);
     r.hi_of[at_full + 1] = static_cast<int32_t>(at_full - i);
     r.lo_of[at_nonzero + 1] = static_cast<int32_t>(at_nonzero - i);

@@ -57,7 +57,7 @@ struct FixedPoint<double> {
 };
 
 // Rows of P + 1 doubles that a positive stage works in.
-constexpr int kStageRows = 8;
+constexpr int kStageRows = 9;
 
 // Byte offsets of the workspace's parts for a capacity of C positives and keys of
 // `key_bytes` (4 or 8).
@@ -72,8 +72,8 @@ struct RankingLayout {
   int64_t shift = 0;         // C double: cluster shifts
   int64_t position = 0;      // C int64: flat positions, sorted like q
   int64_t value = 0;         // C double: values, sorted like q
-  int64_t full_at = 0;       // C int32: where each positive's full-step threshold merged
-  int64_t nonzero_at = 0;    // C int32: where its nonzero-step threshold merged
+  int64_t window_lo = 0;     // C int32: each positive's window among the positives
+  int64_t window_hi = 0;     // C int32
   int64_t w = 0;             // C double: each positive's weight in the negatives' gradients
   int64_t thresholds = 0;    // 2C + kThresholdPadding keys
   int64_t lo_of = 0;         // 2C + 1 int32: the window of every interval
@@ -108,8 +108,8 @@ struct RankingBuffers {
   double* shift;
   long long* position;
   double* value;
-  int32_t* full_at;
-  int32_t* nonzero_at;
+  int32_t* window_lo;
+  int32_t* window_hi;
   double* w;
   K* thresholds;
   int32_t* lo_of;

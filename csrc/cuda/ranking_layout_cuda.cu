@@ -32,8 +32,8 @@ RankingLayout ranking_layout(int64_t capacity, int64_t key_bytes) {
   take(l.shift, c * 8);
   take(l.position, c * 8);
   take(l.value, c * 8);
-  take(l.full_at, c * 4);
-  take(l.nonzero_at, c * 4);
+  take(l.window_lo, c * 4);
+  take(l.window_hi, c * 4);
   take(l.w, c * 8);
   take(l.thresholds, (2 * c + kThresholdPadding) * key_bytes);
   take(l.lo_of, intervals * 4);
@@ -78,8 +78,8 @@ RankingBuffers<K> ranking_buffers(const at::Tensor& workspace) {
   r.shift = reinterpret_cast<double*>(base + l.shift);
   r.position = reinterpret_cast<long long*>(base + l.position);
   r.value = reinterpret_cast<double*>(base + l.value);
-  r.full_at = reinterpret_cast<int32_t*>(base + l.full_at);
-  r.nonzero_at = reinterpret_cast<int32_t*>(base + l.nonzero_at);
+  r.window_lo = reinterpret_cast<int32_t*>(base + l.window_lo);
+  r.window_hi = reinterpret_cast<int32_t*>(base + l.window_hi);
   r.w = reinterpret_cast<double*>(base + l.w);
   r.thresholds = reinterpret_cast<K*>(base + l.thresholds);
   r.lo_of = reinterpret_cast<int32_t*>(base + l.lo_of);
