@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command for a machine with a GPU: build for the local GPU, run the whole test
 # suite, run compute-sanitizer (memcheck, racecheck, synccheck, initcheck) on a quick
-# subset of the CUDA tests, run the GPU benchmark, and write logs and summary.md to OUTDIR.
+# subset of the CUDA tests, run the GPU benchmark and the per-kernel times of one call, and
+# write logs and summary.md to OUTDIR.
 #
 #   scripts/gpu_check.sh OUTDIR            # about 6-8 minutes on one H100 with 16 cores
 #   scripts/gpu_check.sh --dry-run OUTDIR  # print the steps, run nothing (CI runs this)
@@ -30,23 +31,26 @@ TIMINGS="$OUTDIR/timings.tsv"
 # -P: never import ./aploss_cuda (the uncompiled source tree) instead of the installed one.
 PY=("$PYTHON" -P)
 
-# The CUDA tests under the sanitizers: every kernel of the table once (gather, sorted
-# pass 1 in shared and global memory, sorted pass 2, pairwise passes, grouped kernels,
-# deterministic records), every score dtype, and the error path.
+# The CUDA tests under the sanitizers: every kernel once (a single ranking's gather,
+# one-block sort and index, pass 1 with shared and global sums, the three positive stages,
+# pass 2 in both variants, the second round beyond the one-block sort; the pairwise and
+# grouped kernels, the deterministic records), every score dtype, and the error paths.
 SANITIZER_TESTS=(
   "tests/test_devices.py::test_tiny_and_empty_inputs[sorted-cuda]"
   "tests/test_devices.py::test_tiny_and_empty_inputs[pairwise-cuda]"
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[1]"
   "tests/test_cuda.py::test_cuda_matches_cpu"
   "tests/test_devices.py::test_grouped_rankings[float64-per-image-cuda]"
-  "tests/test_devices.py::test_deterministic_pass1_equals_the_kernel[False-cuda]"
   "tests/test_devices.py::test_deterministic_pass1_equals_the_kernel[True-cuda]"
   "tests/test_devices.py::test_non_finite_scores_raise[negative-nan-sorted-cuda]"
   "tests/test_devices.py::test_non_finite_scores_raise[negative-nan-pairwise-cuda]"
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[7300]"
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[9700]"
+  "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[20000]"
   "tests/test_family.py::test_groups[per-class-cuda]"
   "tests/test_family.py::test_rank_sort_matches_reference[ties-float32-cuda]"
+  "tests/test_family.py::test_alrp_matches_reference[ties-float32-cuda]"
+  "tests/test_family.py::test_bad_regression_losses[cuda]"
 )
 SANITIZER_TOOLS=(memcheck racecheck synccheck initcheck)
 
@@ -144,6 +148,9 @@ for pid in "${SANITIZER_PIDS[@]}"; do wait "$pid"; done
 # ---- the GPU benchmark, alone on the device ------------------------------------------
 run_step bench "$BENCH_LIMIT_S" env PYTHONUNBUFFERED=1 "${PY[@]}" benchmarks/run.py \
   --device cuda --quick --retinanet on --no-progress --no-plot --out "$OUTDIR/bench"
+
+# ---- where one call spends its time: every kernel at the CUDA budget's two points --------
+run_step kernel-times "$BENCH_LIMIT_S" "${PY[@]}" scripts/gpu_kernel_times.py "$OUTDIR/kernel-times.md"
 
 # ---- summary -------------------------------------------------------------------------
 if (( DRY_RUN )); then

@@ -130,6 +130,13 @@ def main(outdir):
     else:
         bench_log = (read(os.path.join(outdir, "bench.log")) or "no log").strip().splitlines()
         lines += ["No report written; the log's end:", "", "```"] + bench_log[-40:] + ["```"]
+    lines += ["", "## Kernel times (scripts/gpu_kernel_times.py)", ""]
+    kernel_times = read(os.path.join(outdir, "kernel-times.md"))
+    if kernel_times:
+        lines += [kernel_times.strip().split("\n", 1)[-1].strip(), ""]
+    else:
+        log = (read(os.path.join(outdir, "kernel-times.log")) or "no log").strip().splitlines()
+        lines += ["Not written; the log's end:", "", "```"] + log[-40:] + ["```"]
     with open(os.path.join(outdir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -3,10 +3,12 @@ tests, streams, a second device, host syncs.
 
 Skipped without a GPU. Every other property runs on the GPU too: tests/test_devices.py
 parametrizes its bodies over a `cuda` target when one is present, and
-tests/test_op.py (opcheck, torch.compile) over a `cuda` device. Difference from the CPU
-backend, by design (csrc/cuda/*.cu): the sorted pass 1 accumulates with float64 atomics,
-so its results may differ between runs in the last bits; under
-torch.use_deterministic_algorithms(True) pass 1 is replaced by a deterministic
+tests/test_op.py (opcheck, torch.compile) over a `cuda` device, and
+tests/test_launch_budget.py counts its launches, syncs and allocations. Difference from
+the CPU backend, by design (csrc/cuda/*.cu): a single ranking's pass 1 sums integers in
+any order (reproducible), but the grouped pass 1 accumulates with float64 atomics, so its
+results may differ between runs in the last bits; under
+torch.use_deterministic_algorithms(True) that pass 1 is replaced by a deterministic
 reduction (csrc/deterministic_pass1.cpp), bitwise reproducible.
 """
 
@@ -45,10 +47,10 @@ def test_cuda_matches_cpu(method, dtype):
     assert_same_result(got, expected, dtype)
 
 
-# P around the shared-memory limits (float64 scores): pass 1 stages 3 (P+1) doubles
-# (P <= ~9,680 on an H100), pass 2 the 2P + 1 intervals' pieces, 32 bytes each for float64
-# keys (P <= ~3,630; 16 bytes for float keys, P <= ~7,260); larger P uses the
-# global-memory variants. 60,000 is far past both.
+# P around the limits on an H100 (float64 scores): pass 1 sums 2P + 1 intervals of 16
+# bytes in shared memory (P <= ~7,260), pass 2 stages their pieces, 32 bytes each for
+# float64 keys (P <= ~3,630); the one-block sort holds 16,384 positives, beyond which a
+# second round sorts with ATen. 20,000 and 60,000 take it.
 @pytest.mark.parametrize("num_pos", [1, 31, 1000, 7000, 7300, 9600, 9700, 20000, 60000])
 def test_positive_counts_across_shared_memory_limits(num_pos):
     n = max(4 * num_pos, 10000)
@@ -140,7 +142,8 @@ def test_second_device(method):
 
 
 def test_one_host_sync_in_forward_none_in_backward():
-    # The design: the gather's single device-to-host copy is the forward's only sync.
+    # The design: one read of the workspace's meta words, after the positive stage, is the
+    # forward's only sync (tests/test_launch_budget.py counts it on every commit).
     scores, labels = cuda_problem((100000,), seed=3, p_pos=0.01)
     x = scores.clone().requires_grad_(True)
     aploss_cuda.ap_loss(x, labels)  # warm-up (lazy initialisation may sync)

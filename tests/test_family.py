@@ -213,27 +213,31 @@ def test_non_contiguous_inputs(target):
 # ---- input contract ---------------------------------------------------------------------
 
 
-def test_bad_targets_are_value_errors():
-    scores = torch.randn(6)
-    for bad, message in [(1.5, "in \\(0, 1\\]"), (float("nan"), "nan"), (float("inf"), "inf")]:
-        t = torch.tensor([0.5, 0.0, bad, -1.0, 0.0, 1.0])
-        with pytest.raises(ValueError, match=message):
-            aploss_cuda.rank_sort_loss(scores, t)
-    with pytest.raises(TypeError, match="targets must have a floating dtype"):
-        aploss_cuda.rank_sort_loss(scores, torch.ones(6, dtype=torch.int64))
-    with pytest.raises(ValueError, match="targets.shape"):
-        aploss_cuda.rank_sort_loss(scores, torch.ones(5))
-    with pytest.raises(ValueError, match="finite"):
-        aploss_cuda.rank_sort_loss(torch.tensor([0.0, float("nan")]), torch.tensor([0.5, 0.0]))
-    with pytest.raises(ValueError, match="delta"):
-        aploss_cuda.rank_sort_loss(scores, torch.zeros(6), delta=0.0)
+@targets
+def test_bad_targets_are_value_errors(target):
+    scores = target.put(torch.randn(6))
+    put = target.put
+    with target.running():
+        for bad, message in [(1.5, "in \\(0, 1\\]"), (float("nan"), "nan"), (float("inf"), "inf")]:
+            t = put(torch.tensor([0.5, 0.0, bad, -1.0, 0.0, 1.0]))
+            with pytest.raises(ValueError, match=message):
+                aploss_cuda.rank_sort_loss(scores, t)
+        with pytest.raises(TypeError, match="targets must have a floating dtype"):
+            aploss_cuda.rank_sort_loss(scores, put(torch.ones(6, dtype=torch.int64)))
+        with pytest.raises(ValueError, match="targets.shape"):
+            aploss_cuda.rank_sort_loss(scores, put(torch.ones(5)))
+        with pytest.raises(ValueError, match="finite"):
+            aploss_cuda.rank_sort_loss(put(torch.tensor([0.0, float("nan")])), put(torch.tensor([0.5, 0.0])))
+        with pytest.raises(ValueError, match="delta"):
+            aploss_cuda.rank_sort_loss(scores, put(torch.zeros(6)), delta=0.0)
 
 
-def test_bad_regression_losses():
-    scores = torch.randn(6)
-    labels = torch.tensor([1, 0, 1, -1, 0, 1])
-    good = torch.rand(3)
-    aploss_cuda.alrp_loss(scores, labels, good)
+@targets
+def test_bad_regression_losses(target):
+    put = target.put
+    scores = put(torch.randn(6))
+    labels = put(torch.tensor([1, 0, 1, -1, 0, 1]))
+    good = put(torch.rand(3))
     cases = [
         (torch.rand(2), ValueError, "one value per positive"),
         (torch.rand(4), ValueError, "one value per positive"),
@@ -242,16 +246,33 @@ def test_bad_regression_losses():
         (torch.tensor([0.1, float("nan"), 0.3]), ValueError, ">= 0"),
         (torch.tensor([0.1, float("inf"), 0.3]), ValueError, "finite"),
         (torch.ones(3, dtype=torch.int64), TypeError, "floating"),
-        ([0.1, 0.2, 0.3], TypeError, "must be a tensor"),
     ]
-    for losses, error, message in cases:
-        with pytest.raises(error, match=message):
-            aploss_cuda.alrp_loss(scores, labels, losses)
-    with pytest.raises(ValueError, match="labels must be 1"):
-        aploss_cuda.alrp_loss(scores, torch.tensor([1, 0, 2, -1, 0, 1]), good)
-    if torch.cuda.is_available():
+    with target.running():
+        aploss_cuda.alrp_loss(scores, labels, good)
+        for losses, error, message in cases:
+            with pytest.raises(error, match=message):
+                aploss_cuda.alrp_loss(scores, labels, put(losses))
+        with pytest.raises(TypeError, match="must be a tensor"):
+            aploss_cuda.alrp_loss(scores, labels, [0.1, 0.2, 0.3])
+        with pytest.raises(ValueError, match="labels must be 1"):
+            aploss_cuda.alrp_loss(scores, put(torch.tensor([1, 0, 2, -1, 0, 1])), good)
+    if torch.cuda.is_available() and not target.gpu:
         with pytest.raises(ValueError, match="regression_losses are on"):
             aploss_cuda.alrp_loss(scores, labels, good.cuda())
+
+
+def test_bad_regression_losses_beyond_the_one_block_sort():
+    # On the emulated small GPU (512 positives in its sort) 600 positives take the second
+    # round, whose stage checks the values after the first host read.
+    from devices import EMULATED
+
+    target = [t for t in EMULATED if t.profile == "small"][0]
+    scores, labels = torch.randn(2000), torch.zeros(2000, dtype=torch.int64)
+    labels[:600] = 1
+    losses = torch.rand(600)
+    losses[17] = -1.0
+    with target.running(), pytest.raises(ValueError, match=">= 0"):
+        aploss_cuda.alrp_loss(scores, labels, losses)
 
 
 def test_no_positive_gives_zero_and_a_graph():

@@ -20,7 +20,7 @@ def test_sanitizer_test_ids_exist():
     ids = sanitizer_test_ids()
     assert len(ids) >= 5
     # -P: the installed package, not the source tree in the working directory.
-    as_collected_here = [re.sub(r"-cuda\]$", "-cpu]", i) for i in ids]
+    as_collected_here = [re.sub(r"(?<=[-\[])cuda\]$", "cpu]", i) for i in ids]
     result = subprocess.run(
         [sys.executable, "-P", "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
          *as_collected_here],

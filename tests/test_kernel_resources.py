@@ -305,3 +305,37 @@ def test_end_to_end(tmp_path):
             if k.path == path:
                 assert f"| `{k.name}` | {path} |" in text
     assert (p.returncode == 1) == ("**FAILED:**" in text) == ("**FAIL**" in text)
+
+
+SASS_SAMPLE = """
+	code for sm_90
+		Function : _Z1kPKfPdi
+	.headerflags	@"EF_CUDA_SM90 EF_CUDA_VIRTUAL_SM(EF_CUDA_SM90)"
+        /*0000*/                   LDC R1, c[0x0][0x28] ;                 /* 0x00000a00ff017b82 */
+                                                                          /* 0x000fe20000000800 */
+        /*00a0*/                   F2F.F64.F32 R4, R2 ;                   /* 0x0000000200047310 */
+        /*00b0*/                   FSETP.GT.AND P0, PT, R2, 3, PT ;       /* 0x404000000200780b */
+        /*00c0*/                   DFMA R6, R4, R6, 1 ;                   /* 0x3ff000000406742b */
+        /*00e0*/              @!P0 EXIT ;                                 /* 0x000000000000894d */
+        /*0100*/                   REDG.E.ADD.F64.RN.STRONG.GPU desc[UR4][R2.64], R4 ;
+        /*0110*/               @P1 DADD R4, R4, R6 ;
+		Function : _Z2k2v
+        /*0000*/                   FADD R1, R2, R3 ;
+        /*0010*/                   DEPBAR.LE SB0, 0x0 ;
+"""
+
+
+def test_count_f64_sample():
+    # D-opcodes and .F64 conversions, reductions and atomics, predicated or not; not DEPBAR.
+    assert ckr.count_f64(SASS_SAMPLE) == {"_Z1kPKfPdi": 4, "_Z2k2v": 0}
+
+
+def test_f64_cell_splits_float_and_double_scores():
+    instances = []
+    for args, f64 in [(["float", "true"], 0), (["c10::Half", "true"], 2), (["double", "true"], 9)]:
+        r = res(registers=32, stores=0, loads=0)
+        r.f64 = f64
+        instances.append(ckr.Instance(r, args, []))
+    assert ckr.f64_cell(instances) == "2 / 9"
+    instances[0].res.f64 = -1  # not disassembled
+    assert ckr.f64_cell(instances) == "n/a"
