@@ -4,13 +4,14 @@
     python benchmarks/run.py                     # every section (minutes on 2 CPU cores)
     python benchmarks/run.py --quick             # small sizes, under a minute
     python benchmarks/run.py --section family    # one section: sweeps, grouped, family, floor,
-                                                 # distributed
+                                                 # fixed, distributed
     python benchmarks/run.py --device cuda --quick --retinanet on
 
 Sections: bench_sweeps.py (ap_loss against focal loss and the baselines, over N and P),
 bench_grouped.py (group_ids against the ungrouped call), bench_family.py (rank_sort_loss
 and alrp_loss against focal loss and their per-positive loops, over N and P), bench_floor.py
 (ap_loss against the memory floor and strict focal loss, ns per entry of each pass),
+bench_fixed.py (the three losses against BCE-with-logits at small N: a call's fixed cost),
 bench_distributed.py (bytes per call under process_group; CPU only). Writes
 <out>/<device>-<date>[-quick][-<section>].json and .md, and PNG plots of the sweeps when
 matplotlib is installed. Methodology: benchmarks/README.md.
@@ -37,6 +38,7 @@ except ModuleNotFoundError as e:  # not installed: an in-place build in the chec
 
 import bench_distributed  # noqa: E402
 import bench_family  # noqa: E402
+import bench_fixed  # noqa: E402
 import bench_floor  # noqa: E402
 import bench_grouped  # noqa: E402
 import bench_sweeps  # noqa: E402
@@ -47,26 +49,28 @@ from common.memory import PeakMemory  # noqa: E402
 from common.progress import Progress  # noqa: E402
 
 SECTIONS = {"sweeps": bench_sweeps, "grouped": bench_grouped, "family": bench_family,
-            "floor": bench_floor, "distributed": bench_distributed}
+            "floor": bench_floor, "fixed": bench_fixed, "distributed": bench_distributed}
 DEFAULTS = {  # (device, --quick) -> sizes
     ("cpu", False): dict(sizes="100k,250k,1M,2M,4M,16M", psweep_n="1M",
                          positives="100,300,1000,3000,10000", grouped_sizes="1M,4M",
                          family_sizes="100k,250k,1M,2M,4M,16M", family_psweep_n="4M",
                          family_positives="400,4000,40000", distributed_sizes="100k,1M,4M",
-                         floor_n="4M", floor_positives="4000,40000"),
+                         floor_n="4M", floor_positives="4000,40000", fixed_sizes="1k,10k"),
     ("cpu", True): dict(sizes="20k,100k,500k", psweep_n="100k", positives="20,2000",
                         grouped_sizes="100k", family_sizes="20k,100k,500k",
                         family_psweep_n="100k", family_positives="20,200,2000",
-                        distributed_sizes="20k,200k", floor_n="200k", floor_positives="200,2000"),
+                        distributed_sizes="20k,200k", floor_n="200k", floor_positives="200,2000",
+                        fixed_sizes="1k"),
     ("cuda", False): dict(sizes="1M,4M,16M,64M,128M", psweep_n="16M",
                           positives="500,2000,8000,32000,128000", grouped_sizes="4M,16M,64M",
                           family_sizes="1M,4M,16M,64M", family_psweep_n="4M",
                           family_positives="400,4000,40000", distributed_sizes="100k,1M,4M",
-                          floor_n="64M", floor_positives="64000,640000"),
+                          floor_n="64M", floor_positives="64000,640000",
+                          fixed_sizes="1k,100k"),
     ("cuda", True): dict(sizes="1M,16M", psweep_n="4M", positives="400,4000",
                          grouped_sizes="1M,16M", family_sizes="1M,4M", family_psweep_n="4M",
                          family_positives="400,4000,40000", distributed_sizes="20k,200k",
-                         floor_n="16M", floor_positives="16000,160000"),
+                         floor_n="16M", floor_positives="16000,160000", fixed_sizes="1k"),
 }
 
 
@@ -101,6 +105,7 @@ def build_parser():
     add("--floor-positives", help="P of the floor section, comma list: the first is the "
         "reference point, the last the P-growth goal's")
     add("--distributed-sizes", help="N of the distributed section, comma list")
+    add("--fixed-sizes", help="N of the fixed-cost section (small N against BCE), comma list")
     add("--rounds", type=int, help="interleaved timed rounds per point (default 7, --quick 3)")
     add("--budget", type=float, help="seconds per implementation and point (default 10, "
         "--quick 1): an O(P*N) baseline predicted slower than this is not run")
@@ -150,6 +155,7 @@ def resolve(args):
         family_positives=parse_counts(args.family_positives),
         family_psweep_n=parse_count(args.family_psweep_n),
         distributed_sizes=parse_counts(args.distributed_sizes),
+        fixed_sizes=parse_counts(args.fixed_sizes),
         floor_n=parse_count(args.floor_n), floor_positives=parse_counts(args.floor_positives),
         regimes=["init", "trained"] if args.regime == "both" else [args.regime],
         grouped_regime="trained" if args.regime == "trained" else "init",
@@ -206,7 +212,7 @@ def main(argv=None):
     cfg = resolve(args)
     steps = dict(sweeps=len(bench_sweeps.plan(cfg)), grouped=len(cfg.grouped_sizes),
                  family=len(bench_family.plan(cfg)), floor=len(bench_floor.LABELS),
-                 distributed=1)
+                 fixed=len(bench_fixed.plan(cfg)), distributed=1)
     progress = Progress(sum(steps[s] for s in cfg.sections), "aploss benchmark",
                         enabled=not args.no_progress)
     results = {name: SECTIONS[name].run(cfg, progress) for name in cfg.sections}

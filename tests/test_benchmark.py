@@ -137,7 +137,8 @@ def _without(tmp_path, *packages):
 
 TINY = ["--quick", "--sizes", "20k,40k", "--positives", "20", "--psweep-n", "20k",
         "--grouped-sizes", "25600", "--family-sizes", "20k", "--family-positives", "20,200",
-        "--family-psweep-n", "10k", "--distributed-sizes", "20k", "--rounds", "2"]
+        "--family-psweep-n", "10k", "--distributed-sizes", "20k", "--fixed-sizes", "1k",
+        "--rounds", "2"]
 FAMILY = ["rank_sort", "rank_sort-loop", "alrp", "alrp-loop", "focal", "ap"]
 GROUPED = ["ungrouped", "per-image", "per-class", "retrieval", "retrieval-big-ids"]
 
@@ -213,6 +214,13 @@ def test_quick_run_without_matplotlib_and_tqdm(tmp_path):
         assert heading in text
     assert "| Rank & Sort | ours / focal loss, N = 4,000,000, P = 4,000 | — | <= 1 | — |" in text
     assert "**no**" not in text
+
+    (fixed,) = result["fixed"]["points"]
+    assert (fixed["n"], fixed["p"]) == (1_000, 10)
+    assert set(fixed["median_s"]) == {"bce", "ap_loss", "rank_sort_loss", "alrp_loss"}
+    assert all(v > 0 for v in fixed["median_s"].values())
+    assert set(fixed["ratio"]) == {"ap_loss", "rank_sort_loss", "alrp_loss"}
+    assert "## Fixed cost: small N against BCE-with-logits" in text
 
     (row,) = result["distributed"]["rows"]
     assert (row["world"], row["n"], row["p"]) == (2, 20_000, 20)
