@@ -606,11 +606,14 @@ def main(argv=None) -> int:
         logs = compile_all(commands, jobs)
         cuobjdump = find_cuobjdump(args.cuobjdump)
         f64 = {}
-        if cuobjdump:
-            for cmd in commands:
-                sass = subprocess.run([cuobjdump, "-sass", cmd[-1]], capture_output=True,
-                                      text=True, check=True).stdout
-                f64.update(count_f64(sass))
+        for cmd in commands if cuobjdump else []:
+            p = subprocess.run([cuobjdump, "-sass", cmd[-1]], capture_output=True, text=True)
+            if p.returncode != 0:  # e.g. no nvdisasm beside it: the column says n/a
+                print(f"check_kernel_resources: {cuobjdump} -sass failed: {p.stderr.strip()}",
+                      file=sys.stderr)
+                cuobjdump, f64 = None, {}
+                break
+            f64.update(count_f64(p.stdout))
 
     groups, unknown = {}, []
     for src, log in zip(sources, logs):
