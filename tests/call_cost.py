@@ -9,7 +9,7 @@ On the emulated CUDA device (every commit, no GPU):
   a kernel on a GPU counts once, sorts and scans as many kernels as CUB launches for
   them; views, metadata, allocations and reads of a value do not launch one (LAUNCH_FREE);
 - host synchronisations: the reads through csrc/aploss/host_reads.h, of the extension and
-  of the emulated device;
+  of the emulated device, and the ATen ops that read a device value on the host (SYNCING);
 - allocations: the tensors allocated during the call (the profiler's allocating ATen ops).
 
 On a GPU: kernel launches and allocations from the profiler's CUDA activity and the
@@ -38,6 +38,11 @@ LAUNCH_FREE = {
     "aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::view_as",
     "aten::is_same_size", "aten::set_", "aten::numpy_T", "aten::dim", "aten::size",
 }
+# ATen ops that wait for the device: they read a value on the host (a scalar, a size that
+# depends on the data).
+SYNCING = {"aten::_local_scalar_dense", "aten::equal", "aten::is_nonzero", "aten::nonzero",
+           "aten::bincount", "aten::_unique2", "aten::unique_consecutive", "aten::unique_dim",
+           "aten::masked_select", "aten::repeat_interleave"}
 # ATen ops that launch several kernels on a GPU (CUB's radix sort and scans), at least.
 MULTI_LAUNCH = {"aten::sort": 4, "aten::argsort": 4, "aten::cumsum": 2, "aten::_unique2": 6,
                 "aten::unique_consecutive": 4, "aten::nonzero": 3, "aten::bincount": 3}
@@ -107,7 +112,8 @@ def emulated_cost(device, call):
     return CallCost(
         kernels=kernels,
         aten=_aten_launches(events),
-        host_syncs=aploss_cuda._C._host_reads() + device.host_reads() - reads_before,
+        host_syncs=aploss_cuda._C._host_reads() + device.host_reads() - reads_before
+        + sum(e.name in SYNCING for e in events),
         allocations=len(allocation_bytes),
         allocation_bytes=allocation_bytes,
     )
