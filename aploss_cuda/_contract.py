@@ -2,11 +2,14 @@
 shapes it accepts, each defined here once (docs/input_contract.md). The C++ operators
 check the same rules for callers that reach them directly."""
 
-import math
+import sys
 
 import torch
 
 METHODS = ("auto", "sorted", "pairwise")
+# delta: the smallest normal float64 (1 / (2 delta) must be finite) up to the largest.
+MIN_DELTA = sys.float_info.min
+MAX_DELTA = sys.float_info.max
 SCORE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Read in their own dtype by every kernel (csrc/aploss/dispatch.h, APLOSS_DISPATCH_LABELS).
 LABEL_DTYPES = (
@@ -24,12 +27,24 @@ def _names(dtypes):
     return ", ".join(map(str, dtypes))
 
 
+def _check_layout(tensor, name, loss):
+    """Dense (strided) tensors only: sparse and nested tensors name their layout."""
+    if tensor.is_nested:
+        raise TypeError(f"{loss}: {name} must be a dense (strided) tensor, got a nested tensor")
+    if tensor.layout != torch.strided:
+        raise TypeError(
+            f"{loss}: {name} must be a dense (strided) tensor, got layout {tensor.layout}"
+        )
+
+
 def validate(scores, labels, delta, method):
     if not isinstance(scores, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise TypeError(
             f"ap_loss: scores and labels must be tensors, got {type(scores).__name__} "
             f"and {type(labels).__name__}"
         )
+    _check_layout(scores, "scores", "ap_loss")
+    _check_layout(labels, "labels", "ap_loss")
     if scores.dtype not in SCORE_DTYPES:
         raise TypeError(
             f"ap_loss: scores must have a floating dtype ({_names(SCORE_DTYPES)}), "
@@ -61,9 +76,13 @@ def validate_options(delta, method, loss="ap_loss"):
 def validate_delta(delta, loss):
     if isinstance(delta, bool) or not isinstance(delta, (int, float)):
         raise TypeError(f"{loss}: delta must be a number, got {type(delta).__name__}")
-    # Comparisons, not math.isfinite: torch.compile traces a default delta as a symbolic float.
-    if not (0 < delta < math.inf):
-        raise ValueError(f"{loss}: delta must be finite and > 0, got {delta}")
+    # Comparisons, not math.isfinite or float(): torch.compile traces a default delta as a
+    # symbolic float, and an int beyond float64's range compares exactly.
+    if not (MIN_DELTA <= delta <= MAX_DELTA):
+        raise ValueError(
+            f"{loss}: delta must be finite and >= {MIN_DELTA!r} (the smallest normal "
+            f"float64), got {delta!r}"
+        )
 
 
 def validate_rank_sort(scores, targets, delta):
@@ -91,6 +110,7 @@ def validate_alrp(scores, labels, regression_losses, delta):
         raise TypeError(
             f"alrp_loss: regression_losses must be a tensor, got {type(regression_losses).__name__}"
         )
+    _check_layout(regression_losses, "regression_losses", "alrp_loss")
     if regression_losses.dtype not in SCORE_DTYPES:
         raise TypeError(
             f"alrp_loss: regression_losses must have a floating dtype, got {regression_losses.dtype}"
@@ -114,6 +134,8 @@ def _check_pair(scores, other, name, loss):
             f"{loss}: scores and {name} must be tensors, got {type(scores).__name__} "
             f"and {type(other).__name__}"
         )
+    _check_layout(scores, "scores", loss)
+    _check_layout(other, name, loss)
     if scores.dtype not in SCORE_DTYPES:
         raise TypeError(
             f"{loss}: scores must have a floating dtype ({_names(SCORE_DTYPES)}), "
@@ -133,6 +155,7 @@ def validate_group_ids(group_ids, scores, method, loss="ap_loss"):
         return
     if not isinstance(group_ids, torch.Tensor):
         raise TypeError(f"{loss}: group_ids must be a tensor, got {type(group_ids).__name__}")
+    _check_layout(group_ids, "group_ids", loss)
     if group_ids.dtype == torch.bool or group_ids.is_floating_point() or group_ids.is_complex():
         raise TypeError(f"{loss}: group_ids must be an integer tensor, got {group_ids.dtype}")
     if group_ids.device != scores.device:

@@ -8,8 +8,10 @@ import torch
 
 
 def step(x, delta):
-    """H(x) = clamp(x / (2 delta) + 1/2, 0, 1)."""
-    return (x / (2 * delta) + 0.5).clamp(0.0, 1.0)
+    """H(x) = clamp(x / (2 delta) + 1/2, 0, 1), computed as x / delta / 2: 2 delta would
+    overflow for delta > 8.9e307, and a difference of two scores that overflows to +-inf
+    still lands on the right side of the clamp."""
+    return (x / delta * 0.5 + 0.5).clamp(0.0, 1.0)
 
 
 def ap_loss_reference(scores, labels, delta=1.0, interpolate=True):

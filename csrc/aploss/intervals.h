@@ -27,6 +27,7 @@
 // and the rest search their bucket (interval_of).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -204,29 +205,66 @@ APLOSS_HD int64_t interval_of(const IntervalIndex<K>& ix, K s) {
 // incoming gradient). W never decreases, so at_left and slope (s - left) have the sign of
 // `scale` and their sum cannot cancel: in float32 each gradient is within a few float32
 // ulps, with at_left computed in float64. Interval 0 (below every window) has g = 0.
+//
+// Far-apart finite scores: s - left can overflow the key type (2 delta wider than its
+// range), and 0 * inf is NaN. So the piece evaluates slope (s - left) as
+// (slope / unit) (s unit - left unit) with unit = 1/2: the same number whenever s - left
+// is finite (halving and doubling are exact), and finite for every finite s. A left end
+// of -inf (a window reaching below the key type's range) moves to its lowest finite value
+// (interval_anchor). Where slope / unit would overflow (delta tiny against the incoming
+// gradient), unit is the power of two that keeps it finite: the interval is then at most
+// about 2 delta wide, near 0, so s unit stays finite; an interval of no width in the key
+// type (every score in it is `left`) and a flat one keep g = at_left.
+template <typename K>
+APLOSS_HD K interval_anchor(K left) {
+  const K lowest = -std::numeric_limits<K>::max();
+  return left >= lowest ? left : lowest;
+}
+
+// (s - anchor) / (2 delta) for s >= anchor in the key type, without overflow
+// (inv_delta = 1 / delta, finite): 0 where s is the anchor.
+template <typename K>
+APLOSS_HD K offset_in_interval(K s, K anchor, K inv_delta) {
+  return (s * K(0.5) - anchor * K(0.5)) * inv_delta;
+}
+
+// (x - y) / (2 delta) in float64 for finite x and y, without overflow.
+APLOSS_HD double scaled_difference(double x, double y, double inv_2delta) {
+  return (x * 0.5 - y * 0.5) * (2.0 * inv_2delta);
+}
+
 template <typename K>
 struct alignas(16) IntervalGradient {
   K at_left;
-  K slope;
-  K left;
-  K unused;  // 16 or 32 bytes: whole, aligned loads
+  K slope_per_unit;  // slope / unit
+  K left_in_units;   // left * unit
+  K unit;            // 1/2, or a larger power of two (above)
 };
 
 template <typename K>
 APLOSS_HD IntervalGradient<K> interval_gradient(int64_t lo, int64_t hi, double shift, K left,
-                                                const double* W, const double* Q,
+                                                K right, const double* W, const double* Q,
                                                 double inv_2delta, double scale) {
-  if (hi <= lo) return {static_cast<K>(scale * W[lo]), K(0), left, K(0)};
+  if (hi <= lo) return {static_cast<K>(scale * W[lo]), K(0), K(0), K(0)};
+  left = interval_anchor(left);
   const double w_diff = W[hi] - W[lo];
-  const double a = (static_cast<double>(left) - shift) * inv_2delta + 0.5;
+  const double a = scaled_difference(static_cast<double>(left), shift, inv_2delta) + 0.5;
   const double at_left = W[lo] + a * w_diff - (Q[hi] - Q[lo]) * inv_2delta;
-  return {static_cast<K>(scale * at_left), static_cast<K>(scale * (w_diff * inv_2delta)), left,
-          K(0)};
+  const K value = static_cast<K>(scale * at_left);
+  const double slope = scale * (w_diff * inv_2delta);
+  const double largest = static_cast<double>(std::numeric_limits<K>::max());
+  double unit = 0.5;
+  if (!(2.0 * fabs(slope) <= largest)) {
+    if (!(right > left)) return {value, K(0), K(0), K(0)};
+    unit = ldexp(1.0, ilogb(fabs(slope) / largest) + 2);  // slope / unit < largest / 2
+  }
+  return {value, static_cast<K>(slope / unit), static_cast<K>(left * unit),
+          static_cast<K>(unit)};
 }
 
 template <typename K>
 APLOSS_HD K gradient_in_interval(const IntervalGradient<K>& t, K s) {
-  return t.at_left + t.slope * (s - t.left);
+  return t.at_left + t.slope_per_unit * (s * t.unit - t.left_in_units);
 }
 
 }  // namespace aploss

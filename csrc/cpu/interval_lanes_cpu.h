@@ -304,13 +304,14 @@ APLOSS_AVX2 void pass2_gradient_lanes(const scalar_t* s, int64_t m,
   for (int64_t j = 0; j < m; j += 4) {
     // Each lane's piece is four floats: four loads and a transpose.
     __m128 at_left = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j]));
-    __m128 slope = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j + 1]));
-    __m128 left = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j + 2]));
-    __m128 unused = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j + 3]));
-    _MM_TRANSPOSE4_PS(at_left, slope, left, unused);
+    __m128 slope_per_unit = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j + 1]));
+    __m128 left_in_units = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j + 2]));
+    __m128 unit = _mm_load_ps(base + 4 * static_cast<int64_t>(at[j + 3]));
+    _MM_TRANSPOSE4_PS(at_left, slope_per_unit, left_in_units, unit);
     // gradient_in_interval; 0 for the lanes without a piece (whatever their score).
     const __m128 v = load_keys(s + j);
-    const __m128 value = _mm_add_ps(at_left, _mm_mul_ps(slope, _mm_sub_ps(v, left)));
+    const __m128 offset_in_units = _mm_sub_ps(_mm_mul_ps(v, unit), left_in_units);
+    const __m128 value = _mm_add_ps(at_left, _mm_mul_ps(slope_per_unit, offset_in_units));
     const __m128 keep = _mm_load_ps(reinterpret_cast<const float*>(used + j));
     store_gradients(g + j, _mm_and_ps(value, keep));
   }

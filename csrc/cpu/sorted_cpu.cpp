@@ -189,7 +189,8 @@ void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateVie
   at::parallel_for(0, intervals, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t at = begin; at < end; ++at) {
       const K left = ix.thresholds[at > 0 ? at - 1 : 0];
-      pieces[at] = interval_gradient(index->lo(at), index->hi(at), shift[at], left, st.prefix_w,
+      pieces[at] = interval_gradient(index->lo(at), index->hi(at), shift[at], left,
+                                     ix.thresholds[at], st.prefix_w,
                                      st.prefix_q, inv_2delta, scale);
     }
   });

@@ -45,7 +45,8 @@ __global__ void __launch_bounds__(kPass2Block)
     const int64_t lo = lo_of[m], hi = hi_of[m];
     const double shift = cluster_shift[lo < num_pos ? lo : num_pos - 1];
     const K left = ix.thresholds[m > 0 ? m - 1 : 0];
-    pieces[m] = interval_gradient(lo, hi, shift, left, prefix_w, prefix_q, 0.5 / delta, scale);
+    pieces[m] = interval_gradient(lo, hi, shift, left, ix.thresholds[m], prefix_w, prefix_q,
+                                  0.5 / delta, scale);
   }
 }
 

@@ -50,8 +50,9 @@ __device__ void false_positives(const CudaBlock& b, const RankingBuffers<K>& r,
         if (sums.count != 0 && hi > lo) {
           // Each offset is (s - left) / (2 delta) from the left end; a = (s - shift) /
           // (2 delta) + 1/2 (math.h, window_offset).
-          const double left = static_cast<double>(r.thresholds[m - 1]);
-          sum_a = static_cast<double>(sums.count) * ((left - r.shift[lo]) * inv_2delta + 0.5) +
+          const double left = static_cast<double>(interval_anchor(r.thresholds[m - 1]));
+          sum_a = static_cast<double>(sums.count) *
+                      (scaled_difference(left, r.shift[lo], inv_2delta) + 0.5) +
                   fixed_sum(sums, FixedPoint<K>::kBits);
         }
         return SourceTerm<long long>{static_cast<long long>(sums.count), lo, hi, sum_a};
@@ -92,7 +93,8 @@ __device__ void interval_pieces(const CudaBlock& b, const RankingBuffers<K>& r, 
     const int64_t lo = r.lo_of[m], hi = r.hi_of[m];
     const double cluster_shift = shift[lo < num_pos ? lo : num_pos - 1];
     const K left = r.thresholds[m > 0 ? m - 1 : 0];
-    r.pieces[m] = interval_gradient(lo, hi, cluster_shift, left, W, Q, inv_2delta, 1.0);
+    r.pieces[m] =
+        interval_gradient(lo, hi, cluster_shift, left, r.thresholds[m], W, Q, inv_2delta, 1.0);
   });
 }
 

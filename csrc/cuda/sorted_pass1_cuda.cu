@@ -1,9 +1,10 @@
 // Pass 1 on the GPU (ranking_cuda.cuh): every negative's key counts in the interval of the
 // index it falls in (../aploss/intervals.h, interval_of, in the key type: float32 for
 // float32, float16 and bfloat16 scores), with its offset from the interval's left end in
-// units of 2 delta, in fixed point: (s - U_{m-1}) / (2 delta) is in [0, 1) for an interval
-// whose window is not empty (clamped to 1 otherwise: those offsets are never used). The
-// positive stage turns the sums into fp(i) (../aploss/window_sums.h).
+// units of 2 delta, in fixed point: (s - U_{m-1}) / (2 delta) (intervals.h,
+// offset_in_interval from interval_anchor) is in [0, 1) for an interval whose window is
+// not empty (clamped to 1 otherwise: those offsets are never used). The positive stage
+// turns the sums into fp(i) (../aploss/window_sums.h).
 //
 // Integer sums commute: the result is the same bit for bit in every run, whatever the
 // order of the atomics. Shared-memory variant (2P+1 intervals fit the block's dynamic
@@ -42,7 +43,7 @@ template <typename scalar_t, typename K = typename ScoreKey<scalar_t>::type>
 __global__ void __launch_bounds__(kPass1Block)
     sorted_pass1_kernel(const scalar_t* __restrict__ scores,
                         const unsigned long long* __restrict__ classes, int64_t n,
-                        RankingBuffers<K> r, K inv_2delta, int64_t shared_intervals) {
+                        RankingBuffers<K> r, K inv_delta, int64_t shared_intervals) {
   APLOSS_EXTERN_SHARED(unsigned long long, smem);
   const bool ranked = r.meta[kMetaRanked] != 0;
   const int64_t num_pos = ranked ? r.meta[kMetaCount] : 0;
@@ -74,7 +75,8 @@ __global__ void __launch_bounds__(kPass1Block)
     if (!ranked) continue;
     const int64_t m = interval_of(ix, key);
     if (m == 0) continue;  // below every window: adds nothing
-    const unsigned long long fixed = to_fixed((key - ix.thresholds[m - 1]) * inv_2delta);
+    const unsigned long long fixed =
+        to_fixed(offset_in_interval(key, interval_anchor(ix.thresholds[m - 1]), inv_delta));
     if (in_shared) {
       atomicAdd(count + m, 1u);
       const unsigned long long old = atomicAdd(sum_lo + m, fixed);
@@ -129,7 +131,7 @@ void launch_pass1(const at::Tensor& scores, const at::Tensor& classes,
     APLOSS_LAUNCH(pass1, static_cast<unsigned>(grid), kPass1Block, smem, stream)(
         scores.const_data_ptr<scalar_t>(),
         reinterpret_cast<const unsigned long long*>(classes.const_data_ptr()), n, r,
-        static_cast<K>(0.5 / delta), static_cast<int64_t>(smem) / kSharedIntervalBytes);
+        static_cast<K>(1.0 / delta), static_cast<int64_t>(smem) / kSharedIntervalBytes);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
