@@ -38,11 +38,19 @@ from typing import NamedTuple, Optional
 import torch
 import torch.distributed as dist
 
-from . import _contract
+from . import _C, _contract
 
 
 class RemoteRankError(RuntimeError):
     """Raised on the ranks whose own input was fine when another rank's was not."""
+
+
+def _as_raised_by(name, error):
+    """A stage operator's error as the loss raises it: under the loss's name."""
+    message = str(error)
+    if message.startswith("aploss::") and ": " in message:
+        return type(error)(f"{name}: " + message.split(": ", 1)[1])
+    return error
 
 
 # ---------------------------------------------------------------------------------------
@@ -299,7 +307,7 @@ class _AcrossRanks(torch.autograd.Function):
         try:
             local = _gather_local(loss, scores, labels, extra, group_ids)
         except (TypeError, ValueError, RuntimeError) as e:  # raised after telling the others
-            error = e
+            error = _as_raised_by(loss.name, e)
         exchanged = _exchange_positives(loss, local, error, device, group)
         ctx.loss = loss
         if exchanged.scores.numel() == 0:
@@ -330,7 +338,7 @@ class _AcrossRanks(torch.autograd.Function):
             error = None
         except ValueError as e:
             fp = torch.zeros(ranking.positives.shape[1], dtype=torch.float64, device=device)
-            flag, error = 1.0, e
+            flag, error = 1.0, _as_raised_by(loss.name, e)
         reduced = torch.cat([fp, fp.new_full((1,), flag)])
         dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=group)
         if error is not None:
@@ -362,11 +370,15 @@ class _AcrossRanks(torch.autograd.Function):
             grad_extra = torch.zeros_like(extra) if ctx.needs_input_grad[4] else None
             return (*nothing, torch.zeros_like(scores), None, grad_extra, None)
         scores, labels, codes, state, offsets, positive_grads, weights = ctx.saved_tensors
-        grad = torch.ops.aploss.pass2(
-            grad_loss, scores, labels, labels.new_empty((0,), dtype=torch.int64), codes, state,
-            offsets, positive_grads, ctx.loss.delta,
-            "sorted",
-        )
+        # The forward's own outputs: pass 2 skips their O(P) checks.
+        trusted = _C._trust_forward_outputs(True)
+        try:
+            grad = torch.ops.aploss.pass2(
+                grad_loss, scores, labels, labels.new_empty((0,), dtype=torch.int64), codes,
+                state, offsets, positive_grads, ctx.loss.delta, "sorted",
+            )
+        finally:
+            _C._trust_forward_outputs(trusted)
         grad_extra = None
         if weights is not None and ctx.needs_input_grad[4]:
             # aLRP: loc_loss = sum_k l_k w_k, so d loc_loss / d l_k = w_k.

@@ -11,6 +11,8 @@
 #include <string>
 #include <tuple>
 
+#include "op_checks.h"
+
 namespace aploss {
 namespace {
 
@@ -140,6 +142,8 @@ struct ALRPFunction : public torch::autograd::Function<ALRPFunction> {
 
 // pass2 itself has no derivative: the error-driven gradient is not the derivative of a
 // function. A call that would need one (double backward) raises when it is asked for.
+// (The operator's own Autograd kernel is the Python one in _ops.py, which torch.func
+// transforms can run; this one records run_pass2's calls.)
 struct Pass2Function : public torch::autograd::Function<Pass2Function> {
   static variable_list forward(AutogradContext*, const at::Tensor& grad_output,
                                const at::Tensor& scores, const at::Tensor& labels,
@@ -160,6 +164,9 @@ struct Pass2Function : public torch::autograd::Function<Pass2Function> {
 };
 
 at::Tensor run_pass2(AutogradContext* ctx, const at::Tensor& grad_loss) {
+  // The forward's own outputs, saved for backward (autograd refuses them once modified in
+  // place): pass 2 skips their O(P) checks.
+  const checks::TrustForwardOutputs trusted;
   return with_saved(ctx, grad_loss, [](auto&&... args) -> at::Tensor {
     // Recorded (so that a double backward raises) only when the backward itself is.
     if (at::GradMode::is_enabled()) return Pass2Function::apply(args...)[0];
@@ -200,22 +207,12 @@ alrp_autograd(const at::Tensor& scores, const at::Tensor& labels,
                               std::make_index_sequence<7>());
 }
 
-at::Tensor pass2_autograd(const at::Tensor& grad_output, const at::Tensor& scores,
-                          const at::Tensor& labels, const at::Tensor& classes,
-                          const std::optional<at::Tensor>& codes, const at::Tensor& state,
-                          const at::Tensor& offsets, const at::Tensor& positive_grads,
-                          double delta, c10::string_view method) {
-  return Pass2Function::apply(grad_output, scores, labels, classes, codes, state, offsets,
-                              positive_grads, delta, method)[0];
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aploss, Autograd, m) {
   m.impl("ap_loss_forward", &ap_loss_autograd);
   m.impl("rank_sort_forward", &rank_sort_autograd);
   m.impl("alrp_forward", &alrp_autograd);
-  m.impl("pass2", &pass2_autograd);
 }
 
 }  // namespace aploss

@@ -6,6 +6,7 @@
 #include "aploss/host_reads.h"
 #include "aploss/kernels.h"
 #include "cpu/interval_lanes_cpu.h"
+#include "op_checks.h"
 
 namespace {
 
@@ -61,6 +62,14 @@ PyObject* host_reads(PyObject*, PyObject*) {
   return PyLong_FromLongLong(aploss::host_read_count().load());
 }
 
+// _trust_forward_outputs(bool) -> bool: whether pass 2 on this thread takes its state as
+// given (op_checks.h); returns the previous setting.
+PyObject* trust_forward_outputs(PyObject*, PyObject* enabled) {
+  const int flag = PyObject_IsTrue(enabled);
+  if (flag < 0) return nullptr;
+  return PyBool_FromLong(aploss::checks::set_forward_outputs_trusted(flag != 0));
+}
+
 PyMethodDef methods[] = {
     {"cuda_compiled", cuda_compiled, METH_NOARGS, "Whether the CUDA kernels were compiled in."},
     {"_set_emulated_device", set_emulated_device, METH_O,
@@ -71,6 +80,8 @@ PyMethodDef methods[] = {
      "Tests and benchmarks: CPU passes in vector lanes (True, the default) or scalar."},
     {"_host_reads", host_reads, METH_NOARGS,
      "Tests: reads of tensor values by the extension's host code so far (GPU syncs)."},
+    {"_trust_forward_outputs", trust_forward_outputs, METH_O,
+     "aploss_cuda.distributed: pass 2 on this thread takes the forward's own outputs as given."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -12,6 +12,8 @@
 #include "flat_inputs.h"
 #include "group_codes.h"
 #include "alrp_stage.h"
+#include "aploss/invariants.h"
+#include "op_checks.h"
 #include "family_inputs.h"
 #include "rank_sort_stage.h"
 #include "stages.h"
@@ -23,30 +25,27 @@ namespace {
 Method parse_method(c10::string_view method) {
   if (method == "sorted" || method == "auto") return Method::kSorted;
   if (method == "pairwise") return Method::kPairwise;
-  TORCH_CHECK_VALUE(false, "ap_loss: method must be one of 'auto', 'sorted', 'pairwise'; got '",
+  TORCH_CHECK_VALUE(false, "method must be one of 'auto', 'sorted', 'pairwise'; got '",
                     std::string(method), "'");
 }
 
-void check_delta(double delta) {
-  TORCH_CHECK_VALUE(std::isfinite(delta) && delta > 0.0,
-                    "ap_loss: delta must be finite and > 0, got ", delta);
-}
+using checks::check_delta;
 
 // ValueError / TypeError naming the problem (shapes, devices, dtypes, delta).
 void check_inputs(const at::Tensor& scores, const at::Tensor& labels, double delta) {
-  TORCH_CHECK_VALUE(scores.sizes() == labels.sizes(), "ap_loss: labels.shape ", labels.sizes(),
+  TORCH_CHECK_VALUE(scores.sizes() == labels.sizes(), "labels.shape ", labels.sizes(),
                     " must equal scores.shape ", scores.sizes());
-  TORCH_CHECK_VALUE(scores.device() == labels.device(), "ap_loss: scores are on ",
+  TORCH_CHECK_VALUE(scores.device() == labels.device(), "scores are on ",
                     scores.device(), " but labels are on ", labels.device());
   TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()),
-                   "ap_loss: scores must be a floating dtype, got ", scores.scalar_type());
+                   "scores must be a floating dtype, got ", scores.scalar_type());
   const auto label_type = labels.scalar_type();
   TORCH_CHECK_TYPE(label_type == at::kBool || label_type == at::kChar || label_type == at::kByte ||
                        label_type == at::kInt || label_type == at::kLong ||
                        label_type == at::kFloat || label_type == at::kDouble,
-                   "ap_loss: labels dtype ", label_type,
+                   "labels dtype ", label_type,
                    " is not supported (bool, int8, uint8, int32, int64, float32, float64)");
-  check_delta(delta);
+  checks::check_delta_for_scores(scores.scalar_type(), delta);
 }
 
 Method check_grouping(const std::optional<at::Tensor>& codes, const at::Tensor& scores,
@@ -55,21 +54,10 @@ Method check_grouping(const std::optional<at::Tensor>& codes, const at::Tensor& 
   if (codes.has_value()) {
     check_group_ids(*codes, scores);
     TORCH_CHECK_VALUE(m == Method::kSorted,
-                      "ap_loss: group_ids work with method 'sorted' or 'auto', not '",
+                      "group_ids work with method 'sorted' or 'auto', not '",
                       std::string(method), "'");
   }
   return m;
-}
-
-void check_state(const at::Tensor& state, const at::Tensor& offsets,
-                 const at::Tensor& positive_grads, const char* what) {
-  TORCH_CHECK(state.dim() == 1 && state.scalar_type() == at::kByte, what, ": malformed state");
-  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1 && offsets.scalar_type() == at::kLong,
-              what, ": malformed offsets");
-  TORCH_CHECK(positive_grads.dim() == 2 && positive_grads.size(1) == 2 &&
-                  positive_grads.scalar_type() == at::kDouble &&
-                  positive_grads.device() == state.device(),
-              what, ": malformed positive_grads");
 }
 
 // The operators' state: the stages' (kStateRows, P+1) float64 as bytes, or what a
@@ -79,18 +67,14 @@ at::Tensor state_rows(const at::Tensor& bytes) {
   return bytes.view(at::kDouble).view({kStateRows, -1});
 }
 
-Positives check_positives(const at::Tensor& positives, const at::Tensor& offsets,
-                          const at::Tensor& positive_group, const char* what) {
-  TORCH_CHECK(positives.dim() == 2 && positives.size(0) == 2 && positives.size(1) >= 1 &&
-                  positives.scalar_type() == at::kDouble,
-              what, ": malformed positives");
-  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 2 && offsets.scalar_type() == at::kLong &&
-                  offsets.device() == positives.device(),
-              what, ": malformed offsets");
-  TORCH_CHECK(positive_group.dim() == 1 && positive_group.numel() == positives.size(1) &&
-                  positive_group.scalar_type() == at::kLong,
-              what, ": malformed positive_group");
-  return {positives.contiguous(), offsets.contiguous(), positive_group.contiguous()};
+// The positives a stage operator is given, as rank_positives returned them: structure and
+// invariants (op_checks.h) into `inv`, which the caller raises.
+Positives checked_positives(Invariants& inv, const at::Tensor& positives,
+                            const at::Tensor& offsets, const at::Tensor& positive_group,
+                            double delta) {
+  const Positives pos{positives.contiguous(), offsets.contiguous(), positive_group.contiguous()};
+  checks::check_positives(inv, pos, delta);
+  return pos;
 }
 
 // The stages' view of the N-sized inputs; codes (int32) broadcast to scores' shape,
@@ -98,7 +82,8 @@ Positives check_positives(const at::Tensor& positives, const at::Tensor& offsets
 Entries entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores,
                 const std::optional<at::Tensor>& codes) {
   if (!codes.has_value()) return {in.scores, in.labels, {}};
-  TORCH_CHECK(codes->scalar_type() == at::kInt, "aploss: codes must be int32");
+  TORCH_CHECK_TYPE(codes->scalar_type() == at::kInt,
+                   "codes must be int32 (dense group codes), got ", codes->scalar_type());
   if (k.periodic_codes && scores.numel() > 0) {
     at::Tensor period = periodic_codes(*codes, scores, in);
     if (period.defined()) return {in.scores, in.labels, period};
@@ -138,7 +123,7 @@ Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tenso
   const int64_t num_pos = gathered.size(1);
   if (num_pos == 0) return r;
   TORCH_CHECK_VALUE(num_pos <= std::numeric_limits<int32_t>::max(),
-                    "ap_loss: at most 2^31 - 1 positives, got ", num_pos);
+                    "at most 2^31 - 1 positives, got ", num_pos);
   r.pos = rank_positives(gathered, r.num_groups, delta);
   r.false_positives = aploss::pass1(k, in, r.pos, delta, method);
   return r;
@@ -162,9 +147,9 @@ at::Tensor no_classes(const at::Tensor& scores) {
 
 // The family's N-sized inputs: contiguous, so that "the memory order of the positives"
 // (regression losses, tie order) is the row-major order the user indexes with.
-void check_contiguous(const at::Tensor& scores, const at::Tensor& other, const char* what) {
-  TORCH_CHECK(scores.is_contiguous() && other.is_contiguous(), what,
-              ": scores and labels/targets must be contiguous (the Python API makes them so)");
+void check_contiguous(const at::Tensor& scores, const at::Tensor& other) {
+  TORCH_CHECK_VALUE(scores.is_contiguous() && other.is_contiguous(),
+                    "scores and labels/targets must be contiguous (the Python API makes them so)");
 }
 
 }  // namespace
@@ -196,18 +181,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
            at::Tensor>
 rank_sort_forward(const Kernels& k, const at::Tensor& scores, const at::Tensor& targets,
                   const std::optional<at::Tensor>& group_ids, double delta) {
-  TORCH_CHECK_VALUE(scores.sizes() == targets.sizes(), "rank_sort_loss: targets.shape ",
+  TORCH_CHECK_VALUE(scores.sizes() == targets.sizes(), "targets.shape ",
                     targets.sizes(), " must equal scores.shape ", scores.sizes());
-  TORCH_CHECK_VALUE(scores.device() == targets.device(), "rank_sort_loss: scores are on ",
+  TORCH_CHECK_VALUE(scores.device() == targets.device(), "scores are on ",
                     scores.device(), " but targets are on ", targets.device());
-  check_contiguous(scores, targets, "rank_sort_forward");
+  check_contiguous(scores, targets);
   (void)check_grouping(group_ids, scores, "sorted");
   if (!group_ids.has_value() && k.ranking_forward != nullptr) {
     TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()) &&
                          at::isFloatingType(targets.scalar_type()),
-                     "rank_sort_loss: scores and targets must be floating, got ",
+                     "scores and targets must be floating, got ",
                      scores.scalar_type(), " and ", targets.scalar_type());
-    check_delta(delta);
+    checks::check_delta_for_scores(scores.scalar_type(), delta);
     RankingOutputs out = k.ranking_forward(
         {scores.view({-1}), targets.view({-1}), LossKind::kRankSort, delta, false, at::Tensor()});
     return {out.loss, out.parts, out.state, out.offsets, empty_codes(scores),
@@ -238,7 +223,7 @@ alrp_forward(
     const at::Tensor& regression_losses, const std::optional<at::Tensor>& group_ids,
     double delta) {
   check_inputs(scores, labels, delta);
-  check_contiguous(scores, labels, "alrp_forward");
+  check_contiguous(scores, labels);
   (void)check_grouping(group_ids, scores, "sorted");
   if (!group_ids.has_value() && k.ranking_forward != nullptr) {
     check_regression_losses_layout(regression_losses, scores);
@@ -269,18 +254,42 @@ at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::T
                     const at::Tensor& offsets, const at::Tensor& positive_grads, double delta,
                     c10::string_view method) {
   const Method m = check_grouping(codes, scores, method);
-  check_state(state, offsets, positive_grads, "aploss::pass2");
+  checks::check_delta_for_scores(scores.scalar_type(), delta);
+  const at::Device device = scores.device();
+  TORCH_CHECK_TYPE(at::isFloatingType(grad_output.scalar_type()),
+                   "grad_output must be floating, got ", grad_output.scalar_type());
+  TORCH_CHECK_VALUE(grad_output.numel() == 1 && grad_output.device() == device,
+                    "grad_output must hold one value on the scores' device, got shape ",
+                    grad_output.sizes(), " on ", grad_output.device());
+  checks::expect_tensor(state, "state", at::kByte, 1, device);
+  checks::expect_tensor(classes, "classes", at::kLong, 1, device);
+  checks::expect_tensor(positive_grads, "positive_grads", at::kDouble, 2, device);
+  TORCH_CHECK_VALUE(positive_grads.size(1) == 2,
+                    "positive_grads must have shape (P, 2) [position, gradient], got ",
+                    positive_grads.sizes());
+  // The forward's own outputs (the losses' autograd) need no O(P) check.
+  const bool check_values = !checks::forward_outputs_trusted();
   if (classes.numel() > 0) {
     // A backend's ranking_forward ran: its entry classes stand for the labels.
-    TORCH_CHECK(k.ranking_backward != nullptr && !codes.has_value() && m == Method::kSorted,
-                "aploss::pass2: entry classes come from an ungrouped sorted forward on a backend "
-                "that evaluates it as a whole");
-    TORCH_CHECK_VALUE(classes.scalar_type() == at::kLong && classes.dim() == 1 &&
-                          classes.numel() == (scores.numel() + 31) / 32,
-                      "aploss::pass2: classes must be one int64 word per 32 entries");
+    TORCH_CHECK_VALUE(k.ranking_backward != nullptr && !codes.has_value() && m == Method::kSorted,
+                      "entry classes come from an ungrouped sorted forward on a backend that "
+                      "evaluates it as a whole");
+    TORCH_CHECK_VALUE(classes.numel() == (scores.numel() + 31) / 32,
+                      "classes must be one int64 word per 32 entries (",
+                      (scores.numel() + 31) / 32, "), got ", classes.numel());
     // The forward's flat order: that of scores with its labels (Rank & Sort's are not kept:
     // its inputs are contiguous).
     const FlatInputs flat = flatten(scores, labels.sizes() == scores.sizes() ? labels : scores);
+    checks::expect_tensor(offsets, "offsets", at::kLong, 1, device);
+    TORCH_CHECK_VALUE(offsets.numel() == 2, "offsets of one ranking must be [0, P], got ",
+                      offsets.numel(), " values");
+    if (check_values && positive_grads.size(0) > 0) {
+      Invariants inv;
+      checks::check_offsets(inv, offsets, positive_grads.size(0));
+      checks::check_positive_grads(inv, positive_grads, scores.numel(), device);
+      k.check_ranking_state(inv, flat.scores, classes, state, positive_grads);
+      inv.raise_if_broken();
+    }
     auto [grad, flat_grad] = gradient_like(scores, flat);
     k.ranking_backward(flat.scores, classes, state, positive_grads, grad_output, flat_grad);
     return grad;
@@ -291,11 +300,28 @@ at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::T
                                  ? labels.view(scores.sizes())
                                  : labels;
   check_inputs(scores, shaped, delta);
+  // No entry: a backend's forward returned its workspace without classes.
+  if (scores.numel() == 0) return at::zeros_like(scores, at::MemoryFormat::Contiguous);
+  TORCH_CHECK_VALUE(state.numel() > 0 && state.numel() % (kStateRows * 8) == 0,
+                    "state must hold the (", int64_t(kStateRows),
+                    ", P + 1) float64 rows that the forward returned, got ", state.numel(),
+                    " bytes");
+  const at::Tensor rows = state_rows(state.contiguous());
+  const int64_t num_pos = rows.size(1) - 1;
+  TORCH_CHECK_VALUE(positive_grads.size(0) <= num_pos,  // fewer: another process's positives
+                    "positive_grads must hold at most one row per positive of the state (", num_pos,
+                    "), got ", positive_grads.size(0));
   const FlatInputs flat = flatten(scores, shaped);
   auto [grad, flat_grad] = gradient_like(scores, flat);
-  if (scores.numel() == 0) return grad;
-  const at::Tensor rows = state_rows(state);
-  if (rows.size(1) == 1) return grad.zero_();
+  if (num_pos == 0 || scores.numel() == 0) return grad.zero_();
+  if (check_values) {
+    Invariants inv;
+    checks::check_state_rows(inv, rows, offsets, positive_grads, scores.numel(), delta);
+    inv.raise_if_broken();
+  } else {
+    TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.numel() >= 2,
+                      "offsets must hold U + 1 >= 2 values, got shape ", offsets.sizes());
+  }
   const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
   aploss::pass2(k, entries(k, flat, scores, codes), rows, offsets.contiguous(), positive_grads,
                 delta, scale, flat_grad, m);
@@ -316,50 +342,74 @@ at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& l
                  c10::string_view method) {
   check_inputs(scores, labels, delta);
   const Method m = check_grouping(codes, scores, method);
-  const Positives pos = check_positives(positives, offsets, positive_group, "aploss::pass1");
+  Invariants inv;
+  const Positives pos = checked_positives(inv, positives, offsets, positive_group, delta);
+  TORCH_CHECK_VALUE(positives.device() == scores.device(), "positives are on ",
+                    positives.device(), " but scores are on ", scores.device());
+  inv.raise_if_broken();
   if (scores.numel() == 0) return at::zeros({positives.size(1)}, positives.options());
   return aploss::pass1(k, entries(k, flatten(scores, labels), scores, codes), pos, delta, m);
 }
+
+namespace {
+
+// Positions fit a float64 exactly (positive_grads keeps them as float64).
+constexpr int64_t kMaxPosition = int64_t(1) << 53;
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(
     const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
     const at::Tensor& positive_group, const at::Tensor& positions,
     const at::Tensor& false_positives, double delta, bool interpolate, at::ScalarType loss_dtype,
     c10::string_view method) {
-  Positives pos = check_positives(positives, offsets, positive_group, "aploss::positive_stage");
-  TORCH_CHECK(positions.dim() == 1 && positions.numel() == positives.size(1) &&
-                  positions.scalar_type() == at::kLong,
-              "aploss::positive_stage: malformed positions");
-  TORCH_CHECK(false_positives.dim() == 1 && false_positives.numel() == positives.size(1) &&
-                  false_positives.scalar_type() == at::kDouble,
-              "aploss::positive_stage: malformed false_positives");
+  check_delta(delta);
+  TORCH_CHECK_TYPE(at::isFloatingType(loss_dtype), "loss_dtype must be floating, got ",
+                   loss_dtype);
+  const Method m = parse_method(method);
+  Invariants inv;
+  Positives pos = checked_positives(inv, positives, offsets, positive_group, delta);
+  const int64_t num_pos = positives.size(1);
+  checks::check_indices(inv, positions, "positions", num_pos, kMaxPosition, positives.device());
+  checks::check_per_positive(inv, false_positives, "false_positives", num_pos, false,
+                             positives.device());
+  inv.raise_if_broken();
   pos.positions = positions.contiguous();
   auto [loss, state, positive_grads] = aploss::positive_stage(
-      k, pos, false_positives.contiguous(), delta, interpolate, loss_dtype, parse_method(method));
+      k, pos, false_positives.contiguous(), delta, interpolate, loss_dtype, m);
   return {loss, state_bytes(state), positive_grads};
 }
 
 namespace {
 
 // The family's stage operators: positives as rank_positives returns them, and one
-// float64 value per sorted positive.
-Positives check_family_positives(const at::Tensor& positives, const at::Tensor& offsets,
-                                 const at::Tensor& positive_group, const at::Tensor& positions,
-                                 const at::Tensor& memory_rank,
+// float64 value per sorted positive (Rank & Sort's targets in (0, 1], aLRP's regression
+// losses >= 0). memory_rank: each positive's rank by position, a permutation of [0, P).
+Positives check_family_positives(Invariants& inv, const at::Tensor& positives,
+                                 const at::Tensor& offsets, const at::Tensor& positive_group,
+                                 const at::Tensor& positions, const at::Tensor* memory_rank,
                                  const at::Tensor& false_positives, const at::Tensor& values,
-                                 const char* what) {
-  Positives pos = check_positives(positives, offsets, positive_group, what);
+                                 const char* values_name, bool targets, double delta,
+                                 at::ScalarType loss_dtype) {
+  check_delta(delta);
+  TORCH_CHECK_TYPE(at::isFloatingType(loss_dtype), "loss_dtype must be floating, got ",
+                   loss_dtype);
+  Positives pos = checked_positives(inv, positives, offsets, positive_group, delta);
   const int64_t num_pos = positives.size(1);
-  for (const at::Tensor* t : {&positions, &memory_rank}) {
-    TORCH_CHECK(t->dim() == 1 && t->numel() == num_pos && t->scalar_type() == at::kLong, what,
-                ": malformed positions / memory_rank");
-  }
-  for (const at::Tensor* t : {&false_positives, &values}) {
-    TORCH_CHECK(t->dim() == 1 && t->numel() == num_pos && t->scalar_type() == at::kDouble, what,
-                ": malformed false_positives / per-positive values");
-  }
+  const at::Device device = positives.device();
+  checks::check_indices(inv, positions, "positions", num_pos, kMaxPosition, device);
+  checks::check_per_positive(inv, false_positives, "false_positives", num_pos, false, device);
+  checks::check_per_positive(inv, values, values_name, num_pos, targets, device);
   pos.positions = positions.contiguous();
-  pos.memory_rank = memory_rank.contiguous();
+  pos.memory_rank = pos.positions;
+  if (memory_rank != nullptr) {
+    checks::check_indices(inv, *memory_rank, "memory_rank", num_pos, num_pos, device);
+    if (num_pos > 1) {
+      inv.require(std::get<0>(memory_rank->sort()).diff() > 0,
+                  "memory_rank must be a permutation of [0, P)");
+    }
+    pos.memory_rank = memory_rank->contiguous();
+  }
   return pos;
 }
 
@@ -370,9 +420,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_sort_stage(
     const at::Tensor& positive_group, const at::Tensor& positions,
     const at::Tensor& false_positives, const at::Tensor& targets, double delta,
     at::ScalarType loss_dtype) {
+  Invariants inv;
   const Positives pos =
-      check_family_positives(positives, offsets, positive_group, positions, positions,
-                             false_positives, targets, "aploss::rank_sort_stage");
+      check_family_positives(inv, positives, offsets, positive_group, positions, nullptr,
+                             false_positives, targets, "targets", true, delta, loss_dtype);
+  inv.raise_if_broken();
   RankSortStage stage = rank_sort_positive_stage(k, pos, false_positives.contiguous(),
                                                  targets.contiguous(), delta, loss_dtype);
   return {stage.loss, stage.parts, state_bytes(stage.state), stage.positive_grads};
@@ -383,9 +435,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_stage(
     const at::Tensor& positive_group, const at::Tensor& positions, const at::Tensor& memory_rank,
     const at::Tensor& false_positives, const at::Tensor& regression_losses, double delta,
     at::ScalarType loss_dtype) {
-  const Positives pos =
-      check_family_positives(positives, offsets, positive_group, positions, memory_rank,
-                             false_positives, regression_losses, "aploss::alrp_stage");
+  Invariants inv;
+  const Positives pos = check_family_positives(
+      inv, positives, offsets, positive_group, positions, &memory_rank, false_positives,
+      regression_losses, "regression_losses", false, delta, loss_dtype);
+  inv.raise_if_broken();
   ALRPStage stage = alrp_positive_stage(k, pos, false_positives.contiguous(),
                                         regression_losses.contiguous(), delta, loss_dtype);
   return {stage.cls_loss, stage.loc_weights, state_bytes(stage.state), stage.positive_grads};
@@ -395,14 +449,43 @@ at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at
                             const std::optional<at::Tensor>& codes, const at::Tensor& positives,
                             const std::optional<at::Tensor>& offsets, double delta,
                             bool deterministic) {
-  TORCH_CHECK(scores.dim() == 1 && scores.is_contiguous() && labels.is_contiguous() &&
-                  labels.sizes() == scores.sizes(),
-              "_pass1_histograms: 1-D contiguous scores and labels");
-  TORCH_CHECK(codes.has_value() == offsets.has_value(), "_pass1_histograms: codes with offsets");
+  check_inputs(scores, labels, delta);
+  TORCH_CHECK_VALUE(scores.dim() == 1 && scores.is_contiguous() && labels.is_contiguous(),
+                    "scores and labels must be 1-D and contiguous");
+  TORCH_CHECK_VALUE(codes.has_value() == offsets.has_value(), "codes go with offsets");
+  Invariants inv;
+  checks::expect_tensor(positives, "positives", at::kDouble, 2, scores.device());
+  TORCH_CHECK_VALUE(positives.size(0) == 2 && positives.size(1) >= 1,
+                    "positives must have shape (2, P) with P >= 1, got ", positives.sizes());
+  const int64_t num_pos = positives.size(1);
+  // One group per offset segment; without offsets the single ranking.
+  const at::Tensor segment_offsets =
+      offsets.has_value() ? *offsets
+                          : at::tensor({int64_t(0), num_pos}, scores.options().dtype(at::kLong));
+  if (codes.has_value()) {
+    (void)check_grouping(codes, scores, "sorted");
+    TORCH_CHECK_TYPE(codes->scalar_type() == at::kInt, "codes must be int32, got ",
+                     codes->scalar_type());
+    TORCH_CHECK_VALUE(codes->sizes() == scores.sizes(), "codes must be shaped like scores");
+  }
+  checks::expect_tensor(segment_offsets, "offsets", at::kLong, 1, scores.device());
+  TORCH_CHECK_VALUE(segment_offsets.numel() >= 2, "offsets must hold U + 1 >= 2 values");
+  const at::Tensor group =
+      offsets.has_value()
+          ? at::searchsorted(  // sorted boundaries whatever the offsets (checked below)
+                std::get<0>(segment_offsets.narrow(0, 1, segment_offsets.numel() - 1)
+                                .clamp(0, num_pos)
+                                .cummax(0)),
+                at::arange(num_pos, segment_offsets.options()), /*out_int32=*/false,
+                /*right=*/true)
+          : at::zeros({num_pos}, segment_offsets.options());
+  const Positives pos =
+      checked_positives(inv, positives, segment_offsets, group, delta);
+  inv.raise_if_broken();
   const Entries in{scores, labels, codes.has_value() ? codes->contiguous() : at::Tensor()};
-  const Positives pos{positives.contiguous(),
-                      offsets.has_value() ? offsets->contiguous() : at::Tensor(), {}};
-  return aploss::pass1_histograms(k, in, pos, delta, deterministic);
+  return aploss::pass1_histograms(
+      k, in, {pos.positives, offsets.has_value() ? pos.offsets : at::Tensor(), {}}, delta,
+      deterministic);
 }
 
 }  // namespace ops
@@ -453,12 +536,32 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_positives_op(
     const at::Tensor& gathered, int64_t num_groups, double delta) {
-  TORCH_CHECK(gathered.dim() == 2 && gathered.size(0) == 3 && gathered.size(1) >= 1 &&
-                  gathered.scalar_type() == at::kDouble,
-              "aploss::rank_positives: expected (3, P) float64 [scores; codes; positions], P >= 1");
-  TORCH_CHECK(num_groups >= 1, "aploss::rank_positives: num_groups must be >= 1");
-  const Positives pos = rank_positives(gathered, num_groups, delta);
-  return {pos.positives, pos.offsets, pos.positive_group, pos.positions, pos.memory_rank};
+  return ops::named<ops::kRankPositives>([&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor,
+                                                             at::Tensor, at::Tensor> {
+    checks::check_delta(delta);
+    checks::expect_tensor(gathered, "gathered", at::kDouble, 2, gathered.device());
+    TORCH_CHECK_VALUE(gathered.size(0) == 3 && gathered.size(1) >= 1,
+                      "gathered must have shape (3, P) with P >= 1 ([scores; codes; "
+                      "positions], as gather returns them), got ",
+                      gathered.sizes());
+    TORCH_CHECK_VALUE(num_groups >= 1 && num_groups <= std::numeric_limits<int32_t>::max(),
+                      "num_groups must be in [1, 2^31 - 1], got ", num_groups);
+    Invariants inv;
+    inv.require(at::isfinite(gathered[0]), "gathered scores must be finite");
+    const at::Tensor code = gathered[1], position = gathered[2];
+    inv.require((code >= 0) & (code < static_cast<double>(num_groups)) & (code == code.floor()),
+                "gathered codes must be integers in [0, num_groups)");
+    inv.require((position >= 0) & (position < static_cast<double>(int64_t(1) << 53)) &
+                    (position == position.floor()),
+                "gathered positions must be integers in [0, 2^53)");
+    inv.raise_if_broken();
+    const Positives pos = rank_positives(gathered, num_groups, delta);
+    return {pos.positives, pos.offsets, pos.positive_group, pos.positions, pos.memory_rank};
+  });
+}
+
+at::Tensor rank_sort_labels_op(const at::Tensor& targets) {
+  return ops::named<ops::kRankSortLabels>([&] { return labels_from_targets(targets); });
 }
 
 }  // namespace
@@ -466,7 +569,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_posi
 // Sorting P values and elementwise work: ATen ops only, the same code on every device.
 TORCH_LIBRARY_IMPL(aploss, CompositeExplicitAutograd, m) {
   m.impl("rank_positives", &rank_positives_op);
-  m.impl("rank_sort_labels", &labels_from_targets);
+  m.impl("rank_sort_labels", &rank_sort_labels_op);
 }
 
 }  // namespace aploss

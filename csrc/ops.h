@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 #include <torch/library.h>
 
@@ -88,29 +89,59 @@ at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at
                             const std::optional<at::Tensor>& offsets, double delta,
                             bool deterministic);
 
+// What the user called, put in front of every ValueError and TypeError an operator raises
+// (the kernels' messages do not know it): the losses' names for their forward operators
+// (the Python API calls those), the operator's own name for the others.
+inline constexpr char kApLoss[] = "ap_loss";
+inline constexpr char kRankSortLoss[] = "rank_sort_loss";
+inline constexpr char kALRPLoss[] = "alrp_loss";
+inline constexpr char kPass2[] = "aploss::pass2";
+inline constexpr char kGather[] = "aploss::gather";
+inline constexpr char kPass1[] = "aploss::pass1";
+inline constexpr char kPositiveStage[] = "aploss::positive_stage";
+inline constexpr char kRankSortStage[] = "aploss::rank_sort_stage";
+inline constexpr char kALRPStage[] = "aploss::alrp_stage";
+inline constexpr char kPass1Histograms[] = "aploss::_pass1_histograms";
+inline constexpr char kRankPositives[] = "aploss::rank_positives";
+inline constexpr char kRankSortLabels[] = "aploss::rank_sort_labels";
+
+// f(), with `name: ` in front of the message of a ValueError or TypeError it raises.
+template <const char* name, typename F>
+auto named(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const c10::ValueError& e) {
+    TORCH_CHECK_VALUE(false, name, ": ", e.msg());
+  } catch (const c10::TypeError& e) {
+    TORCH_CHECK_TYPE(false, name, ": ", e.msg());
+  }
+}
+
 // fn(table(), args...) as a plain function for m.impl: one operator bound to the table
-// of one dispatch key.
-template <const Kernels& (*table)(), auto fn>
+// of one dispatch key, its errors named.
+template <const Kernels& (*table)(), const char* name, auto fn>
 struct WithTable;
 
-template <const Kernels& (*table)(), typename R, typename... Args,
+template <const Kernels& (*table)(), const char* name, typename R, typename... Args,
           R (*fn)(const Kernels&, Args...)>
-struct WithTable<table, fn> {
-  static R call(Args... args) { return fn(table(), args...); }
+struct WithTable<table, name, fn> {
+  static R call(Args... args) {
+    return named<name>([&]() -> R { return fn(table(), args...); });
+  }
 };
 
 template <const Kernels& (*table)()>
 void register_backend(torch::Library& m) {
-  m.impl("ap_loss_forward", &WithTable<table, &forward>::call);
-  m.impl("rank_sort_forward", &WithTable<table, &rank_sort_forward>::call);
-  m.impl("alrp_forward", &WithTable<table, &alrp_forward>::call);
-  m.impl("pass2", &WithTable<table, &backward>::call);
-  m.impl("gather", &WithTable<table, &gather>::call);
-  m.impl("pass1", &WithTable<table, &pass1>::call);
-  m.impl("positive_stage", &WithTable<table, &positive_stage>::call);
-  m.impl("rank_sort_stage", &WithTable<table, &rank_sort_stage>::call);
-  m.impl("alrp_stage", &WithTable<table, &alrp_stage>::call);
-  m.impl("_pass1_histograms", &WithTable<table, &pass1_histograms>::call);
+  m.impl("ap_loss_forward", &WithTable<table, kApLoss, &forward>::call);
+  m.impl("rank_sort_forward", &WithTable<table, kRankSortLoss, &rank_sort_forward>::call);
+  m.impl("alrp_forward", &WithTable<table, kALRPLoss, &alrp_forward>::call);
+  m.impl("pass2", &WithTable<table, kPass2, &backward>::call);
+  m.impl("gather", &WithTable<table, kGather, &gather>::call);
+  m.impl("pass1", &WithTable<table, kPass1, &pass1>::call);
+  m.impl("positive_stage", &WithTable<table, kPositiveStage, &positive_stage>::call);
+  m.impl("rank_sort_stage", &WithTable<table, kRankSortStage, &rank_sort_stage>::call);
+  m.impl("alrp_stage", &WithTable<table, kALRPStage, &alrp_stage>::call);
+  m.impl("_pass1_histograms", &WithTable<table, kPass1Histograms, &pass1_histograms>::call);
 }
 
 }  // namespace ops

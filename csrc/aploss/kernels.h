@@ -17,6 +17,8 @@
 
 namespace aploss {
 
+class Invariants;
+
 // Rows of the O(P) state the forward keeps for the backward.
 enum StateRow : int64_t {
   kRowQ = 0,        // sorted positive scores (last column repeats q[P-1])
@@ -148,6 +150,13 @@ struct Kernels {
   void (*ranking_backward)(const at::Tensor& scores, const at::Tensor& classes,
                            const at::Tensor& state, const at::Tensor& positive_grads,
                            const at::Tensor& grad_output, at::Tensor& grad);
+  // What ranking_backward requires of its state, classes and positive_grads when they do
+  // not come straight from ranking_forward (the operators' callers other than the losses'
+  // autograd, ../op_checks.h): their sizes (raised at once) and their invariants (added
+  // to `inv`).
+  void (*check_ranking_state)(Invariants& inv, const at::Tensor& scores,
+                              const at::Tensor& classes, const at::Tensor& state,
+                              const at::Tensor& positive_grads);
 
   // Whether sorted_pass1 / grouped_pass1 add with float atomics (order-dependent last
   // bits): under torch.use_deterministic_algorithms(True) pass 1 then sums

@@ -72,7 +72,7 @@ std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
   const int64_t n = values.numel();
   for (int64_t i = 0; i < n; ++i) {
     c[i] = table.code_of(v[i]);
-    TORCH_CHECK_VALUE(table.size() < (int64_t(1) << 31), "ap_loss: at most 2^31 - 1 distinct group ids");
+    TORCH_CHECK_VALUE(table.size() < (int64_t(1) << 31), "at most 2^31 - 1 distinct group ids");
   }
   return {codes, table.size()};
 }

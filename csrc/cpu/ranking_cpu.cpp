@@ -92,7 +92,7 @@ RankingOutputs ranking_forward(const RankingInputs& in) {
   const int64_t num_pos = gathered.size(1);
   if (num_pos == 0) return no_positives(in, labels);
   TORCH_CHECK_VALUE(num_pos <= std::numeric_limits<int32_t>::max(),
-                    "ap_loss: at most 2^31 - 1 positives, got ", num_pos);
+                    "at most 2^31 - 1 positives, got ", num_pos);
   if (in.loss == LossKind::kALRP && in.regression_losses.numel() != num_pos) {
     check_regression_losses(in.regression_losses, num_pos, scores);  // raises: the count
   }

@@ -100,6 +100,8 @@ RankingOutputs ranking_forward(const RankingInputs& in);
 void ranking_backward(const at::Tensor& scores, const at::Tensor& classes,
                       const at::Tensor& state, const at::Tensor& positive_grads,
                       const at::Tensor& grad_output, at::Tensor& grad);
+void check_ranking_state(Invariants& inv, const at::Tensor& scores, const at::Tensor& classes,
+                         const at::Tensor& state, const at::Tensor& positive_grads);
 
 // ---- launch configuration (launch_config_cuda.cu) ----------------------------------------
 

@@ -135,7 +135,7 @@ int dtype_code(at::ScalarType t) {
     case at::kDouble: return 1;
     case at::kHalf: return 2;
     case at::kBFloat16: return 3;
-    default: TORCH_CHECK_TYPE(false, "alrp_loss: regression_losses must be a floating dtype, got ", t);
+    default: TORCH_CHECK_TYPE(false, "regression_losses must be a floating dtype, got ", t);
   }
 }
 

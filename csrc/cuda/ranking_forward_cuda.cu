@@ -102,19 +102,13 @@ void raise_flagged(const int64_t* m, const RankingInputs& in) {
   if (m[kMetaBadNegative] != LLONG_MAX) throw_non_finite_score(in.scores, m[kMetaBadNegative]);
   const int64_t num_pos = m[kMetaCount];
   TORCH_CHECK_VALUE(num_pos <= std::numeric_limits<int32_t>::max(),
-                    "ap_loss: at most 2^31 - 1 positives, got ", num_pos);
+                    "at most 2^31 - 1 positives, got ", num_pos);
   if (in.loss == LossKind::kALRP) {
     const at::Tensor& losses = in.regression_losses;
     TORCH_CHECK_VALUE(losses.numel() == num_pos,
-                      "alrp_loss: regression_losses must be 1-D with one value per positive (",
+                      "regression_losses must be 1-D with one value per positive (",
                       num_pos, " positives), got shape ", losses.sizes());
-    if (m[kMetaBadValue] != LLONG_MAX) {
-      const auto [smallest, largest] = at::aminmax(losses);  // NaN if any value is
-      const at::Tensor bounds = read_to_host(at::stack({smallest, largest}).to(at::kDouble));
-      TORCH_CHECK_VALUE(false,
-                        "alrp_loss: regression_losses must be finite and >= 0; found values in [",
-                        bounds[0].item<double>(), ", ", bounds[1].item<double>(), "]");
-    }
+    if (m[kMetaBadValue] != LLONG_MAX) throw_invalid_regression_losses(losses);
   }
 }
 
