@@ -82,6 +82,25 @@ def _pass2_fake(grad_output, scores, labels, classes, group_codes, state, offset
     return torch.empty_like(scores)
 
 
+NO_DOUBLE_BACKWARD = (
+    "aploss_cuda's losses do not support double backward: their gradient is the error-driven "
+    "update, not the derivative of a function, so it has no derivative"
+)
+
+
+def _pass2_setup_context(ctx, inputs, output):
+    pass
+
+
+def _pass2_backward(ctx, grad):
+    raise RuntimeError(NO_DOUBLE_BACKWARD)
+
+
+# Pass 2 has no derivative. Registered in Python, not C++, so that torch.func transforms
+# (which cannot run a C++ autograd::Function) can call it in a loss's backward.
+torch.library.register_autograd("aploss::pass2", _pass2_backward, setup_context=_pass2_setup_context)
+
+
 @torch.library.register_fake("aploss::gather")
 def _gather_fake(scores, labels, codes):
     width = torch.library.get_ctx().new_dynamic_size()

@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _contract, distributed
+from . import _contract, _transforms, distributed
 
 METHODS = _contract.METHODS
 
@@ -54,10 +54,18 @@ def ap_loss(
         return loss
     _contract.validate(scores, labels, delta, method)
     _contract.validate_group_ids(group_ids, scores, method)
-    loss, *_ = torch.ops.aploss.ap_loss_forward(
-        scores, labels, group_ids, float(delta), bool(interpolate), method
+    loss, *_ = _forward(
+        "ap_loss_forward", scores, labels, group_ids, float(delta), bool(interpolate), method
     )
     return loss
+
+
+def _forward(op_name, *args):
+    """torch.ops.aploss.<op_name>(*args), through the Python autograd path under a
+    torch.func transform or forward-mode AD (_transforms.py)."""
+    if _transforms.active():
+        return _transforms.forward(op_name, *args)
+    return getattr(torch.ops.aploss, op_name)(*args)
 
 
 class APLoss(torch.nn.Module):
@@ -65,7 +73,7 @@ class APLoss(torch.nn.Module):
 
     def __init__(self, *, delta=1.0, interpolate=True, method="auto"):
         super().__init__()
-        _contract.validate_options(delta, method)
+        _contract.validate_options(delta, method, "APLoss")
         self.delta = float(delta)
         self.interpolate = bool(interpolate)
         self.method = method
@@ -128,8 +136,9 @@ def rank_sort_loss(
     else:
         _contract.validate_rank_sort(scores, targets, delta)
         _contract.validate_group_ids(group_ids, scores, "sorted", "rank_sort_loss")
-        loss, parts, *_ = torch.ops.aploss.rank_sort_forward(
-            scores.contiguous(), targets.detach().contiguous(), group_ids, float(delta)
+        loss, parts, *_ = _forward(
+            "rank_sort_forward", scores.contiguous(), targets.detach().contiguous(), group_ids,
+            float(delta),
         )
     if return_parts:
         return RankSortParts(loss, parts[0], parts[1])
@@ -176,9 +185,9 @@ def alrp_loss(
         return cls_loss, loc_loss
     _contract.validate_alrp(scores, labels, regression_losses, delta)
     _contract.validate_group_ids(group_ids, scores, "sorted", "alrp_loss")
-    cls_loss, loc_weights, *_ = torch.ops.aploss.alrp_forward(
-        scores.contiguous(), labels.contiguous(), regression_losses.detach(), group_ids,
-        float(delta),
+    cls_loss, loc_weights, *_ = _forward(
+        "alrp_forward", scores.contiguous(), labels.contiguous(), regression_losses.detach(),
+        group_ids, float(delta),
     )
     loc_loss = torch.dot(regression_losses.to(torch.float64), loc_weights)
     return cls_loss, loc_loss.to(regression_losses.dtype)
