@@ -10,6 +10,8 @@ TORCH_SPEC ?= torch==2.14.1
 # torchvision gives the benchmark its focal-loss yardstick and the examples their
 # RetinaNet (torchmetrics + pycocotools: their COCO mAP); it must pair with torch.
 TORCHVISION_SPEC ?= torchvision==0.29.1
+# Ultralytics YOLO: the tests of aploss_cuda.integrations.ultralytics and its example.
+ULTRALYTICS_SPEC ?= ultralytics==8.4.190
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find csrc aploss_cuda -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py' \)) setup.py pyproject.toml
 
@@ -20,7 +22,7 @@ setup: $(VENV)/.built
 $(VENV)/.deps: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --upgrade pip
-	$(VPY) -m pip install "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" ninja numpy pytest hypothesis expecttest matplotlib tqdm torchmetrics pycocotools
+	$(VPY) -m pip install "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" "$(ULTRALYTICS_SPEC)" ninja numpy pytest hypothesis expecttest matplotlib tqdm torchmetrics pycocotools
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
