@@ -485,3 +485,50 @@ def test_two_training_iterations_through_yolo_train(cfg, trainer_name, tiny_data
         # The first step's gradients, before any optimizer step, reach every level's
         # classification layer (of both branches of an end-to-end head).
     assert all(g is not None and math.isfinite(g) and g > 0 for g in steps[0]["grads"]), steps[0]
+
+
+# ------------------------------------------------------------------ the example's pieces
+
+
+def test_yolo_data_set_holds_the_shapes_boxes(tmp_path):
+    import numpy as np
+    import shapes
+    from PIL import Image
+
+    yaml_path = yolo_data.write_yolo_dataset(str(tmp_path), {"train": 3, "val": 1})
+    for index in range(3):
+        pixels, target = shapes.make_image(0, "train", index)
+        image = Image.open(tmp_path / "images" / "train" / f"{index:05d}.png")
+        assert torch.equal(torch.from_numpy(np.array(image)).permute(2, 0, 1), pixels)
+        lines = (tmp_path / "labels" / "train" / f"{index:05d}.txt").read_text().splitlines()
+        assert len(lines) == len(target["labels"])
+        for line, box, cls in zip(lines, target["boxes"].tolist(), target["labels"].tolist()):
+            c, cx, cy, w, h = line.split()
+            assert int(c) == cls
+            x1, y1 = (float(cx) - float(w) / 2) * 128, (float(cy) - float(h) / 2) * 128
+            x2, y2 = (float(cx) + float(w) / 2) * 128, (float(cy) + float(h) / 2) * 128
+            assert [x1, y1, x2, y2] == pytest.approx(box, abs=1e-3)
+    text = open(yaml_path).read()
+    assert "train: images/train" in text and "  4: ring" in text
+
+
+def test_yolo_data_set_is_reused_only_when_the_same(tmp_path):
+    yaml_path = yolo_data.write_yolo_dataset(str(tmp_path), {"train": 2, "val": 1})
+    marker = tmp_path / "images" / "train" / "00000.png"
+    marker.write_bytes(b"kept")
+    assert yolo_data.write_yolo_dataset(str(tmp_path), {"train": 2, "val": 1}) == yaml_path
+    assert marker.read_bytes() == b"kept"  # the same data set: not rewritten
+    yolo_data.write_yolo_dataset(str(tmp_path), {"train": 3, "val": 1})
+    assert marker.read_bytes() != b"kept"  # another one: written again
+
+
+def test_budget_is_the_shortest_whose_next_longer_gains_less_than_the_threshold():
+    import budget
+
+    def runs(*maps):
+        return [{"epochs": 20 * (i + 1), "map": m} for i, m in enumerate(maps)]
+
+    assert budget.THRESHOLD == 0.01
+    assert budget.choose(runs(0.60, 0.70, 0.705)) == 40
+    assert budget.choose(runs(0.60, 0.605, 0.70)) == 20
+    assert budget.choose(runs(0.60, 0.70, 0.75)) == 60  # still improving: the longest
