@@ -6,7 +6,7 @@ Every configuration trains with seed 99 (not one of compare.py's seeds) and is s
 the val split, so the test split that compare.py reports stays unseen. The grid LRS (YOLO's
 own rate for 5 classes, twice and four times it) is extended by doubling or halving while
 the best rate is at its edge. A configuration whose result is already in results/tuning/
-is not rerun, nor is BCE at YOLO's rate when budget.py ran it for the same epochs. Writes results/tuning.json (every run
+is not rerun, nor is a BCE configuration that budget.py ran (the same seed, settings, split). Writes results/tuning.json (every run
 and each loss's best rate, which compare.py uses) and results/tuning.md.
 """
 
@@ -19,6 +19,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import budget  # noqa: E402
 import train_yolo  # noqa: E402
 from run_record import LOSS_NAMES, machine, markdown_table  # noqa: E402
 
@@ -32,8 +33,8 @@ TUNING_JSON = os.path.join(RESULTS, "tuning.json")
 def run(loss, lr, epochs):
     out = os.path.join(RESULTS, "tuning", f"{loss}_lr{lr:g}")
     path = os.path.join(out, "result.json")
-    same_budget_run = os.path.join(RESULTS, "budget", f"bce_{epochs}ep", "result.json")
-    reusable = loss == "bce" and lr == train_yolo.YOLO_AUTO_LR and os.path.exists(same_budget_run)
+    same_budget_run = os.path.join(budget.result_dir(lr, epochs), "result.json")
+    reusable = loss == "bce" and os.path.exists(same_budget_run)
     if reusable and not os.path.exists(path):
         os.makedirs(out, exist_ok=True)
         shutil.copyfile(same_budget_run, path)  # the same seed, settings and split
