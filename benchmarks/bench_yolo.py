@@ -134,7 +134,9 @@ def _ratio_cell(rounds):
 def markdown(section):
     out = ["## YOLO scale: the ranking losses against YOLO's BCE", "",
            f"Regime '{section['regime']}'. One YOLOv8 batch at 640 px: images x {ANCHORS_640:,} "
-           f"anchors x {CLASSES} classes, no ignored entry. fwd+bwd of each call; BCE is YOLO's "
+           f"anchors x {CLASSES} classes, float32 scores, int8 labels, no ignored entry (this "
+           "section's own inputs, whatever the header's label options say). fwd+bwd of each "
+           "call; BCE is YOLO's "
            "classification term (BCE with logits over every entry against the soft targets, "
            "summed, divided by the targets' sum); Rank & Sort on the soft targets (positives "
            f"uniform [{TARGET_LOW:g}, 1)), AP-loss and aLRP on the labels (aLRP: `(cls_loss + "

@@ -302,8 +302,9 @@ def test_alrp_self_balancing_weight_follows_the_released_rule(monkeypatch):
 
 
 @needs_ultralytics
-def test_end_to_end_heads_get_the_loss_in_both_branches():
-    model = fixed_model(END_TO_END_CFG, ranking_loss="alrp", delta=2.0)
+@pytest.mark.parametrize("cfg", [END_TO_END_CFG, "yolov10n.yaml"])
+def test_end_to_end_heads_get_the_loss_in_both_branches(cfg):
+    model = fixed_model(cfg, ranking_loss="alrp", delta=2.0)
     criterion = model.init_criterion()
     assert isinstance(criterion, RankingE2ELoss)
     for branch in (criterion.one2many, criterion.one2one):
@@ -445,7 +446,7 @@ def classification_layers(model):
 
 
 TRAINING_CASES = [(cfg, name) for cfg in ("yolov8n.yaml", END_TO_END_CFG) for name in TRAINERS]
-TRAINING_CASES.append(("yolov8n.yaml", "PerImageRankSortTrainer"))
+TRAINING_CASES += [("yolov8n.yaml", "PerImageRankSortTrainer"), ("yolov10n.yaml", "ALRPTrainer")]
 
 
 @needs_ultralytics
@@ -479,7 +480,7 @@ def test_two_training_iterations_through_yolo_train(cfg, trainer_name, tiny_data
     assert type(model) is RankingDetectionModel and model.ranking_loss == trainer.ranking_loss
     assert model.loss_options == trainer.loss_options
     criterion = model.criterion
-    if cfg == END_TO_END_CFG:
+    if cfg != "yolov8n.yaml":  # the end-to-end heads
         assert isinstance(criterion, RankingE2ELoss)
         branches = [criterion.one2many, criterion.one2one]
     else:
