@@ -13,6 +13,8 @@ TORCHVISION_SPEC ?= torchvision==0.29.1
 # cuobjdump and the nvdisasm it runs, which the CUDA toolkit here lacks: the kernel
 # report's float64 column (scripts/check_kernel_resources.py).
 CUOBJDUMP_SPEC ?= nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37
+# Ultralytics YOLO: the tests of aploss_cuda.integrations.ultralytics and its example.
+ULTRALYTICS_SPEC ?= ultralytics==8.4.190
 VPY := $(VENV)/bin/python
 SOURCES := $(shell find csrc aploss_cuda -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py' \)) setup.py pyproject.toml
 
@@ -23,7 +25,7 @@ setup: $(VENV)/.built
 $(VENV)/.deps: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --upgrade pip
-	$(VPY) -m pip install "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" $(CUOBJDUMP_SPEC) ninja numpy pytest hypothesis expecttest matplotlib tqdm torchmetrics pycocotools
+	$(VPY) -m pip install "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" "$(ULTRALYTICS_SPEC)" $(CUOBJDUMP_SPEC) ninja numpy pytest hypothesis expecttest matplotlib tqdm torchmetrics pycocotools
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)

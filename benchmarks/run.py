@@ -4,7 +4,7 @@
     python benchmarks/run.py                     # every section (minutes on 2 CPU cores)
     python benchmarks/run.py --quick             # small sizes, under a minute
     python benchmarks/run.py --section family    # one section: sweeps, grouped, family, floor,
-                                                 # fixed, distributed
+                                                 # fixed, distributed, yolo
     python benchmarks/run.py --device cuda --quick --retinanet on
 
 Sections: bench_sweeps.py (ap_loss against focal loss and the baselines, over N and P),
@@ -12,7 +12,8 @@ bench_grouped.py (group_ids against the ungrouped call), bench_family.py (rank_s
 and alrp_loss against focal loss and their per-positive loops, over N and P), bench_floor.py
 (ap_loss against the memory floor and strict focal loss, ns per entry of each pass),
 bench_fixed.py (the three losses against BCE-with-logits at small N: a call's fixed cost),
-bench_distributed.py (bytes per call under process_group; CPU only). Writes
+bench_distributed.py (bytes per call under process_group; CPU only), bench_yolo.py (the
+ranking losses at Ultralytics YOLO's batch size against YOLO's BCE). Writes
 <out>/<device>-<date>[-quick][-<section>].json and .md, and PNG plots of the sweeps when
 matplotlib is installed. Methodology: benchmarks/README.md.
 """
@@ -42,6 +43,7 @@ import bench_fixed  # noqa: E402
 import bench_floor  # noqa: E402
 import bench_grouped  # noqa: E402
 import bench_sweeps  # noqa: E402
+import bench_yolo  # noqa: E402
 from common.inputs import LABEL_DTYPES, NO_IGNORE, REGIMES, SCORE_DTYPES  # noqa: E402
 from common.inputs import parse_count, parse_counts  # noqa: E402
 from common.machine import OtherProcessesCpu, environment  # noqa: E402
@@ -49,28 +51,31 @@ from common.memory import PeakMemory  # noqa: E402
 from common.progress import Progress  # noqa: E402
 
 SECTIONS = {"sweeps": bench_sweeps, "grouped": bench_grouped, "family": bench_family,
-            "floor": bench_floor, "fixed": bench_fixed, "distributed": bench_distributed}
+            "floor": bench_floor, "fixed": bench_fixed, "distributed": bench_distributed,
+            "yolo": bench_yolo}
 DEFAULTS = {  # (device, --quick) -> sizes
     ("cpu", False): dict(sizes="100k,250k,1M,2M,4M,16M", psweep_n="1M",
                          positives="100,300,1000,3000,10000", grouped_sizes="1M,4M",
                          family_sizes="100k,250k,1M,2M,4M,16M", family_psweep_n="4M",
                          family_positives="400,4000,40000", distributed_sizes="100k,1M,4M",
-                         floor_n="4M", floor_positives="4000,40000", fixed_sizes="1k,10k"),
+                         floor_n="4M", floor_positives="4000,40000", fixed_sizes="1k,10k",
+                         yolo_images=16, yolo_positives="500,2000"),
     ("cpu", True): dict(sizes="20k,100k,500k", psweep_n="100k", positives="20,2000",
                         grouped_sizes="100k", family_sizes="20k,100k,500k",
                         family_psweep_n="100k", family_positives="20,200,2000",
                         distributed_sizes="20k,200k", floor_n="200k", floor_positives="200,2000",
-                        fixed_sizes="1k"),
+                        fixed_sizes="1k", yolo_images=2, yolo_positives="100"),
     ("cuda", False): dict(sizes="1M,4M,16M,64M,128M", psweep_n="16M",
                           positives="500,2000,8000,32000,128000", grouped_sizes="4M,16M,64M",
                           family_sizes="1M,4M,16M,64M", family_psweep_n="4M",
                           family_positives="400,4000,40000", distributed_sizes="100k,1M,4M",
                           floor_n="64M", floor_positives="64000,640000",
-                          fixed_sizes="1k,100k"),
+                          fixed_sizes="1k,100k", yolo_images=16, yolo_positives="500,2000"),
     ("cuda", True): dict(sizes="1M,16M", psweep_n="4M", positives="400,4000",
                          grouped_sizes="1M,16M", family_sizes="1M,4M", family_psweep_n="4M",
                          family_positives="400,4000,40000", distributed_sizes="20k,200k",
-                         floor_n="16M", floor_positives="16000,160000", fixed_sizes="1k"),
+                         floor_n="16M", floor_positives="16000,160000", fixed_sizes="1k",
+                         yolo_images=16, yolo_positives="500"),
 }
 
 
@@ -106,6 +111,9 @@ def build_parser():
         "reference point, the last the P-growth goal's")
     add("--distributed-sizes", help="N of the distributed section, comma list")
     add("--fixed-sizes", help="N of the fixed-cost section (small N against BCE), comma list")
+    add("--yolo-images", type=int, help="images of 640 px (8,400 anchors x 80 classes each) in "
+        "the yolo section's batch (default 16; --quick on the CPU: 2)")
+    add("--yolo-positives", help="P of the yolo section, comma list")
     add("--rounds", type=int, help="interleaved timed rounds per point (default 7, --quick 3)")
     add("--budget", type=float, help="seconds per implementation and point (default 10, "
         "--quick 1): an O(P*N) baseline predicted slower than this is not run")
@@ -157,6 +165,7 @@ def resolve(args):
         distributed_sizes=parse_counts(args.distributed_sizes),
         fixed_sizes=parse_counts(args.fixed_sizes),
         floor_n=parse_count(args.floor_n), floor_positives=parse_counts(args.floor_positives),
+        yolo_images=args.yolo_images, yolo_positives=parse_counts(args.yolo_positives),
         regimes=["init", "trained"] if args.regime == "both" else [args.regime],
         grouped_regime="trained" if args.regime == "trained" else "init",
         family_regime="trained" if args.regime == "trained" else "init",
@@ -212,7 +221,7 @@ def main(argv=None):
     cfg = resolve(args)
     steps = dict(sweeps=len(bench_sweeps.plan(cfg)), grouped=len(cfg.grouped_sizes),
                  family=len(bench_family.plan(cfg)), floor=len(bench_floor.LABELS),
-                 fixed=len(bench_fixed.plan(cfg)), distributed=1)
+                 fixed=len(bench_fixed.plan(cfg)), distributed=1, yolo=len(bench_yolo.plan(cfg)))
     progress = Progress(sum(steps[s] for s in cfg.sections), "aploss benchmark",
                         enabled=not args.no_progress)
     results = {name: SECTIONS[name].run(cfg, progress) for name in cfg.sections}

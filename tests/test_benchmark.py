@@ -138,9 +138,10 @@ def _without(tmp_path, *packages):
 TINY = ["--quick", "--sizes", "20k,40k", "--positives", "20", "--psweep-n", "20k",
         "--grouped-sizes", "25600", "--family-sizes", "20k", "--family-positives", "20,200",
         "--family-psweep-n", "10k", "--distributed-sizes", "20k", "--fixed-sizes", "1k",
-        "--rounds", "2"]
+        "--yolo-images", "1", "--yolo-positives", "50", "--rounds", "2"]
 FAMILY = ["rank_sort", "rank_sort-loop", "alrp", "alrp-loop", "focal", "ap"]
 GROUPED = ["ungrouped", "per-image", "per-class", "retrieval", "retrieval-big-ids"]
+YOLO = ["bce", "rank_sort", "ap", "alrp", "rank_sort-image", "ap-image", "alrp-image"]
 
 
 def test_quick_run_without_matplotlib_and_tqdm(tmp_path):
@@ -228,6 +229,29 @@ def test_quick_run_without_matplotlib_and_tqdm(tmp_path):
     # P-sized traffic: far below gathering the scores and labels
     assert 0 < row["bytes_per_rank"] < row["n_sized_bytes_per_rank"] / 100
     assert row["distributed_median_s"] > 0 and row["single_process_median_s"] > 0
+
+    (ypt,) = result["yolo"]["points"]
+    assert (ypt["images"], ypt["n"], ypt["p"]) == (1, 8_400 * 80, 50)
+    assert list(ypt["impls"]) == YOLO
+    for name, row in ypt["impls"].items():
+        assert row["status"] == "measured" and row["median_s"] > 0 and len(row["samples"]) == 2
+        assert ("vs_bce_rounds" in row) == (name != "bce")
+    assert "### 1 images: N = 672,000 (672k), P = 50" in text
+
+
+def test_yolo_bce_is_the_yolo_formula():
+    import bench_yolo
+
+    scores = torch.randn(2, 5, 3, dtype=torch.float64)
+    targets = torch.zeros(2, 5, 3, dtype=torch.float64)
+    targets[0, 1, 2], targets[1, 4, 0] = 0.25, 0.5
+    # v8DetectionLoss: BCEWithLogitsLoss(reduction="none") summed, over the targets' sum
+    # clamped at 1 (here 0.75, so 1).
+    expected = torch.nn.BCEWithLogitsLoss(reduction="none")(scores, targets).sum() / 1.0
+    assert torch.allclose(bench_yolo.yolo_bce(scores, targets), expected)
+    targets[1, 3, 1] = 1.0  # sum 1.75
+    expected = torch.nn.BCEWithLogitsLoss(reduction="none")(scores, targets).sum() / 1.75
+    assert torch.allclose(bench_yolo.yolo_bce(scores, targets), expected)
 
 
 def test_one_section_with_plots(tmp_path):
