@@ -283,7 +283,7 @@ at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::T
     checks::expect_tensor(offsets, "offsets", at::kLong, 1, device);
     TORCH_CHECK_VALUE(offsets.numel() == 2, "offsets of one ranking must be [0, P], got ",
                       offsets.numel(), " values");
-    if (check_values && positive_grads.size(0) > 0) {
+    if (check_values) {
       Invariants inv;
       checks::check_offsets(inv, offsets, positive_grads.size(0));
       checks::check_positive_grads(inv, positive_grads, scores.numel(), device);
@@ -309,11 +309,11 @@ at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::T
   const at::Tensor rows = state_rows(state.contiguous());
   const int64_t num_pos = rows.size(1) - 1;
   TORCH_CHECK_VALUE(positive_grads.size(0) <= num_pos,  // fewer: another process's positives
-                    "positive_grads must hold at most one row per positive of the state (", num_pos,
-                    "), got ", positive_grads.size(0));
+                    "positive_grads must hold at most one row per positive of the state (",
+                    num_pos, "), got ", positive_grads.size(0));
   const FlatInputs flat = flatten(scores, shaped);
   auto [grad, flat_grad] = gradient_like(scores, flat);
-  if (num_pos == 0 || scores.numel() == 0) return grad.zero_();
+  if (num_pos == 0) return grad.zero_();
   if (check_values) {
     Invariants inv;
     checks::check_state_rows(inv, rows, offsets, positive_grads, scores.numel(), delta);

@@ -85,6 +85,8 @@ def pass2_cases(name, scores, labels, outputs, grouped):
         broken["codes int64"] = dict(codes=codes.long())
         broken["offsets not increasing"] = dict(offsets=offsets.flip(0))
     if classes.numel():
+        # A workspace's positives all have a row (no process_group on this path).
+        broken["positive_grads empty"] = dict(positive_grads=positive_grads[:0])
         broken["classes short"] = dict(classes=classes[:-1])
         broken["classes without a positive"] = dict(
             classes=replaced(classes, int(positive_grads[0, 0]) // 32, 0))
