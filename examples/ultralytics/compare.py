@@ -82,10 +82,12 @@ def markdown(summary, results, info, command, tuning_epochs):
         "# YOLOv8n on synthetic shapes: BCE against the ranking losses", "",
         f"Command: `{command}`  ",
         f"Commit {info['commit']}{' (with uncommitted changes)' if info['dirty'] else ''}, "
-        f"ultralytics {info['ultralytics']}, torch {info['torch']}, {info['threads']} torch thread, "
-        f"{info['cpu_count']} CPU cores (shared with other work), 1-min load average at the start "
-        f"{info['load_average_1m']:.2f}, at the end {info['load_average_end_1m']:.2f}; "
-        f"{info['total_minutes']:.0f} min for {len(results)} runs.", "",
+        f"ultralytics {info['ultralytics']}, torch {info['torch']}, "
+        f"{'/'.join(str(t) for t in sorted(set(r['threads'] for r in results)))} torch thread per run, "
+        f"{info['cpu_count']} CPU cores (shared with other work: at most two runs at once); "
+        f"{sum(r['wall_seconds'] for r in results) / 60:.0f} min of runs in all ({len(results)} "
+        "runs, each timed in its result.json; a run already in results/runs/ is not rerun, so "
+        "one table may gather runs from several invocations).", "",
         f"mAP of the last weights on the held-out **test** split (128 images) by Ultralytics' "
         f"validator (`conf=0`), mean ± sample std over seeds {sorted(set(r['seed'] for r in results))}:", "",
         markdown_table(["loss", "lr (AdamW)", "mAP50-95", "mAP50", "per seed mAP50-95", "wall / run"], rows), "",
