@@ -1,10 +1,13 @@
 """Fake (meta) and vmap implementations of the aploss operators (csrc/ops.cpp), the
-pattern of PyTorch's custom C++/CUDA operator tutorial; their autograd is in C++
-(csrc/autograd.cpp)."""
+pattern of PyTorch's custom C++/CUDA operator tutorial; the forward operators' autograd
+is in C++ (csrc/autograd.cpp), pass 2's (no derivative) here, with the switch that lets
+pass 2 trust the forward's outputs."""
+
+import contextlib
 
 import torch
 
-from . import _C  # noqa: F401  (TORCH_LIBRARY registrations run on import)
+from . import _C  # TORCH_LIBRARY registrations run on import
 
 
 def _positives_fakes(like, width):
@@ -80,6 +83,17 @@ def _alrp_forward_fake(scores, labels, regression_losses, group_ids, delta):
 def _pass2_fake(grad_output, scores, labels, classes, group_codes, state, offsets, positive_grads,
                 delta, method):
     return torch.empty_like(scores)
+
+
+@contextlib.contextmanager
+def forward_outputs_trusted():
+    """Pass 2 on this thread skips the O(P) checks of what it is given: the forward's own
+    outputs, saved for backward (autograd refuses them once modified in place)."""
+    previous = _C._trust_forward_outputs(True)
+    try:
+        yield
+    finally:
+        _C._trust_forward_outputs(previous)
 
 
 NO_DOUBLE_BACKWARD = (

@@ -13,8 +13,7 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 from torch._C._functorch import peek_interpreter_stack
 
-from . import _C
-from ._ops import NO_DOUBLE_BACKWARD
+from ._ops import NO_DOUBLE_BACKWARD, forward_outputs_trusted
 
 
 def active():
@@ -102,12 +101,8 @@ class _Pass2(torch.autograd.Function):
 
     @staticmethod
     def forward(*args):
-        trusted = _C._trust_forward_outputs(True)  # the forward's own outputs
-        try:
-            with torch._C._AutoDispatchBelowAutograd():
-                return torch.ops.aploss.pass2(*args)
-        finally:
-            _C._trust_forward_outputs(trusted)
+        with forward_outputs_trusted(), torch._C._AutoDispatchBelowAutograd():
+            return torch.ops.aploss.pass2(*args)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -38,7 +38,8 @@ from typing import NamedTuple, Optional
 import torch
 import torch.distributed as dist
 
-from . import _C, _contract
+from . import _contract
+from ._ops import forward_outputs_trusted
 
 
 class RemoteRankError(RuntimeError):
@@ -370,15 +371,11 @@ class _AcrossRanks(torch.autograd.Function):
             grad_extra = torch.zeros_like(extra) if ctx.needs_input_grad[4] else None
             return (*nothing, torch.zeros_like(scores), None, grad_extra, None)
         scores, labels, codes, state, offsets, positive_grads, weights = ctx.saved_tensors
-        # The forward's own outputs: pass 2 skips their O(P) checks.
-        trusted = _C._trust_forward_outputs(True)
-        try:
+        with forward_outputs_trusted():
             grad = torch.ops.aploss.pass2(
                 grad_loss, scores, labels, labels.new_empty((0,), dtype=torch.int64), codes,
                 state, offsets, positive_grads, ctx.loss.delta, "sorted",
             )
-        finally:
-            _C._trust_forward_outputs(trusted)
         grad_extra = None
         if weights is not None and ctx.needs_input_grad[4]:
             # aLRP: loc_loss = sum_k l_k w_k, so d loc_loss / d l_k = w_k.

@@ -134,16 +134,8 @@ void check_positive_grads(Invariants& inv, const at::Tensor& positive_grads, int
 
 void check_state_rows(Invariants& inv, const at::Tensor& rows, const at::Tensor& offsets,
                       const at::Tensor& positive_grads, int64_t n, double delta) {
-  const at::Device device = rows.device();
   const int64_t num_pos = rows.size(1) - 1;
-  expect_tensor(offsets, "offsets", at::kLong, 1, device);
-  TORCH_CHECK_VALUE(offsets.numel() >= 2,
-                    "offsets must hold U + 1 >= 2 values (one segment per group), got ",
-                    offsets.numel());
-  check_positive_grads(inv, positive_grads, n, device);
-  TORCH_CHECK_VALUE(positive_grads.size(0) <= num_pos,  // fewer: another process's positives
-                    "positive_grads must hold at most one row per positive of the state (", num_pos,
-                    "), got ", positive_grads.size(0));
+  check_positive_grads(inv, positive_grads, n, rows.device());
   check_offsets(inv, offsets, num_pos);
   inv.require(at::isfinite(rows), "state must be finite");
   // Segment k's columns: a segment starts at each offset.

@@ -45,9 +45,9 @@ void check_per_positive(Invariants& inv, const at::Tensor& t, const char* name,
                         int64_t num_pos, bool at_most_one, const at::Device& device);
 
 // Pass 2's inputs when the state holds the stages' rows ((kStateRows, P + 1) float64 as
-// bytes, kernels.h): the rows' structure and invariants (q and the shifts as
-// check_positives has them, the weights finite and >= 0, their prefix sums finite and not
-// decreasing), offsets from 0 to P, positive_grads (P, 2) with distinct positions in
+// bytes, kernels.h), whose shapes the caller checked: the rows' invariants (q and the
+// shifts as check_positives has them, the weights finite and >= 0, their prefix sums
+// finite and not decreasing), offsets from 0 to P, positive_grads' distinct positions in
 // [0, n) and finite gradients.
 void check_state_rows(Invariants& inv, const at::Tensor& rows, const at::Tensor& offsets,
                       const at::Tensor& positive_grads, int64_t n, double delta);

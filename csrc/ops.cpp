@@ -314,13 +314,14 @@ at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::T
   const FlatInputs flat = flatten(scores, shaped);
   auto [grad, flat_grad] = gradient_like(scores, flat);
   if (num_pos == 0) return grad.zero_();
+  checks::expect_tensor(offsets, "offsets", at::kLong, 1, device);
+  TORCH_CHECK_VALUE(offsets.numel() >= 2,
+                    "offsets must hold U + 1 >= 2 values (one segment per group), got ",
+                    offsets.numel());
   if (check_values) {
     Invariants inv;
     checks::check_state_rows(inv, rows, offsets, positive_grads, scores.numel(), delta);
     inv.raise_if_broken();
-  } else {
-    TORCH_CHECK_VALUE(offsets.dim() == 1 && offsets.numel() >= 2,
-                      "offsets must hold U + 1 >= 2 values, got shape ", offsets.sizes());
   }
   const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
   aploss::pass2(k, entries(k, flat, scores, codes), rows, offsets.contiguous(), positive_grads,
