@@ -45,24 +45,33 @@ inline at::Tensor flatten_like(const at::Tensor& small, const at::Tensor& scores
   return in.scores_layout ? memory_order_view(full) : full.view({-1});
 }
 
-// group codes broadcast to scores' shape as one period in the flat order of `in`, when
-// they repeat with it: the flat order is row-major and the codes vary over trailing
-// dims only (their leading dims are 1 or missing), e.g. one code per class of
-// (B, A, C) scores. Entry i's code is then period[i % period.numel()]. Undefined when
-// they do not repeat so.
-inline at::Tensor periodic_codes(const at::Tensor& codes, const at::Tensor& scores,
-                                 const FlatInputs& in) {
+// Group codes broadcast to scores' shape, as code_layout.h reads them without an N-sized
+// tensor: entry i's code is codes[(i / repeat) % codes.numel()]. That holds when the flat
+// order is row-major and the codes vary over one run of dims: leading dims 1 (or
+// missing), then dims equal to scores', then dims 1 (e.g. one code per class of
+// (B, A, C) scores, or one per image: (B, 1, 1)). Undefined codes when they are full
+// size or vary otherwise.
+struct BroadcastCodes {
+  at::Tensor codes;    // 1-D, contiguous
+  int64_t repeat = 1;
+};
+
+inline BroadcastCodes broadcast_codes(const at::Tensor& codes, const at::Tensor& scores,
+                                      const FlatInputs& in) {
   if (in.scores_layout && !scores.is_contiguous()) return {};
-  const int64_t lead = scores.dim() - codes.dim();
-  bool varying = false;  // past the leading 1s: every dim must match scores'
-  for (int64_t d = 0; d < codes.dim(); ++d) {
-    const int64_t size = codes.size(d);
-    if (!varying && size == 1) continue;
-    varying = true;
-    if (size != scores.size(lead + d)) return {};
-  }
   if (codes.numel() >= scores.numel()) return {};  // full size: one code per entry
-  return codes.contiguous().view({-1});
+  const int64_t lead = scores.dim() - codes.dim();
+  int64_t d = 0, repeat = 1;
+  while (d < codes.dim() && codes.size(d) == 1) ++d;  // leading 1s
+  for (; d < codes.dim() && codes.size(d) != 1; ++d) {  // the varying run
+    if (codes.size(d) != scores.size(lead + d)) return {};
+  }
+  for (; d < codes.dim(); ++d) {  // trailing 1s: each code repeats over these dims
+    if (codes.size(d) != 1) return {};
+    repeat *= scores.size(lead + d);
+  }
+  if (repeat == 0) return {};
+  return {codes.contiguous().view({-1}), repeat};
 }
 
 // A gradient tensor shaped like scores and its 1-D view in the flat order of `in`.

@@ -78,15 +78,18 @@ Positives checked_positives(Invariants& inv, const at::Tensor& positives,
 }
 
 // The stages' view of the N-sized inputs; codes (int32) broadcast to scores' shape,
-// as one period when the backend reads them so (kernels.h), else one per entry.
+// as code_layout.h lays them out when the backend reads them so (kernels.h), else one
+// per entry.
 Entries entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores,
                 const std::optional<at::Tensor>& codes) {
   if (!codes.has_value()) return {in.scores, in.labels, {}};
   TORCH_CHECK_TYPE(codes->scalar_type() == at::kInt,
                    "codes must be int32 (dense group codes), got ", codes->scalar_type());
-  if (k.periodic_codes && scores.numel() > 0) {
-    at::Tensor period = periodic_codes(*codes, scores, in);
-    if (period.defined()) return {in.scores, in.labels, period};
+  if (k.broadcast_codes && scores.numel() > 0) {
+    const BroadcastCodes broadcast = broadcast_codes(*codes, scores, in);
+    if (broadcast.codes.defined()) {
+      return {in.scores, in.labels, broadcast.codes, broadcast.repeat};
+    }
   }
   return {in.scores, in.labels, flatten_like(*codes, scores, in)};
 }

@@ -10,8 +10,15 @@
 
 namespace aploss {
 
+at::Tensor Entries::codes_per_entry() const {
+  const int64_t n = scores.numel();
+  if (!codes.defined() || codes.numel() == n) return codes;
+  const int64_t cycle = codes.numel() * code_repeat;
+  return codes.repeat_interleave(code_repeat).repeat({(n + cycle - 1) / cycle}).narrow(0, 0, n);
+}
+
 at::Tensor gather(const Kernels& k, const Entries& in) {
-  return k.gather(in.scores, in.labels, in.codes);
+  return k.gather(in.scores, in.labels, in.codes, in.code_repeat);
 }
 
 namespace {
@@ -84,14 +91,12 @@ at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives
                             double delta, bool deterministic) {
   if (deterministic) {
     // The records take one code per entry.
-    const at::Tensor codes = in.codes.defined() && in.codes.numel() < in.scores.numel()
-                                 ? in.codes.repeat({in.scores.numel() / in.codes.numel()})
-                                 : in.codes;
-    return deterministic_pass1(k, in.scores, in.labels, codes, pos.positives,
+    return deterministic_pass1(k, in.scores, in.labels, in.codes_per_entry(), pos.positives,
                                in.codes.defined() ? pos.offsets : at::Tensor(), delta);
   }
   return in.codes.defined()
-             ? k.grouped_pass1(in.scores, in.labels, in.codes, pos.positives, pos.offsets, delta)
+             ? k.grouped_pass1(in.scores, in.labels, in.codes, in.code_repeat, pos.positives,
+                               pos.offsets, delta)
              : k.sorted_pass1(in.scores, in.labels, pos.positives, delta);
 }
 
@@ -130,7 +135,8 @@ void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
   if (method == Method::kPairwise) {
     k.pairwise_pass2(in.scores, in.labels, state, delta, grad_output, grad);
   } else if (in.codes.defined()) {
-    k.grouped_pass2(in.scores, in.labels, in.codes, state, offsets, delta, grad_output, grad);
+    k.grouped_pass2(in.scores, in.labels, in.codes, in.code_repeat, state, offsets, delta,
+                    grad_output, grad);
   } else {
     k.sorted_pass2(in.scores, in.labels, state, delta, grad_output, grad);
   }

@@ -241,15 +241,19 @@ struct alignas(16) IntervalGradient {
   K unit;            // 1/2, or a larger power of two (above)
 };
 
+// `w_begin`: W at the first positive of the interval's segment (grouped rankings: W runs
+// across segments, so a segment's own prefix sums are differences), 0 for one ranking.
 template <typename K>
 APLOSS_HD IntervalGradient<K> interval_gradient(int64_t lo, int64_t hi, double shift, K left,
                                                 K right, const double* W, const double* Q,
-                                                double inv_2delta, double scale) {
-  if (hi <= lo) return {static_cast<K>(scale * W[lo]), K(0), K(0), K(0)};
+                                                double inv_2delta, double scale,
+                                                double w_begin = 0.0) {
+  const double w_lo = W[lo] - w_begin;
+  if (hi <= lo) return {static_cast<K>(scale * w_lo), K(0), K(0), K(0)};
   left = interval_anchor(left);
   const double w_diff = W[hi] - W[lo];
   const double a = scaled_difference(static_cast<double>(left), shift, inv_2delta) + 0.5;
-  const double at_left = W[lo] + a * w_diff - (Q[hi] - Q[lo]) * inv_2delta;
+  const double at_left = w_lo + a * w_diff - (Q[hi] - Q[lo]) * inv_2delta;
   const K value = static_cast<K>(scale * at_left);
   const double slope = scale * (w_diff * inv_2delta);
   const double largest = static_cast<double>(std::numeric_limits<K>::max());

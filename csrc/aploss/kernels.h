@@ -82,7 +82,7 @@ struct Kernels {
   // particular order: each positive's score, its group code (`codes` below; 0 when codes
   // is undefined, the single ranking) and its index in the flat entries.
   at::Tensor (*gather)(const at::Tensor& scores, const at::Tensor& labels,
-                       const at::Tensor& codes);
+                       const at::Tensor& codes, int64_t code_repeat);
 
   // Sorted pass 1: (3, P+1) float64 difference arrays d1, da, db summed over the
   // negatives (math.h, negative_contributions). ValueError on a non-finite negative.
@@ -104,20 +104,21 @@ struct Kernels {
                          const at::Tensor& state, double delta, const at::Tensor& grad_output,
                          at::Tensor& grad);
 
-  // Grouped rankings (segments.h). `codes`: 1-D int32, each entry's dense group code in
-  // [0, U) (other codes: no segment), same order as scores; or, with periodic_codes, a
-  // period of them: codes.numel() < N and entry i's code is codes[i % codes.numel()]
-  // (group_ids broadcast over leading dims, e.g. one per class). `offsets`: (U+1)
-  // int64, group u's positives are columns [offsets[u], offsets[u+1]) of `positives` /
-  // `state`.
+  // Grouped rankings (grouped_intervals.h). `codes`: 1-D int32 dense group codes in
+  // [0, U) (other codes: no group), one per entry in the order of scores (code_repeat
+  // 1); or, with broadcast_codes, as code_layout.h lays them out: entry i's code is
+  // codes[(i / code_repeat) % codes.numel()] (group_ids broadcast over the scores, e.g.
+  // one per class or one per image). `offsets`: (U+1) int64, group u's positives are
+  // columns [offsets[u], offsets[u+1]) of `positives` / `state`.
 
   // As sorted_pass1, each negative against its own group's segment.
   at::Tensor (*grouped_pass1)(const at::Tensor& scores, const at::Tensor& labels,
-                              const at::Tensor& codes, const at::Tensor& positives,
-                              const at::Tensor& offsets, double delta);
+                              const at::Tensor& codes, int64_t code_repeat,
+                              const at::Tensor& positives, const at::Tensor& offsets,
+                              double delta);
   // As sorted_pass2, each entry against its own group's segment.
   void (*grouped_pass2)(const at::Tensor& scores, const at::Tensor& labels,
-                        const at::Tensor& codes, const at::Tensor& state,
+                        const at::Tensor& codes, int64_t code_repeat, const at::Tensor& state,
                         const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
                         at::Tensor& grad);
 
@@ -163,9 +164,9 @@ struct Kernels {
   // pass1_records instead (../deterministic_pass1.cpp).
   bool pass1_float_atomics;
 
-  // Whether gather / grouped_pass1 / grouped_pass2 read periodic codes (above);
+  // Whether gather / grouped_pass1 / grouped_pass2 read broadcast codes (above);
   // otherwise they get one code per entry. pass1_records always gets one per entry.
-  bool periodic_codes;
+  bool broadcast_codes;
 
   // Whether the kernels' tensors are in host memory, where the driver may read and write
   // them directly (the CPU; not a GPU, emulated or not).

@@ -14,7 +14,7 @@ const Kernels& cpu_kernels() {
                              cpu::grouped_pass1, cpu::grouped_pass2,
                              cpu::positive_window_sums, cpu::pass1_records, cpu::dense_codes,
                              cpu::ranking_forward, /*ranking_backward=*/nullptr, /*check_ranking_state=*/nullptr,
-                             /*pass1_float_atomics=*/false, /*periodic_codes=*/true,
+                             /*pass1_float_atomics=*/false, /*broadcast_codes=*/true,
                              /*host_memory=*/true};
   return table;
 }

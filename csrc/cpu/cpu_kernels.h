@@ -10,7 +10,8 @@
 namespace aploss {
 namespace cpu {
 
-at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes);
+at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
+                  int64_t code_repeat);
 at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
                         const at::Tensor& positives, double delta);
 void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
@@ -20,11 +21,11 @@ at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
 void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
                     double delta, const at::Tensor& grad_output, at::Tensor& grad);
 at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
-                         const at::Tensor& codes, const at::Tensor& positives,
+                         const at::Tensor& codes, int64_t code_repeat, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta);
 void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
-                   const at::Tensor& state, const at::Tensor& offsets, double delta,
-                   const at::Tensor& grad_output, at::Tensor& grad);
+                   int64_t code_repeat, const at::Tensor& state, const at::Tensor& offsets,
+                   double delta, const at::Tensor& grad_output, at::Tensor& grad);
 at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& offsets,
                                 const at::Tensor& keys, const at::Tensor& values, double delta,
                                 bool below, bool transpose);

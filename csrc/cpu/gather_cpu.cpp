@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "../aploss/code_layout.h"
 #include "../aploss/dispatch.h"
 #include "../aploss/errors.h"
 #include "../aploss/math.h"
@@ -20,11 +21,11 @@ namespace {
 // in memory, which the sweep over the labels has not brought into cache.
 constexpr int64_t kScoreReadAhead = 16;
 
-// (3, P) [scores; codes; positions] in memory order. `codes`: one per entry, or `period`
-// of them repeating (../aploss/kernels.h); nullptr: code 0. Each chunk first finds its
+// (3, P) [scores; codes; positions] in memory order. `codes`: laid out as
+// ../aploss/code_layout.h says; codes.codes null: code 0. Each chunk first finds its
 // positives' positions (and its first invalid label), then reads their scores and codes.
-at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes,
-                       int64_t period) {
+at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels,
+                       const CodeLayout& codes) {
   const int64_t n = scores.numel();
   const Chunks chunks = split_into_chunks(n, 0);
   std::vector<std::vector<int64_t>> positions(chunks.count);
@@ -86,14 +87,15 @@ at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const
           if (k + kScoreReadAhead < count) {
             const int64_t ahead = found[k + kScoreReadAhead];
             __builtin_prefetch(s + ahead);
-            if (codes != nullptr && period == 0) __builtin_prefetch(codes + ahead);
+            if (codes.codes != nullptr && codes.period == n) {
+              __builtin_prefetch(codes.codes + ahead);
+            }
           }
           const int64_t i = found[k];
           const double v = static_cast<double>(s[i]);
           if (!is_finite_score(v) && bad_score[c] < 0) bad_score[c] = i;
           score_row[column + k] = v;
-          code_row[column + k] =
-              codes != nullptr ? static_cast<double>(codes[period > 0 ? i % period : i]) : 0.0;
+          code_row[column + k] = codes.codes != nullptr ? static_cast<double>(codes.at(i)) : 0.0;
           position_row[column + k] = static_cast<double>(i);
         }
       }
@@ -106,10 +108,10 @@ at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const
 
 }  // namespace
 
-at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes) {
-  if (!codes.defined()) return gather_rows(scores, labels, nullptr, 0);
-  const int64_t period = codes.numel() < scores.numel() ? codes.numel() : 0;
-  return gather_rows(scores, labels, codes.const_data_ptr<int32_t>(), period);
+at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
+                  int64_t code_repeat) {
+  if (!codes.defined()) return gather_rows(scores, labels, {nullptr, 1, 1});
+  return gather_rows(scores, labels, {codes.const_data_ptr<int32_t>(), codes.numel(), code_repeat});
 }
 
 }  // namespace cpu

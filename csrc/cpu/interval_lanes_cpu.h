@@ -14,6 +14,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "../aploss/grouped_intervals.h"
 #include "../aploss/intervals.h"
 #include "../aploss/math.h"
 
@@ -157,18 +158,92 @@ APLOSS_AVX2_INLINE void set_bits(uint64_t* words, int64_t j, uint32_t four) {
 }
 
 // ---------------------------------------------------------------------------------
-// The index's constants broadcast once per block (the stores of a block could alias the
-// IntervalIndex, which the compiler would otherwise reload).
-struct IntervalLanes {
+// What the lanes are told (the SIMD frames below are made inside the AVX2 functions):
+// one index for the block, with its cluster shift when every interval has the same; or
+// a block's codes (each in [0, frames)) and the grouped index, with each group's shift
+// when every group is one cluster.
+struct OneIndex {
+  const IntervalIndex<float>* index;
+  bool one_cluster;
+  double cluster_shift;
+};
+struct BlockCodes {
+  const int32_t* codes;
+  const GroupedIntervalIndex<float>* index;
+  const double* group_shift;
+};
+
+// Where the bucket records of four keys are. OneFrame: one index for the block (a single
+// ranking, or a block of one group), its constants broadcast once per block (the stores
+// of a block could alias the IntervalIndex, which the compiler would otherwise reload).
+// FramePerEntry: each entry's own group's frame (../aploss/grouped_intervals.h), read by
+// the block's codes. Both give the record indices key_bucket gives, bit for bit.
+struct OneFrame {
   __m128 origin, scale, last;
   const long long* records;  // each BucketRecord<float> as two 8-byte halves
+  bool one_cluster;
+  __m256d cluster_shift;
 
-  APLOSS_AVX2_INLINE explicit IntervalLanes(const IntervalIndex<float>& ix)
-      : origin(_mm_set1_ps(ix.origin)), scale(_mm_set1_ps(ix.scale)),
-        last(_mm_set1_ps(static_cast<float>(ix.buckets - 1))),
-        records(reinterpret_cast<const long long*>(ix.records)) {}
+  APLOSS_AVX2_INLINE explicit OneFrame(const OneIndex& one)
+      : origin(_mm_set1_ps(one.index->origin)), scale(_mm_set1_ps(one.index->scale)),
+        last(_mm_set1_ps(static_cast<float>(one.index->buckets - 1))),
+        records(reinterpret_cast<const long long*>(one.index->records)),
+        one_cluster(one.one_cluster), cluster_shift(_mm256_set1_pd(one.cluster_shift)) {}
+
+  APLOSS_AVX2_INLINE __m128i record_indices(int64_t, __m128 v) const {
+    return bucket_of(v, origin, scale, last);
+  }
+
+  // The cluster shifts of four entries in intervals m (pass 1's offsets).
+  APLOSS_AVX2_INLINE __m256d shifts(int64_t, __m128i m, const double* interval_shift) const {
+    return one_cluster ? cluster_shift : _mm256_i32gather_pd(interval_shift, m, 8);
+  }
+
+  // key_bucket of four keys: _mm_max_ps(x, 0) gives 0 for NaN, as x > 0 ? x : 0 does.
+  APLOSS_AVX2_INLINE static __m128i bucket_of(__m128 v, __m128 origin, __m128 scale,
+                                              __m128 last) {
+    const __m128 x =
+        _mm_min_ps(_mm_max_ps(_mm_mul_ps(_mm_sub_ps(v, origin), scale), _mm_setzero_ps()), last);
+    return _mm_cvttps_epi32(x);
+  }
 };
 static_assert(sizeof(BucketRecord<float>) == 16, "a record is two 8-byte halves");
+
+struct FramePerEntry {
+  const int32_t* codes;  // the block's, each in [0, frames): an entry's group
+  const GroupFrame<float>* frames;
+  const long long* records;
+  const double* group_shift;  // each group's one cluster shift; null: by interval
+
+  APLOSS_AVX2_INLINE explicit FramePerEntry(const BlockCodes& b)
+      : codes(b.codes), frames(b.index->frames),
+        records(reinterpret_cast<const long long*>(b.index->records)),
+        group_shift(b.group_shift) {}
+
+  APLOSS_AVX2_INLINE __m256d shifts(int64_t j, __m128i m, const double* interval_shift) const {
+    if (group_shift == nullptr) return _mm256_i32gather_pd(interval_shift, m, 8);
+    return _mm256_setr_pd(group_shift[codes[j]], group_shift[codes[j + 1]],
+                          group_shift[codes[j + 2]], group_shift[codes[j + 3]]);
+  }
+
+  APLOSS_AVX2_INLINE __m128i record_indices(int64_t j, __m128 v) const {
+    // Each lane's frame is four 4-byte fields: four loads and a transpose.
+    const float* base = &frames[0].origin;
+    __m128 origin = _mm_loadu_ps(base + 4 * static_cast<int64_t>(codes[j]));
+    __m128 scale = _mm_loadu_ps(base + 4 * static_cast<int64_t>(codes[j + 1]));
+    __m128 buckets = _mm_loadu_ps(base + 4 * static_cast<int64_t>(codes[j + 2]));
+    __m128 record_base = _mm_loadu_ps(base + 4 * static_cast<int64_t>(codes[j + 3]));
+    _MM_TRANSPOSE4_PS(origin, scale, buckets, record_base);
+    const __m128 last =
+        _mm_cvtepi32_ps(_mm_sub_epi32(_mm_castps_si128(buckets), _mm_set1_epi32(1)));
+    return _mm_add_epi32(OneFrame::bucket_of(v, origin, scale, last),
+                         _mm_castps_si128(record_base));
+  }
+};
+static_assert(sizeof(GroupFrame<float>) == 16, "a frame is four 4-byte fields");
+
+APLOSS_AVX2_INLINE OneFrame lanes_of(const OneIndex& one) { return OneFrame(one); }
+APLOSS_AVX2_INLINE FramePerEntry lanes_of(const BlockCodes& b) { return FramePerEntry(b); }
 
 // direct_interval of four finite keys: m where `direct` (all ones); the other lanes' m
 // is not meant to be used.
@@ -176,20 +251,14 @@ struct DirectIntervals {
   __m128i m, direct;
 };
 
-// key_bucket of four keys: _mm_max_ps(x, 0) gives 0 for NaN, as x > 0 ? x : 0 does.
-APLOSS_AVX2_INLINE __m128i key_buckets(const IntervalLanes& c, __m128 v) {
-  const __m128 x = _mm_min_ps(
-      _mm_max_ps(_mm_mul_ps(_mm_sub_ps(v, c.origin), c.scale), _mm_setzero_ps()), c.last);
-  return _mm_cvttps_epi32(x);
-}
-
 // Pulls in the records of four keys (read at random; a gather waits for its slowest
 // line, a prefetch does not).
-APLOSS_AVX2_INLINE void prefetch_records(const IntervalLanes& c, __m128 v) {
+template <typename Frames>
+APLOSS_AVX2_INLINE void prefetch_records(const Frames& f, int64_t j, __m128 v) {
   alignas(16) int32_t b[4];
-  _mm_store_si128(reinterpret_cast<__m128i*>(b), key_buckets(c, v));
+  _mm_store_si128(reinterpret_cast<__m128i*>(b), f.record_indices(j, v));
   for (int l = 0; l < 4; ++l) {
-    _mm_prefetch(reinterpret_cast<const char*>(c.records + 2 * b[l]), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(f.records + 2 * b[l]), _MM_HINT_T0);
   }
 }
 
@@ -198,11 +267,12 @@ APLOSS_AVX2_INLINE void prefetch_records(const IntervalLanes& c, __m128 v) {
 // P = 4,000, where they fit, pass 2 is ~10% faster with them than without).
 constexpr int64_t kPrefetchAhead = 32;
 
-APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const IntervalLanes& c, __m128 v) {
-  const __m128i half = _mm_slli_epi32(key_buckets(c, v), 1);  // in 8-byte units
+template <typename Frames>
+APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const Frames& f, int64_t j, __m128 v) {
+  const __m128i half = _mm_slli_epi32(f.record_indices(j, v), 1);  // in 8-byte units
   static_assert(kIntervalCandidates == 2, "two candidates per lane");
-  const __m256i next01 = _mm256_i32gather_epi64(c.records, half, 8);      // {U_f, U_f+1}
-  const __m256i next2_first = _mm256_i32gather_epi64(c.records + 1, half, 8);  // {U_f+2, f}
+  const __m256i next01 = _mm256_i32gather_epi64(f.records, half, 8);      // {U_f, U_f+1}
+  const __m256i next2_first = _mm256_i32gather_epi64(f.records + 1, half, 8);  // {U_f+2, f}
   const __m256i deal = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
   const __m256 next = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(next01, deal));
   const __m256i rest = _mm256_permutevar8x32_epi32(next2_first, deal);
@@ -222,20 +292,20 @@ APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const IntervalLanes& c, __m1
 // up to `readable` (sorted_cpu.cpp, pass1_decide): each entry's accumulator slot and
 // offset s - shift, and a bit in `flagged` for a negative the scalar path must take (its
 // bucket's search, or a non-finite score).
-template <typename scalar_t, typename label_t>
+template <typename scalar_t, typename label_t, typename Where>
 APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int64_t readable,
-                             const IntervalIndex<float>& ix, const double* shift,
-                             bool one_cluster, int64_t trash, int64_t* slot, double* offset,
-                             uint64_t* flagged) {
-  const IntervalLanes c(ix);
+                             const Where& where, const double* shift, int64_t trash,
+                             int64_t* slot, double* offset, uint64_t* flagged) {
+  const auto c = lanes_of(where);
   const __m128i trash_slots =
       _mm_add_epi32(_mm_set1_epi32(static_cast<int32_t>(trash)), _mm_setr_epi32(0, 1, 2, 3));
-  const __m256d smallest = _mm256_set1_pd(shift[0]);
   for (int64_t j = 0; j < m; j += 4) {
-    if (j + kPrefetchAhead + 4 <= readable) prefetch_records(c, load_keys(s + j + kPrefetchAhead));
+    if (j + kPrefetchAhead + 4 <= readable) {
+      prefetch_records(c, j + kPrefetchAhead, load_keys(s + j + kPrefetchAhead));
+    }
     const __m128 v = load_keys(s + j);
     const LabelMasks labels = label_masks(y + j);
-    const DirectIntervals d = direct_intervals(c, v);
+    const DirectIntervals d = direct_intervals(c, j, v);
     const __m128i counted = _mm_and_si128(_mm_and_si128(labels.negative, d.direct),
                                           _mm_cmpgt_epi32(d.m, _mm_setzero_si128()));
     // Trash slot j & 7, as pass1_decide: lanes 0-3 or 4-7 of a group of eight.
@@ -243,8 +313,7 @@ APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int
         _mm_add_epi32(trash_slots, _mm_set1_epi32(static_cast<int32_t>(j & 4)));
     const __m128i to = _mm_blendv_epi8(own_trash, d.m, counted);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + j), _mm256_cvtepi32_epi64(to));
-    const __m256d sh = one_cluster ? smallest
-                                   : _mm256_i32gather_pd(shift, _mm_and_si128(counted, d.m), 8);
+    const __m256d sh = c.shifts(j, _mm_and_si128(counted, d.m), shift);
     _mm256_storeu_pd(offset + j, _mm256_sub_pd(_mm256_cvtps_pd(v), sh));
     set_bits(flagged, j, bits_of(_mm_andnot_si128(d.direct, labels.negative)));
   }
@@ -273,17 +342,19 @@ struct Pass2Block {
 // The first sweep over entries [0, m), m a multiple of 4 and at most kBlock, prefetching
 // the records of the entries up to `readable`: each entry's interval, and a bit in
 // `flagged` for a negative whose bucket must be searched or whose score is not finite.
-template <typename scalar_t, typename label_t>
+template <typename scalar_t, typename label_t, typename Where>
 APLOSS_AVX2 void pass2_interval_lanes(const scalar_t* s, const label_t* y, int64_t m,
-                                      int64_t readable, const IntervalIndex<float>& ix,
-                                      Pass2Block& block, uint64_t* flagged) {
-  const IntervalLanes c(ix);
+                                      int64_t readable, const Where& where, Pass2Block& block,
+                                      uint64_t* flagged) {
+  const auto c = lanes_of(where);
   int32_t* at = block.at;
   int32_t* used = block.used;
   for (int64_t j = 0; j < m; j += 4) {
-    if (j + kPrefetchAhead + 4 <= readable) prefetch_records(c, load_keys(s + j + kPrefetchAhead));
+    if (j + kPrefetchAhead + 4 <= readable) {
+      prefetch_records(c, j + kPrefetchAhead, load_keys(s + j + kPrefetchAhead));
+    }
     const LabelMasks labels = label_masks(y + j);
-    const DirectIntervals d = direct_intervals(c, load_keys(s + j));
+    const DirectIntervals d = direct_intervals(c, j, load_keys(s + j));
     const __m128i has_piece = _mm_and_si128(labels.negative, d.direct);
     _mm_store_si128(reinterpret_cast<__m128i*>(at + j), _mm_and_si128(has_piece, d.m));
     _mm_store_si128(reinterpret_cast<__m128i*>(used + j), has_piece);

@@ -88,7 +88,7 @@ RankingOutputs ranking_forward(const RankingInputs& in) {
   // Rank & Sort's targets as the labels the kernels read.
   const at::Tensor labels =
       in.loss == LossKind::kRankSort ? labels_from_targets(in.labels) : in.labels;
-  const at::Tensor gathered = gather(scores, labels, {});
+  const at::Tensor gathered = gather(scores, labels, {}, 1);
   const int64_t num_pos = gathered.size(1);
   if (num_pos == 0) return no_positives(in, labels);
   TORCH_CHECK_VALUE(num_pos <= std::numeric_limits<int32_t>::max(),

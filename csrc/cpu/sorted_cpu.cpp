@@ -14,13 +14,16 @@
 #include <type_traits>
 #include <vector>
 
+#include "../aploss/code_layout.h"
 #include "../aploss/dispatch.h"
 #include "../aploss/errors.h"
+#include "../aploss/grouped_intervals.h"
 #include "../aploss/intervals.h"
 #include "../aploss/kernels.h"
 #include "../aploss/math.h"
 #include "chunks.h"
 #include "cpu_kernels.h"
+#include "grouped_interval_index_cpu.h"
 #include "interval_index_cpu.h"
 #include "interval_lanes_cpu.h"
 
@@ -56,20 +59,100 @@ void for_each_flagged(const uint64_t* words, const Fn& fn) {
   }
 }
 
+// How the entries of a block find their interval: through one index (a single ranking),
+// or each through its group's frame of the grouped index (../aploss/grouped_intervals.h).
+// A Lookup provides
+//   start_block(i, m, end)   the block of entries [i, i + m) of a range ending at `end`
+//   uniform()                whether every entry of the block has the same frame
+//   frame(j)                 entry i + j's frame, an IntervalIndex<K>
+//   lanes(j)                 what the AVX2 lanes are told (interval_lanes_cpu.h)
+//   readable()               entries from i whose frames the lanes may read ahead
+template <typename K>
+class OneRanking {
+ public:
+  OneRanking(const IntervalIndex<K>& ix, bool one_cluster, double cluster_shift)
+      : ix_(ix), one_cluster_(one_cluster), cluster_shift_(cluster_shift) {}
+  void start_block(int64_t i, int64_t, int64_t end) { readable_ = end - i; }
+  bool uniform() const { return true; }
+  const IntervalIndex<K>& frame(int64_t) const { return ix_; }
+#ifdef APLOSS_AVX2_LANES
+  OneIndex lanes() const { return {&ix_, one_cluster_, cluster_shift_}; }
+#endif
+  int64_t readable() const { return readable_; }
+
+ private:
+  const IntervalIndex<K>& ix_;
+  bool one_cluster_;
+  double cluster_shift_;
+  int64_t readable_ = 0;
+};
+
+template <typename K>
+class GroupedRanking {
+ public:
+  // group_shift: as OwnedGroupedIndex::group_shifts.
+  GroupedRanking(const GroupedIntervalIndex<K>& g, const CodeLayout& codes,
+                 const double* group_shift)
+      : g_(g), codes_(codes), group_shift_(group_shift) {}
+  void start_block(int64_t i, int64_t m, int64_t end) {
+    readable_ = std::min(kCodesAhead, end - i);
+    codes_of_range(codes_, i, readable_, g_.num_groups, code_);
+    uniform_ = std::all_of(code_ + 1, code_ + m, [this](int32_t c) { return c == code_[0]; });
+    block_ = frame_index(g_, code_[0]);
+  }
+  bool uniform() const { return uniform_; }
+  IntervalIndex<K> frame(int64_t j) const { return uniform_ ? block_ : frame_index(g_, code_[j]); }
+#ifdef APLOSS_AVX2_LANES
+  OneIndex block_lanes() const {
+    return {&block_, group_shift_ != nullptr, group_shift_ ? group_shift_[code_[0]] : 0.0};
+  }
+  BlockCodes lanes() const { return {code_, &g_, group_shift_}; }
+#endif
+  int64_t readable() const { return readable_; }
+
+ private:
+  static constexpr int64_t kCodesAhead = kBlock + kPrefetchAhead + 4;
+  const GroupedIntervalIndex<K>& g_;
+  CodeLayout codes_;
+  const double* group_shift_;
+  int32_t code_[kCodesAhead];
+  int64_t readable_ = 0;
+  bool uniform_ = true;
+  IntervalIndex<K> block_{};
+};
+
+// The intervals' tables (OwnedIntervalIndex, OwnedGroupedIndex): lo, hi, begin (the first
+// positive of the interval's segment), left, right, shifts(), intervals().
+
+// Runs the lanes on a block with the Lookup's frames: one broadcast frame when the block
+// has one, else each entry's.
+#ifdef APLOSS_AVX2_LANES
+template <typename K, typename Lookup, typename Run>
+void with_lanes(const Lookup& lookup, const Run& run) {
+  if constexpr (std::is_same<Lookup, OneRanking<K>>::value) {
+    run(lookup.lanes());
+  } else if (lookup.uniform()) {
+    run(lookup.block_lanes());
+  } else {
+    run(lookup.lanes());
+  }
+}
+#endif
+
 // Pass 1 of entries [from, m) of a block, one by one: what pass1_lanes computes four at
-// a time. A negative whose interval its bucket's record settles (and that is not below
-// every window, interval 0) counts in the slot of its interval, with its offset
+// a time. A negative whose interval its bucket's record settles (and that is not in
+// interval 0, which counts nothing) counts in the slot of its interval, with its offset
 // s - shift; every other entry goes to a trash slot; a negative that needs its bucket
 // searched, or whose score is not finite, is flagged for the scalar path.
-template <typename scalar_t, typename label_t, typename K>
+template <typename scalar_t, typename label_t, typename K, typename Lookup>
 void pass1_decide(const scalar_t* s, const label_t* y, int64_t from, int64_t m,
-                  const IntervalIndex<K>& ix, const double* shift, int64_t trash, int64_t* slot,
+                  const Lookup& lookup, const double* shift, int64_t trash, int64_t* slot,
                   double* offset, uint64_t* flagged) {
   for (int64_t j = from; j < m; ++j) {
     const K key = static_cast<K>(s[j]);
     const double v = static_cast<double>(key);
     const bool negative = classify_label(y[j]) == kNegative;
-    const int64_t at = is_finite_score(v) ? direct_interval(ix, key) : -1;
+    const int64_t at = is_finite_score(v) ? direct_interval(lookup.frame(j), key) : -1;
     const bool counted = negative && at > 0;
     slot[j] = counted ? at : trash + (j & 7);
     offset[j] = v - shift[counted ? at : 0];
@@ -80,49 +163,49 @@ void pass1_decide(const scalar_t* s, const label_t* y, int64_t from, int64_t m,
 // Pass 1: each chunk counts its negatives per interval, with the sum of their offsets
 // s - shift, in private float64 accumulators (pairs {count, sum}); the chunks' sums are
 // merged in chunk order (deterministic), and each interval then adds its negatives to
-// the difference arrays at once (math.h, accumulate_negatives): (3, P+1) into `out`.
-template <typename scalar_t, typename label_t>
-void pass1_of(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& positives,
-              double delta, at::Tensor& out) {
-  using K = KeyOf<scalar_t>;
+// the difference arrays at once (grouped_intervals.h, accumulate_interval): (3, P+1)
+// into `out`.
+template <typename scalar_t, typename label_t, typename K, typename Index, typename MakeLookup>
+void pass1_over(const at::Tensor& scores, const at::Tensor& labels, const Index& index,
+                MakeLookup make_lookup, double delta, at::Tensor& out) {
   const int64_t n = scores.numel();
-  const int64_t num_pos = positives.size(1);
-  const int64_t width = num_pos + 1;
-  const double* qp = positives.const_data_ptr<double>();
-  const auto index = interval_index<K>(qp, qp + num_pos, num_pos, delta);
-  const IntervalIndex<K>& ix = index->get();
-  const int64_t intervals = ix.count + 1;
+  const int64_t width = out.size(1);
+  const int64_t intervals = index.intervals();
   const int64_t slots = intervals + kTrashSlots;
   const Chunks chunks = split_into_chunks(n, 2 * slots);
   // Each chunk's accumulator is zeroed by the thread that fills it, so that its lines
   // start in that core's cache (at P = 40,000 one is 1.3 MB).
   const std::unique_ptr<double[]> sums(new double[chunks.count * 2 * slots]);
   std::vector<int64_t> bad_score(chunks.count, -1);
-  const double* shift = index->shifts();
-  const bool one_cluster = index->one_cluster();
-  const bool lanes = lanes_usable<K>(intervals);
+  const double* shift = index.shifts();
+  const bool lanes = lanes_usable<K>(index.lanes_span());
   const scalar_t* s = scores.const_data_ptr<scalar_t>();
   const label_t* y = labels.const_data_ptr<label_t>();
 
   for_each_chunk(chunks, n, [&](int64_t c, int64_t begin, int64_t end) {
     double* acc = sums.get() + c * 2 * slots;
     std::fill(acc, acc + 2 * slots, 0.0);
+    auto lookup = make_lookup();
     int64_t bad = -1;
     int64_t slot[kBlock];
     double offset[kBlock];
     for_each_block(begin, end, [&](int64_t i, int64_t m) {
+      lookup.start_block(i, m, end);
       uint64_t flagged[kBlock / 64] = {};
       int64_t from = 0;
 #ifdef APLOSS_AVX2_LANES
       if constexpr (kHasLanes<K>) {
         if (lanes) {
           from = m / 4 * 4;
-          pass1_lanes(s + i, y + i, from, end - i, ix, shift, one_cluster, intervals, slot,
-                      offset, flagged);
+          with_lanes<K>(lookup, [&](const auto& where) {
+            pass1_lanes(s + i, y + i, from, lookup.readable(), where, shift, intervals, slot,
+                        offset, flagged);
+          });
         }
       }
 #endif
-      pass1_decide(s + i, y + i, from, m, ix, shift, intervals, slot, offset, flagged);
+      pass1_decide<scalar_t, label_t, K>(s + i, y + i, from, m, lookup, shift, intervals, slot,
+                                         offset, flagged);
       // The flagged negatives leave their trash slot for their interval's, found by a
       // search of their bucket, before the block's additions.
       for_each_flagged(flagged, [&](int64_t j) {
@@ -132,8 +215,8 @@ void pass1_of(const at::Tensor& scores, const at::Tensor& labels, const at::Tens
           if (bad < 0) bad = i + j;
           return;
         }
-        const int64_t at = interval_of(ix, key);
-        if (at == 0) return;  // below every window
+        const int64_t at = interval_of(lookup.frame(j), key);
+        if (at == 0) return;  // counts nothing
         slot[j] = at;
         offset[j] = v - shift[at];
       });
@@ -160,58 +243,55 @@ void pass1_of(const at::Tensor& scores, const at::Tensor& labels, const at::Tens
     }
   });
   const double inv_2delta = 0.5 / delta;
-  double with_full_step = 0.0;
   for (int64_t at = 1; at < intervals; ++at) {
     const double count = sums[2 * at], sum = sums[2 * at + 1];
     if (count == 0.0) continue;
     // The sum of the window offsets a = (s - shift) / (2 delta) + 1/2 (math.h).
     const double sum_a = sum * inv_2delta + 0.5 * count;
-    with_full_step += accumulate_negatives(index->lo(at), index->hi(at), count, sum_a, add);
+    accumulate_interval(index.begin(at), index.lo(at), index.hi(at), count, sum_a, add);
   }
-  arrays[kD1 * width] += with_full_step;
 }
 
 // Pass 2: a map from (score, label) to the gradient, one write per entry: a negative's
 // from the piece of its interval (intervals.h, interval_gradient, prepared once with
 // grad_output, `scale`), 0 for every other entry (the driver writes the positives').
-template <typename scalar_t, typename label_t>
-void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateView& st,
-              double delta, double scale, at::Tensor& grad) {
-  using K = KeyOf<scalar_t>;
+template <typename scalar_t, typename label_t, typename K, typename Index, typename MakeLookup>
+void pass2_over(const at::Tensor& scores, const at::Tensor& labels, const Index& index,
+                MakeLookup make_lookup, const StateView& st, double delta, double scale,
+                at::Tensor& grad) {
   const int64_t n = scores.numel();
-  const int64_t num_pos = st.num_pos;
   const double inv_2delta = 0.5 / delta;
-  const auto index = interval_index<K>(st.q, st.shift, num_pos, delta);
-  const IntervalIndex<K>& ix = index->get();
-  const int64_t intervals = ix.count + 1;
-  const double* shift = index->shifts();
+  const int64_t intervals = index.intervals();
+  const double* shift = index.shifts();
   const std::unique_ptr<IntervalGradient<K>[]> pieces(new IntervalGradient<K>[intervals]);
   at::parallel_for(0, intervals, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t at = begin; at < end; ++at) {
-      const K left = ix.thresholds[at > 0 ? at - 1 : 0];
-      pieces[at] = interval_gradient(index->lo(at), index->hi(at), shift[at], left,
-                                     ix.thresholds[at], st.prefix_w,
-                                     st.prefix_q, inv_2delta, scale);
+      pieces[at] = interval_gradient(index.lo(at), index.hi(at), shift[at], index.left(at),
+                                     index.right(at), st.prefix_w, st.prefix_q, inv_2delta,
+                                     scale, st.prefix_w[index.begin(at)]);
     }
   });
-  const bool lanes = lanes_usable<K>(intervals);
+  const bool lanes = lanes_usable<K>(index.lanes_span());
   const scalar_t* s = scores.const_data_ptr<scalar_t>();
   const label_t* y = labels.const_data_ptr<label_t>();
   scalar_t* g = grad.data_ptr<scalar_t>();
   const IntervalGradient<K>* by_interval = pieces.get();
 
-  // One entry's gradient by the scalar per-entry functions.
-  const auto entry = [&](int64_t i) -> scalar_t {
-    if (classify_label(y[i]) != kNegative) return scalar_t(0);
-    const K key = static_cast<K>(s[i]);
-    const double v = static_cast<double>(key);
-    // Never reached after a forward (it rejects such scores): -inf is below every
-    // window, anything else not finite has no gradient.
-    if (!is_finite_score(v)) return static_cast<scalar_t>(v < 0 ? 0.0 : v - v);
-    return static_cast<scalar_t>(gradient_in_interval(by_interval[interval_of(ix, key)], key));
-  };
   at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
+    auto lookup = make_lookup();
+    // One entry's gradient by the scalar per-entry functions.
+    const auto entry = [&](int64_t i, int64_t j) -> scalar_t {
+      if (classify_label(y[i]) != kNegative) return scalar_t(0);
+      const K key = static_cast<K>(s[i]);
+      const double v = static_cast<double>(key);
+      // Never reached after a forward (it rejects such scores): -inf is below every
+      // window, anything else not finite has no gradient.
+      if (!is_finite_score(v)) return static_cast<scalar_t>(v < 0 ? 0.0 : v - v);
+      return static_cast<scalar_t>(
+          gradient_in_interval(by_interval[interval_of(lookup.frame(j), key)], key));
+    };
     for_each_block(begin, end, [&](int64_t i, int64_t m) {
+      lookup.start_block(i, m, end);
       int64_t from = 0;
 #ifdef APLOSS_AVX2_LANES
       if constexpr (kHasLanes<K>) {
@@ -219,24 +299,78 @@ void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateVie
           uint64_t flagged[kBlock / 64] = {};
           Pass2Block block;
           from = m / 4 * 4;
-          pass2_interval_lanes(s + i, y + i, from, end - i, ix, block, flagged);
+          with_lanes<K>(lookup, [&](const auto& where) {
+            pass2_interval_lanes(s + i, y + i, from, lookup.readable(), where, block, flagged);
+          });
           // A flagged negative's bucket is searched here, so that its piece is read in
           // the gradient sweep; a non-finite score is left to entry().
           for_each_flagged(flagged, [&](int64_t j) {
             const K key = static_cast<K>(s[i + j]);
             if (!is_finite_score(static_cast<double>(key))) return;
-            block.at[j] = static_cast<int32_t>(interval_of(ix, key));
+            block.at[j] = static_cast<int32_t>(interval_of(lookup.frame(j), key));
             block.used[j] = -1;
             flagged[j >> 6] &= ~(uint64_t(1) << (j & 63));
           });
           pass2_gradient_lanes(s + i, from, by_interval, block, g + i);
-          for_each_flagged(flagged, [&](int64_t j) { g[i + j] = entry(i + j); });
+          for_each_flagged(flagged, [&](int64_t j) { g[i + j] = entry(i + j, j); });
         }
       }
 #endif
-      for (int64_t j = from; j < m; ++j) g[i + j] = entry(i + j);
+      for (int64_t j = from; j < m; ++j) g[i + j] = entry(i + j, j);
     });
   });
+}
+
+// The single ranking's index as the passes read it.
+template <typename K>
+struct OneRankingTables {
+  const OwnedIntervalIndex<K>& index;
+  int64_t intervals() const { return index.count() + 1; }
+  int64_t lanes_span() const { return intervals(); }
+  int64_t lo(int64_t m) const { return index.lo(m); }
+  int64_t hi(int64_t m) const { return index.hi(m); }
+  int64_t begin(int64_t) const { return 0; }
+  K left(int64_t m) const { return index.get().thresholds[m > 0 ? m - 1 : 0]; }
+  K right(int64_t m) const { return index.get().thresholds[m]; }
+  const double* shifts() const { return index.shifts(); }
+};
+
+// The grouped index as the passes read it; the lanes index its records in int32.
+template <typename K>
+struct GroupedTables {
+  const OwnedGroupedIndex<K>& index;
+  int64_t intervals() const { return index.intervals(); }
+  int64_t lanes_span() const { return std::max(index.intervals(), 2 * index.records()); }
+  int64_t lo(int64_t m) const { return index.lo(m); }
+  int64_t hi(int64_t m) const { return index.hi(m); }
+  int64_t begin(int64_t m) const { return index.begin(m); }
+  K left(int64_t m) const { return index.left(m); }
+  K right(int64_t m) const { return index.right(m); }
+  const double* shifts() const { return index.shifts(); }
+};
+
+template <typename scalar_t, typename label_t>
+void pass1_of(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& positives,
+              double delta, at::Tensor& out) {
+  using K = KeyOf<scalar_t>;
+  const int64_t num_pos = positives.size(1);
+  const double* qp = positives.const_data_ptr<double>();
+  const auto index = interval_index<K>(qp, qp + num_pos, num_pos, delta);
+  const auto lookup = [&] {
+    return OneRanking<K>(index->get(), index->one_cluster(), index->shifts()[0]);
+  };
+  pass1_over<scalar_t, label_t, K>(scores, labels, OneRankingTables<K>{*index}, lookup, delta,
+                                   out);
+}
+
+template <typename scalar_t, typename label_t>
+void pass2_of(const at::Tensor& scores, const at::Tensor& labels, const StateView& st,
+              double delta, double scale, at::Tensor& grad) {
+  using K = KeyOf<scalar_t>;
+  const auto index = interval_index<K>(st.q, st.shift, st.num_pos, delta);
+  const auto lookup = [&] { return OneRanking<K>(index->get(), false, 0.0); };
+  pass2_over<scalar_t, label_t, K>(scores, labels, OneRankingTables<K>{*index}, lookup, st, delta,
+                                   scale, grad);
 }
 
 }  // namespace
@@ -258,6 +392,46 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
                                     "aploss_sorted_pass2_cpu", [&] {
     pass2_of<scalar_t, label_t>(scores, labels, st, delta, scale, grad);
+  });
+}
+
+at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                         const at::Tensor& codes, int64_t code_repeat, const at::Tensor& positives,
+                         const at::Tensor& offsets, double delta) {
+  const int64_t num_pos = positives.size(1);
+  at::Tensor out = at::zeros({3, num_pos + 1}, positives.options());
+  const double* qp = positives.const_data_ptr<double>();
+  const CodeLayout layout{codes.const_data_ptr<int32_t>(), codes.numel(), code_repeat};
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_grouped_pass1_cpu", [&] {
+    using K = KeyOf<scalar_t>;
+    const auto index = grouped_index<K>(qp, qp + num_pos, num_pos,
+                                        offsets.const_data_ptr<int64_t>(), offsets.numel() - 1,
+                                        delta);
+    const auto lookup = [&] {
+      return GroupedRanking<K>(index->get(), layout, index->group_shifts());
+    };
+    pass1_over<scalar_t, label_t, K>(scores, labels, GroupedTables<K>{*index}, lookup, delta,
+                                     out);
+  });
+  return out;
+}
+
+void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
+                   int64_t code_repeat, const at::Tensor& state, const at::Tensor& offsets,
+                   double delta, const at::Tensor& grad_output, at::Tensor& grad) {
+  const StateView st = view_state(state);
+  const double scale = grad_output.item<double>();
+  const CodeLayout layout{codes.const_data_ptr<int32_t>(), codes.numel(), code_repeat};
+  APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
+                                    "aploss_grouped_pass2_cpu", [&] {
+    using K = KeyOf<scalar_t>;
+    const auto index = grouped_index<K>(st.q, st.shift, st.num_pos,
+                                        offsets.const_data_ptr<int64_t>(), offsets.numel() - 1,
+                                        delta);
+    const auto lookup = [&] { return GroupedRanking<K>(index->get(), layout, nullptr); };
+    pass2_over<scalar_t, label_t, K>(scores, labels, GroupedTables<K>{*index}, lookup, st, delta,
+                                     scale, grad);
   });
 }
 

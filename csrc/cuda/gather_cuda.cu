@@ -164,11 +164,13 @@ at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const
 
 }  // namespace
 
-at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes) {
+at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
+                  int64_t code_repeat) {
   if (!codes.defined()) return gather_rows(scores, labels, nullptr);
   TORCH_CHECK(on_kernel_device(codes) && codes.scalar_type() == at::kInt && codes.is_contiguous() &&
-                  codes.numel() == scores.numel() && codes.device() == scores.device(),
-              "aploss gather: codes must be contiguous int32 like scores");
+                  codes.numel() == scores.numel() && code_repeat == 1 &&
+                  codes.device() == scores.device(),
+              "aploss gather: codes must be contiguous int32 like scores, one per entry");
   return gather_rows(scores, labels, codes.const_data_ptr<int32_t>());
 }
 

@@ -123,11 +123,11 @@ __global__ void __launch_bounds__(kGroupedBlock)
   }
 }
 
-void check_groups(const at::Tensor& codes, const at::Tensor& offsets, const at::Tensor& scores,
-                  const char* what) {
+void check_groups(const at::Tensor& codes, int64_t code_repeat, const at::Tensor& offsets,
+                  const at::Tensor& scores, const char* what) {
   TORCH_CHECK(codes.scalar_type() == at::kInt && codes.device() == scores.device() &&
-                  codes.is_contiguous() && codes.numel() == scores.numel(),
-              what, ": codes must be contiguous int32 like scores");
+                  codes.is_contiguous() && codes.numel() == scores.numel() && code_repeat == 1,
+              what, ": codes must be contiguous int32 like scores, one per entry");
   TORCH_CHECK(offsets.scalar_type() == at::kLong && offsets.device() == scores.device() &&
                   offsets.is_contiguous() && offsets.dim() == 1 && offsets.numel() >= 1,
               what, ": offsets must be a contiguous 1-D int64 tensor on ", scores.device());
@@ -136,11 +136,11 @@ void check_groups(const at::Tensor& codes, const at::Tensor& offsets, const at::
 }  // namespace
 
 at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
-                         const at::Tensor& codes, const at::Tensor& positives,
+                         const at::Tensor& codes, int64_t code_repeat, const at::Tensor& positives,
                          const at::Tensor& offsets, double delta) {
   check_flat_inputs(scores, labels, "aploss grouped_pass1");
   check_positives(positives, scores, "aploss grouped_pass1");
-  check_groups(codes, offsets, scores, "aploss grouped_pass1");
+  check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass1");
   at::globalContext().alertNotDeterministic("ap_loss (CUDA, group_ids): pass 1");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
@@ -165,11 +165,11 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
 }
 
 void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
-                   const at::Tensor& state, const at::Tensor& offsets, double delta,
-                   const at::Tensor& grad_output, at::Tensor& grad) {
+                   int64_t code_repeat, const at::Tensor& state, const at::Tensor& offsets,
+                   double delta, const at::Tensor& grad_output, at::Tensor& grad) {
   const at::Tensor scale =
       check_pass2_and_scale(scores, labels, state, grad_output, grad, "aploss grouped_pass2");
-  check_groups(codes, offsets, scores, "aploss grouped_pass2");
+  check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass2");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
