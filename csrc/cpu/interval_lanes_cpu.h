@@ -251,25 +251,58 @@ struct DirectIntervals {
   __m128i m, direct;
 };
 
-// Pulls in the records of four keys (read at random; a gather waits for its slowest
-// line, a prefetch does not).
-template <typename Frames>
-APLOSS_AVX2_INLINE void prefetch_records(const Frames& f, int64_t j, __m128 v) {
-  alignas(16) int32_t b[4];
-  _mm_store_si128(reinterpret_cast<__m128i*>(b), f.record_indices(j, v));
-  for (int l = 0; l < 4; ++l) {
-    _mm_prefetch(reinterpret_cast<const char*>(f.records + 2 * b[l]), _MM_HINT_T0);
-  }
-}
-
 // Entries ahead of use whose records the lanes prefetch (at P = 40,000 the records
 // outgrow L2: pass 1 and pass 2 ~25% faster there; 16 to 64 measured alike; at
 // P = 4,000, where they fit, pass 2 is ~10% faster with them than without).
 constexpr int64_t kPrefetchAhead = 32;
 
+// The record index of every entry of a block, each computed once: those of the entries
+// kPrefetchAhead ahead while the block is swept, their records pulled in (read at
+// random; a gather waits for its slowest line, a prefetch does not). Near the block's
+// end, the next block's first entries (up to `readable`) are computed for their
+// prefetch alone.
 template <typename Frames>
-APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const Frames& f, int64_t j, __m128 v) {
-  const __m128i half = _mm_slli_epi32(f.record_indices(j, v), 1);  // in 8-byte units
+struct RecordIndices {
+  alignas(16) int32_t at[kBlock];
+
+  // Before the sweep over entries [0, m): the first kPrefetchAhead entries' indices.
+  template <typename scalar_t>
+  APLOSS_AVX2_INLINE void start(const Frames& f, const scalar_t* s, int64_t m) {
+    for (int64_t j = 0; j < m && j < kPrefetchAhead; j += 4) store(f, s, j);
+  }
+  // At entry j of the sweep: entry j + kPrefetchAhead's index and records; entry j's index.
+  template <typename scalar_t>
+  APLOSS_AVX2_INLINE __m128i next(const Frames& f, const scalar_t* s, int64_t j, int64_t m,
+                                  int64_t readable) {
+    const int64_t ahead = j + kPrefetchAhead;
+    if (ahead < m) {
+      store(f, s, ahead);
+      prefetch(f, _mm_load_si128(reinterpret_cast<const __m128i*>(at + ahead)));
+    } else if (ahead + 4 <= readable) {
+      prefetch(f, f.record_indices(ahead, load_keys(s + ahead)));
+    }
+    return _mm_load_si128(reinterpret_cast<const __m128i*>(at + j));
+  }
+
+ private:
+  template <typename scalar_t>
+  APLOSS_AVX2_INLINE void store(const Frames& f, const scalar_t* s, int64_t j) {
+    _mm_store_si128(reinterpret_cast<__m128i*>(at + j), f.record_indices(j, load_keys(s + j)));
+  }
+  APLOSS_AVX2_INLINE static void prefetch(const Frames& f, __m128i records) {
+    alignas(16) int32_t r[4];
+    _mm_store_si128(reinterpret_cast<__m128i*>(r), records);
+    for (int l = 0; l < 4; ++l) {
+      _mm_prefetch(reinterpret_cast<const char*>(f.records + 2 * static_cast<int64_t>(r[l])),
+                   _MM_HINT_T0);
+    }
+  }
+};
+
+// direct_interval of four finite keys v whose bucket records are `record`.
+template <typename Frames>
+APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const Frames& f, __m128i record, __m128 v) {
+  const __m128i half = _mm_slli_epi32(record, 1);  // in 8-byte units
   static_assert(kIntervalCandidates == 2, "two candidates per lane");
   const __m256i next01 = _mm256_i32gather_epi64(f.records, half, 8);      // {U_f, U_f+1}
   const __m256i next2_first = _mm256_i32gather_epi64(f.records + 1, half, 8);  // {U_f+2, f}
@@ -288,24 +321,24 @@ APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const Frames& f, int64_t j, 
   return {m, _mm_castps_si128(direct)};
 }
 
-// Pass 1 over entries [0, m), m a multiple of 4, prefetching the records of the entries
-// up to `readable` (sorted_cpu.cpp, pass1_decide): each entry's accumulator slot and
-// offset s - shift, and a bit in `flagged` for a negative the scalar path must take (its
-// bucket's search, or a non-finite score).
+// Pass 1 over entries [0, m), m a multiple of 4 and at most kBlock, prefetching the
+// records of the entries up to `readable` (sorted_cpu.cpp, pass1_decide): each entry's accumulator slot and offset s - shift, and a bit in
+// `flagged` for a negative the scalar path must take (its bucket's search, or a
+// non-finite score).
 template <typename scalar_t, typename label_t, typename Where>
 APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int64_t readable,
                              const Where& where, const double* shift, int64_t trash,
                              int64_t* slot, double* offset, uint64_t* flagged) {
   const auto c = lanes_of(where);
+  RecordIndices<decltype(c)> records;
+  records.start(c, s, m);
   const __m128i trash_slots =
       _mm_add_epi32(_mm_set1_epi32(static_cast<int32_t>(trash)), _mm_setr_epi32(0, 1, 2, 3));
   for (int64_t j = 0; j < m; j += 4) {
-    if (j + kPrefetchAhead + 4 <= readable) {
-      prefetch_records(c, j + kPrefetchAhead, load_keys(s + j + kPrefetchAhead));
-    }
+    const __m128i record = records.next(c, s, j, m, readable);
     const __m128 v = load_keys(s + j);
     const LabelMasks labels = label_masks(y + j);
-    const DirectIntervals d = direct_intervals(c, j, v);
+    const DirectIntervals d = direct_intervals(c, record, v);
     const __m128i counted = _mm_and_si128(_mm_and_si128(labels.negative, d.direct),
                                           _mm_cmpgt_epi32(d.m, _mm_setzero_si128()));
     // Trash slot j & 7, as pass1_decide: lanes 0-3 or 4-7 of a group of eight.
@@ -347,14 +380,14 @@ APLOSS_AVX2 void pass2_interval_lanes(const scalar_t* s, const label_t* y, int64
                                       int64_t readable, const Where& where, Pass2Block& block,
                                       uint64_t* flagged) {
   const auto c = lanes_of(where);
+  RecordIndices<decltype(c)> records;
+  records.start(c, s, m);
   int32_t* at = block.at;
   int32_t* used = block.used;
   for (int64_t j = 0; j < m; j += 4) {
-    if (j + kPrefetchAhead + 4 <= readable) {
-      prefetch_records(c, j + kPrefetchAhead, load_keys(s + j + kPrefetchAhead));
-    }
+    const __m128i record = records.next(c, s, j, m, readable);
     const LabelMasks labels = label_masks(y + j);
-    const DirectIntervals d = direct_intervals(c, j, load_keys(s + j));
+    const DirectIntervals d = direct_intervals(c, record, load_keys(s + j));
     const __m128i has_piece = _mm_and_si128(labels.negative, d.direct);
     _mm_store_si128(reinterpret_cast<__m128i*>(at + j), _mm_and_si128(has_piece, d.m));
     _mm_store_si128(reinterpret_cast<__m128i*>(used + j), has_piece);

@@ -65,7 +65,8 @@ void for_each_flagged(const uint64_t* words, const Fn& fn) {
 //   start_block(i, m, end)   the block of entries [i, i + m) of a range ending at `end`
 //   uniform()                whether every entry of the block has the same frame
 //   frame(j)                 entry i + j's frame, an IntervalIndex<K>
-//   lanes(j)                 what the AVX2 lanes are told (interval_lanes_cpu.h)
+//   lanes(), block_lanes()   what the AVX2 lanes are told (interval_lanes_cpu.h): the
+//                            entries' frames, or the block's one frame
 //   readable()               entries from i whose frames the lanes may read ahead
 template <typename K>
 class OneRanking {
@@ -73,12 +74,12 @@ class OneRanking {
   OneRanking(const IntervalIndex<K>& ix, bool one_cluster, double cluster_shift)
       : ix_(ix), one_cluster_(one_cluster), cluster_shift_(cluster_shift) {}
   void start_block(int64_t i, int64_t, int64_t end) { readable_ = end - i; }
+  int64_t readable() const { return readable_; }
   bool uniform() const { return true; }
   const IntervalIndex<K>& frame(int64_t) const { return ix_; }
 #ifdef APLOSS_AVX2_LANES
   OneIndex lanes() const { return {&ix_, one_cluster_, cluster_shift_}; }
 #endif
-  int64_t readable() const { return readable_; }
 
  private:
   const IntervalIndex<K>& ix_;
