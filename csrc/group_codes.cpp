@@ -1,9 +1,11 @@
 #include "group_codes.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <limits>
+#include <mutex>
 
 #include "aploss/host_reads.h"
 #include "aploss/kernels.h"
@@ -35,6 +37,36 @@ GroupCodes numbered_codes(const Kernels& k, const at::Tensor& ids) {
   return {codes, num_groups};
 }
 
+// Host memory: the ids' int32 narrowing and their bounds in one parallel pass (where the
+// bounds allow direct codes, the narrowing is the codes).
+struct NarrowedIds {
+  at::Tensor codes;
+  int64_t lowest, highest;
+};
+
+template <typename id_t>
+NarrowedIds narrow_on_host(const at::Tensor& ids) {
+  const at::Tensor values = ids.contiguous();
+  at::Tensor codes = at::empty(ids.sizes(), ids.options().dtype(at::kInt));
+  const id_t* v = values.const_data_ptr<id_t>();
+  int32_t* c = codes.data_ptr<int32_t>();
+  std::mutex mutex;
+  int64_t lowest = std::numeric_limits<int64_t>::max();
+  int64_t highest = std::numeric_limits<int64_t>::min();
+  at::parallel_for(0, values.numel(), int64_t(1) << 16, [&](int64_t begin, int64_t end) {
+    id_t lo = v[begin], hi = v[begin];
+    for (int64_t i = begin; i < end; ++i) {
+      lo = std::min(lo, v[i]);
+      hi = std::max(hi, v[i]);
+      c[i] = static_cast<int32_t>(v[i]);
+    }
+    const std::lock_guard<std::mutex> lock(mutex);
+    lowest = std::min<int64_t>(lowest, lo);
+    highest = std::max<int64_t>(highest, hi);
+  });
+  return {codes, lowest, highest};
+}
+
 }  // namespace
 
 GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids) {
@@ -52,16 +84,29 @@ GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids) {
   const at::Tensor ids = unsigned_64 ? group_ids.view(at::kLong)
                          : (type == at::kUInt16 || type == at::kUInt32) ? group_ids.to(at::kLong)
                                                                         : group_ids;
-  const auto [lowest, highest] = at::aminmax(ids);
-  const at::Tensor bounds = read_to_host(at::stack({lowest, highest}).to(at::kLong));
-  const int64_t min_id = bounds[0].item<int64_t>(), max_id = bounds[1].item<int64_t>();
+  // Large int32 / int64 ids in host memory: bounds and codes from one pass.
+  const bool narrow_here = k.host_memory && ids.numel() >= (int64_t(1) << 16) &&
+                           (ids.scalar_type() == at::kLong || ids.scalar_type() == at::kInt);
+  NarrowedIds narrowed;
+  if (narrow_here) {
+    narrowed = ids.scalar_type() == at::kLong ? narrow_on_host<int64_t>(ids)
+                                              : narrow_on_host<int32_t>(ids);
+  } else {
+    const auto [lowest, highest] = at::aminmax(ids);
+    const at::Tensor bounds = read_to_host(at::stack({lowest, highest}).to(at::kLong));
+    narrowed.lowest = bounds[0].item<int64_t>();
+    narrowed.highest = bounds[1].item<int64_t>();
+  }
+  const int64_t min_id = narrowed.lowest, max_id = narrowed.highest;
   if (unsigned_64 && min_id < 0) return numbered_codes(k, ids);
   TORCH_CHECK_VALUE(min_id >= 0, "group_ids must be >= 0, found ", min_id);
-  // Direct codes cost O(max id) per pass (each code owns a segment record), so sparse
-  // ids beyond the numel/8 of the ids get the backend's numbering instead.
+  // Direct codes cost O(max id) per pass (each code owns a group frame), so sparse ids
+  // beyond the numel/8 of the ids get the backend's numbering instead.
   const int64_t direct_limit = std::max<int64_t>(int64_t(1) << 16, group_ids.numel() / 8);
   constexpr int64_t kMaxCode = std::numeric_limits<int32_t>::max();
-  if (max_id < std::min(direct_limit, kMaxCode)) return {as_codes(ids), max_id + 1};
+  if (max_id < std::min(direct_limit, kMaxCode)) {
+    return {narrowed.codes.defined() ? narrowed.codes : as_codes(ids), max_id + 1};
+  }
   return numbered_codes(k, ids);
 }
 

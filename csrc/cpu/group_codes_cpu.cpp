@@ -1,9 +1,11 @@
 // Dense group codes on the CPU: arbitrary int64 ids -> 0, 1, 2, ... in order of first
-// appearance, with an open-addressing hash table. One pass over the ids; the table
+// appearance, with open-addressing hash tables. One pass over the ids; a table
 // holds the distinct ids only (a few thousand for retrieval-style groups), so every
 // probe hits cache, where at::_unique sorts or hashes through the allocator.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -26,10 +28,12 @@ class IdTable {
     const int32_t code = static_cast<int32_t>(count_++);
     keys_[slot] = id;
     codes_[slot] = code;
+    in_order_.push_back(id);
     if (2 * count_ > keys_.size()) grow();  // load factor <= 1/2
     return code;
   }
   int64_t size() const { return count_; }
+  const std::vector<int64_t>& ids_in_order() const { return in_order_; }
 
  private:
   static constexpr size_t kInitialSlots = 1024;
@@ -58,23 +62,46 @@ class IdTable {
 
   std::vector<int64_t> keys_;
   std::vector<int32_t> codes_;
+  std::vector<int64_t> in_order_;
   size_t count_ = 0;
 };
 
 }  // namespace
 
+// Each chunk numbers its ids in its own table (in order of first appearance within the
+// chunk); the chunks' tables are then merged in chunk order, which gives every id its
+// code in order of first appearance overall (as one sequential pass would), and each
+// chunk maps its local codes to those.
 std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
   const at::Tensor values = ids.to(at::kLong).contiguous();
   at::Tensor codes = at::empty(ids.sizes(), ids.options().dtype(at::kInt));
   const int64_t* v = values.const_data_ptr<int64_t>();
   int32_t* c = codes.data_ptr<int32_t>();
-  IdTable table;
   const int64_t n = values.numel();
-  for (int64_t i = 0; i < n; ++i) {
-    c[i] = table.code_of(v[i]);
-    TORCH_CHECK_VALUE(table.size() < (int64_t(1) << 31), "at most 2^31 - 1 distinct group ids");
+  constexpr int64_t kMinChunk = int64_t(1) << 16;
+  const int64_t count = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kMinChunk));
+  const int64_t size = (n + count - 1) / count;
+  std::vector<IdTable> local(count);
+  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) {
+      for (int64_t i = k * size, end = std::min(n, (k + 1) * size); i < end; ++i) {
+        c[i] = local[k].code_of(v[i]);
+      }
+    }
+  });
+  IdTable global;
+  std::vector<std::vector<int32_t>> to_global(count);
+  for (int64_t k = 0; k < count; ++k) {
+    for (const int64_t id : local[k].ids_in_order()) to_global[k].push_back(global.code_of(id));
   }
-  return {codes, table.size()};
+  TORCH_CHECK_VALUE(global.size() < (int64_t(1) << 31), "at most 2^31 - 1 distinct group ids");
+  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) {
+      const int32_t* map = to_global[k].data();
+      for (int64_t i = k * size, end = std::min(n, (k + 1) * size); i < end; ++i) c[i] = map[c[i]];
+    }
+  });
+  return {codes, global.size()};
 }
 
 }  // namespace cpu
