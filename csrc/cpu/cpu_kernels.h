@@ -35,8 +35,10 @@ at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
 
 // For one ranking's P sorted positives (q, cluster shifts) and each of `rows` value rows
 // (`stride` apart, as the outputs): the sum over the positives m with keys[m] < keys[x] of
-// H(q_m - q_x) (transpose: H(q_x - q_m)) times the value at m (positive_sums_cpu.cpp).
-void key_window_sums(const double* q, const double* shift, int64_t num_pos, const double* keys,
+// H(q_m - q_x) (transpose: H(q_x - q_m)) times the value at m (positive_sums_cpu.cpp);
+// window_lo, window_hi: each positive's window among them (math.h, find_window).
+void key_window_sums(const double* q, const double* shift, const int32_t* window_lo,
+                     const int32_t* window_hi, int64_t num_pos, const double* keys,
                      const double* values, int rows, int64_t stride, double delta,
                      bool transpose, double* out);
 

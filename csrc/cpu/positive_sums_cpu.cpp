@@ -1,8 +1,8 @@
 // Sums among the positives on the CPU (../aploss/kernels.h, positive_window_sums): each
 // positive's window among its segment's positives, then range sums of the values over
-// it. Without keys the range sums come from prefix sums; with keys, from Fenwick trees
-// over the columns, filled in key order so that a query sees exactly the positives that
-// pass the key condition. O(P log P) either way.
+// it. Without keys the range sums come from prefix sums; with keys, from a sweep in key
+// order that adds each positive to a Fenwick tree over blocks of columns, so that a query
+// sees exactly the positives that pass the key condition (KeyedColumnSums). O(P log P).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -84,39 +84,81 @@ void window_sums(const PositiveWindow& w, int64_t x, const Values& values, doubl
   }
 }
 
-// Fenwick trees of every row's v and (q - shift) v, interleaved per column: 2V doubles
-// per node, so that the tree of 40,000 positives stays in L2 (its accesses are random).
-class Fenwick {
+// Range sums under the key condition, for the sweep in key order of sums_with_keys. A
+// query's columns [0, k) split into whole blocks of kColumnBlock columns, before k's
+// block, and the columns of k's block before k. The whole blocks hold what the sweep has
+// added (the positives that pass the key condition): a Fenwick tree over the blocks, small
+// enough to stay in L1/L2 (a tree over the columns themselves outgrows L2 at P = 40,000,
+// and its random accesses then cost a cache miss each). The few columns of k's block are
+// summed directly, testing each key.
+class KeyedColumnSums {
  public:
-  Fenwick(int64_t n, int count)
-      : count_(count), tree_(static_cast<size_t>((n + 1) * 2 * count), 0.0) {}
-  void add(int64_t column, const Values& values) {
-    ColumnSums one{};
-    values.add_to(one, column);
-    const int64_t size = static_cast<int64_t>(tree_.size()) / (2 * count_);
-    for (int64_t i = column + 1; i < size; i += i & -i) {
-      double* node = tree_.data() + i * 2 * count_;
+  static constexpr int64_t kColumnBlock = 8;
+
+  KeyedColumnSums(const Values& values, const double* keys, bool below)
+      : count_(values.count),
+        width_(2 * values.count),
+        keys_(keys),
+        below_(below),
+        terms_(static_cast<size_t>(values.num_pos * width_)),
+        tree_(static_cast<size_t>((values.num_pos / kColumnBlock + 2) * width_), 0.0) {
+    for (int64_t m = 0; m < values.num_pos; ++m) {
+      ColumnSums one{};
+      values.add_to(one, m);
       for (int r = 0; r < count_; ++r) {
-        node[2 * r] += one.v[r];
-        node[2 * r + 1] += one.qv[r];
+        terms_[m * width_ + 2 * r] = one.v[r];
+        terms_[m * width_ + 2 * r + 1] = one.qv[r];
       }
     }
   }
-  ColumnSums prefix(int64_t k) const {  // columns [0, k)
-    ColumnSums s{};
-    for (int64_t i = k; i > 0; i -= i & -i) {
-      const double* node = tree_.data() + i * 2 * count_;
-      for (int r = 0; r < count_; ++r) {
-        s.v[r] += node[2 * r];
-        s.qv[r] += node[2 * r + 1];
-      }
+
+  // Column m passes the key condition from now on.
+  void add(int64_t m) {
+    const double* term = terms_.data() + m * width_;
+    const int64_t nodes = static_cast<int64_t>(tree_.size()) / width_;
+    for (int64_t i = m / kColumnBlock + 1; i < nodes; i += i & -i) {
+      double* node = tree_.data() + i * width_;
+      for (int c = 0; c < width_; ++c) node[c] += term[c];
     }
-    return s;
+  }
+
+  // Starts the reads of a window's partial blocks.
+  void prefetch(const PositiveWindow& w) const {
+    for (const int64_t k : {w.lo, w.hi}) {
+      const int64_t first = k / kColumnBlock * kColumnBlock;
+      __builtin_prefetch(terms_.data() + first * width_);
+      __builtin_prefetch(terms_.data() + first * width_ + 8);
+      __builtin_prefetch(keys_ + first);
+    }
+  }
+
+  // Sums over the columns [0, k) that pass the key condition against `key`.
+  ColumnSums prefix(int64_t k, double key) const {
+    double s[2 * kMaxRows] = {};
+    for (int64_t i = k / kColumnBlock; i > 0; i -= i & -i) {
+      const double* node = tree_.data() + i * width_;
+      for (int c = 0; c < width_; ++c) s[c] += node[c];
+    }
+    for (int64_t m = k / kColumnBlock * kColumnBlock; m < k; ++m) {
+      const bool passes = below_ ? keys_[m] < key : keys_[m] >= key;
+      const double take = passes ? 1.0 : 0.0;
+      const double* term = terms_.data() + m * width_;
+      for (int c = 0; c < width_; ++c) s[c] += take * term[c];
+    }
+    ColumnSums out{};
+    for (int r = 0; r < count_; ++r) {
+      out.v[r] = s[2 * r];
+      out.qv[r] = s[2 * r + 1];
+    }
+    return out;
   }
 
  private:
-  int count_;
-  std::vector<double> tree_;
+  int count_, width_;
+  const double* keys_;
+  bool below_;
+  std::vector<double> terms_;  // per column: v and (q - shift) v of every row, interleaved
+  std::vector<double> tree_;   // per block: the same sums over its added columns
 };
 
 void sums_without_keys(const std::vector<PositiveWindow>& windows, const Values& values,
@@ -137,24 +179,29 @@ void sums_without_keys(const std::vector<PositiveWindow>& windows, const Values&
 
 // Positives in key order, ascending (below) or descending, ties in column order; runs of
 // equal keys are added after their queries (below: keys[m] < keys[x]) or before them.
+// The order is random in columns, so the reads of a later positive's window and columns
+// are started ahead of time.
 void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& values,
                     const double* keys, double inv_2delta, bool below, bool transpose,
                     double* out) {
   const int64_t n = values.num_pos;
+  std::vector<std::pair<double, int64_t>> by_key(static_cast<size_t>(n));
+  for (int64_t m = 0; m < n; ++m) by_key[m] = {below ? keys[m] : -keys[m], m};
+  std::sort(by_key.begin(), by_key.end());  // ties by column
   std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), int64_t(0));
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return below ? keys[a] < keys[b] : keys[a] > keys[b];
-  });
-  Fenwick tree(n, values.count);
+  for (int64_t t = 0; t < n; ++t) order[t] = by_key[t].second;
+  KeyedColumnSums added(values, keys, below);
+  constexpr int64_t kAhead = 8;
   const auto add_run = [&](int64_t from, int64_t to) {
-    for (int64_t t = from; t < to; ++t) tree.add(order[t], values);
+    for (int64_t t = from; t < to; ++t) added.add(order[t]);
   };
   const auto query_run = [&](int64_t from, int64_t to) {
     for (int64_t t = from; t < to; ++t) {
+      if (t + 2 * kAhead < n) __builtin_prefetch(&windows[order[t + 2 * kAhead]]);
+      if (t + kAhead < n) added.prefetch(windows[order[t + kAhead]]);
       const int64_t x = order[t];
       window_sums(windows[x], x, values, inv_2delta, transpose, out,
-                  [&](int64_t k) { return tree.prefix(k); });
+                  [&](int64_t k) { return added.prefix(k, keys[x]); });
     }
   };
   for (int64_t from = 0; from < n;) {
@@ -173,7 +220,8 @@ void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& va
 
 }  // namespace
 
-void key_window_sums(const double* q, const double* shift, int64_t num_pos, const double* keys,
+void key_window_sums(const double* q, const double* shift, const int32_t* window_lo,
+                     const int32_t* window_hi, int64_t num_pos, const double* keys,
                      const double* values, int rows, int64_t stride, double delta,
                      bool transpose, double* out) {
   TORCH_CHECK(rows >= 1 && rows <= kMaxRows, "aploss key_window_sums: 1 to ", kMaxRows, " rows");
@@ -186,8 +234,8 @@ void key_window_sums(const double* q, const double* shift, int64_t num_pos, cons
   const StepParams params = make_step_params(delta, q[0], shift, num_pos);
   std::vector<PositiveWindow> windows(static_cast<size_t>(num_pos));
   for (int64_t x = 0; x < num_pos; ++x) {
-    const Window w = find_window(q, num_pos, q[x], params);
-    windows[x] = {0, w.lo, w.hi, num_pos, w.a};
+    const int64_t lo = window_lo[x], hi = window_hi[x];
+    windows[x] = {0, lo, hi, num_pos, window_offset(q[x], lo, hi, params)};
   }
   sums_with_keys(windows, Values{q, shift, in.data(), rows, num_pos}, keys, 0.5 / delta,
                  /*below=*/true, transpose, sums.data());

@@ -69,12 +69,11 @@ struct SerialBlock {
     }
   }
 
-  // Sums under a second key in key order with Fenwick trees, O(P log P)
-  // (positive_sums_cpu.cpp).
+  // Sums under a second key: a sweep in key order, O(P log P) (positive_sums_cpu.cpp).
   void key_window_sums(const StageArrays& a, const double* keys, const double* values, int rows,
                        int64_t stride, bool transpose, double* out) const {
-    cpu::key_window_sums(a.q, a.shift, a.num_pos, keys, values, rows, stride, a.delta, transpose,
-                         out);
+    cpu::key_window_sums(a.q, a.shift, a.window_lo, a.window_hi, a.num_pos, keys, values, rows,
+                         stride, a.delta, transpose, out);
   }
 };
 

@@ -2,6 +2,7 @@
 // on the threads of one block (blockDim.x a multiple of 32), a barrier after each.
 #pragma once
 
+#include "../aploss/key_window_sums.h"
 #include "../aploss/math.h"
 #include "../aploss/positive_stages.h"
 #include "../aploss/window_sums.h"
@@ -11,6 +12,11 @@
 
 namespace aploss {
 namespace gpu {
+
+// Rows of key_window_sums' scratch: prefix sums of two terms per value row, and two
+// orders of the columns.
+constexpr int kMaxKeyRows = 2;
+constexpr int kKeyScratchRows = 2 * kMaxKeyRows + 1;
 
 struct CudaBlock {
   long long* ints;  // shared scan scratch (kScanScratch each)
@@ -78,32 +84,73 @@ struct CudaBlock {
                  [a](int64_t k, double v) { a[k] = v; });
   }
 
-  // Sums under a second key, one thread per positive x, directly over the positives m where
-  // H is not 0: O(P) each, O(P^2 / threads) in all.
+  // Sums under a second key (../aploss/key_window_sums.h) from a merge sort of the columns
+  // by key, one level at a time: at level l every run of 2^l columns is sorted (ties in
+  // column order), the prefix sums of the terms along that order give each run's sums
+  // over a prefix of its keys, and every column bound c of a query adds, from the run of
+  // this level that [0, c) holds, the sums over the keys below its own (a binary search).
+  // The next level's runs are merges of pairs: each column's place is its place in its
+  // run plus the number of keys before it in the other run (a binary search). O(P log^2 P)
+  // in all, no float64 work per pair of positives; in key_scratch (kKeyScratchRows rows).
   __device__ void key_window_sums(const StageArrays& s, const double* keys, const double* values,
                                   int rows, int64_t stride, bool transpose, double* out) const {
+    const int64_t n = s.num_pos;
     const double* const q = s.q;
-    const int64_t num_pos = s.num_pos;
-    const double delta = s.delta, inv_2delta = 0.5 / s.delta;
-    for_each(num_pos, [=](int64_t x) {
-      const double q_x = q[x], key_x = keys[x];
-      int64_t begin = 0, end = num_pos;
-      if (transpose) {  // H(q_x - q_m) > 0: q_x - q_m > -delta
-        end = partition_point(q, num_pos, NonzeroStep{q_x, delta});
-      } else {  // H(q_m - q_x) > 0: q_m - q_x > -delta
-        begin = partition_point(q, num_pos, [q_x, delta](double v) { return !(v - q_x > -delta); });
-      }
-      double sums[2] = {0.0, 0.0};
-      for (int64_t m = begin; m < end; ++m) {
-        if (!(keys[m] < key_x)) continue;
-        const double d = transpose ? q_x - q[m] : q[m] - q_x;
-        const double h0 = d * inv_2delta + 0.5;
-        const double h = h0 < 0.0 ? 0.0 : (h0 > 1.0 ? 1.0 : h0);
-        for (int r = 0; r < rows; ++r) sums[r] += h * values[r * stride + m];
-      }
-      for (int r = 0; r < rows; ++r) out[r * stride + x] = sums[r];
+    const double* const shift = s.shift;
+    const int32_t* const window_lo = s.window_lo;
+    const int32_t* const window_hi = s.window_hi;
+    const double inv_2delta = 0.5 / s.delta;
+    const StepParams params = make_step_params(s.delta, q[0], shift, n);
+    const int64_t row = key_stride;
+    double* const sums = key_scratch;  // per value row: the prefix sums of v, then of (q - shift) v
+    int32_t* order = reinterpret_cast<int32_t*>(key_scratch + 2 * kMaxKeyRows * row);
+    int32_t* next = order + row;  // a row of doubles holds two of int32
+    for_each(n, [=](int64_t i) {
+      order[i] = static_cast<int32_t>(i);
+      for (int r = 0; r < rows; ++r) out[r * stride + i] = 0.0;
     });
+    for (int level = 0; (int64_t(1) << level) <= n; ++level) {
+      const int64_t width = int64_t(1) << level;
+      for (int t = 0; t < 2 * rows; ++t) {
+        double* const prefix = sums + t * row;  // prefix[i]: over order[0, i)
+        const double* const v = values + (t / 2) * stride;
+        const bool weighted = (t & 1) != 0;
+        if (threadIdx.x == 0) prefix[0] = 0.0;
+        scan<double>(
+            n, [](double x, double y) { return x + y; }, 0.0, true,
+            [=](int64_t i) {
+              const int32_t m = order[i];
+              return weighted ? (q[m] - shift[m]) * v[m] : v[m];
+            },
+            [=](int64_t i, double sum) { prefix[i + 1] = sum; });
+      }
+      for_each(n, [=](int64_t x) {
+        const int64_t lo = window_lo[x], hi = window_hi[x];
+        const KeyQueries queries = key_queries(0, lo, hi, n, window_offset(q[x], lo, hi, params),
+                                               inv_2delta, transpose);
+        double add[kMaxKeyRows] = {0.0, 0.0};
+        for (const KeyQuery& c : queries.at) {
+          const int64_t first = run_below(c.column, level);
+          if (first < 0) continue;
+          const RunRange run = passing_columns(order, first, width, keys, keys[x], true);
+          for (int r = 0; r < rows; ++r) {
+            const double* const prefix = sums + 2 * r * row;
+            add[r] += c.v * (prefix[run.to] - prefix[run.from]) +
+                      c.qv * (prefix[row + run.to] - prefix[row + run.from]);
+          }
+        }
+        for (int r = 0; r < rows; ++r) out[r * stride + x] += add[r];
+      });
+      if (2 * width > n) break;
+      for_each(n, [=](int64_t i) { next[merged_position(order, n, i, level, keys)] = order[i]; });
+      int32_t* const sorted = next;
+      next = order;
+      order = sorted;
+    }
   }
+
+  double* key_scratch;  // kKeyScratchRows rows of key_stride >= P + 1 doubles
+  int64_t key_stride;
 
  private:
   template <typename T>

@@ -71,7 +71,9 @@ __global__ void __launch_bounds__(kStageBlock)
                           StageOut<scalar_t> out) {
   APLOSS_SHARED_ARRAY(long long, ints, kScanScratch);
   APLOSS_SHARED_ARRAY(double, reals, kScanScratch);
-  const CudaBlock b{ints, reals};
+  constexpr int kKeyScratchRow = kStageRows - kKeyScratchRows;
+  static_assert(kKeyScratchRow >= 9, "the stage's own rows come first");
+  const CudaBlock b{ints, reals, stage_row(r, kKeyScratchRow), r.capacity + 1};
   const bool ranked = r.meta[kMetaRanked] != 0;
   const int64_t num_pos = r.meta[kMetaCount];
   if (threadIdx.x == 0) {

@@ -1,9 +1,14 @@
-// Sums among the positives on the GPU (../aploss/kernels.h, positive_window_sums): one
-// thread per positive x, summing H over every positive m of its segment directly. That is
-// O(P^2 / threads) pairs, P is small next to N, and the direct step needs no shifts or
-// prefix sums; threads of a warp read the same m, so the loads are broadcasts.
+// Sums among the positives on the GPU (../aploss/kernels.h, positive_window_sums) as sums
+// of range sums (../aploss/key_window_sums.h) over the columns of every segment at once: a
+// positive's segment [begin, end) and its window [lo, hi) in it are global columns, and
+// G counts from column 0. Without keys, G is one prefix sum of the terms; with keys, a
+// merge sort of the columns by key, one level at a time: ATen's cumsum of the terms along
+// the level's order, a kernel that adds each query's run of the level (its sums over the
+// keys that pass, by a binary search), and a kernel that merges the runs pairwise.
+// O(P log^2 P) work in log2(P) levels, no float64 work per pair of positives.
 #include <ATen/ATen.h>
 
+#include "../aploss/key_window_sums.h"
 #include "../aploss/kernels.h"
 #include "../aploss/math.h"
 #include "cuda_common.cuh"
@@ -30,32 +35,71 @@ __device__ __forceinline__ int64_t segment_of(const int64_t* offsets, int64_t nu
   return lo;
 }
 
+// Each positive's segment and window in it, as global columns (bounds: (4, P) rows begin,
+// lo, hi, end), and the window's offset a (math.h, find_window).
 __global__ void __launch_bounds__(kBlock)
-    positive_window_sums_kernel(const double* __restrict__ positives, int64_t num_pos,
-                                const int64_t* __restrict__ offsets, int64_t num_segments,
-                                const double* __restrict__ keys,
-                                const double* __restrict__ values, int rows, double delta,
-                                bool below, bool transpose, double* __restrict__ out) {
+    positive_windows_kernel(const double* __restrict__ positives, int64_t num_pos,
+                            const int64_t* __restrict__ offsets, int64_t num_segments,
+                            double delta, int64_t* __restrict__ bounds, double* __restrict__ a) {
   const double* const q = positives;
-  const StepParams params = make_step_params(delta, q[0], positives + num_pos, num_pos);
+  const double* const shift = positives + num_pos;
   for (int64_t x = global_thread_index(); x < num_pos; x += grid_threads()) {
     const int64_t u = segment_of(offsets, num_segments, x);
-    const double q_x = q[x];
-    const double key_x = keys != nullptr ? keys[x] : 0.0;
-    double sums[kMaxRows] = {0.0, 0.0, 0.0, 0.0};
-    for (int64_t m = offsets[u]; m < offsets[u + 1]; ++m) {
-      if (keys != nullptr && (below ? !(keys[m] < key_x) : !(keys[m] >= key_x))) continue;
-      const double h = step(transpose ? q_x - q[m] : q[m] - q_x, params);
-      if (h == 0.0) continue;
+    const int64_t begin = offsets[u], end = offsets[u + 1];
+    const StepParams params = make_step_params(delta, q[begin], shift + begin, end - begin);
+    const Window w = find_window(q + begin, end - begin, q[x], params);
+    bounds[x] = begin;
+    bounds[num_pos + x] = begin + w.lo;
+    bounds[2 * num_pos + x] = begin + w.hi;
+    bounds[3 * num_pos + x] = end;
+    a[x] = w.a;
+  }
+}
+
+// Adds to every positive's sums what its column bounds take from this level's runs
+// (order: the columns, each run of 2^level sorted by key); without keys (order null),
+// G(c) is prefix[c]. prefix: (2V, P + 1), rows v then (q - shift) v of each value row,
+// prefix[i] over order[0, i).
+__global__ void __launch_bounds__(kBlock)
+    add_level_kernel(const int64_t* __restrict__ bounds, const double* __restrict__ a,
+                     int64_t num_pos, const double* __restrict__ keys,
+                     const int32_t* __restrict__ order, int level,
+                     const double* __restrict__ prefix, int rows, double inv_2delta, bool below,
+                     bool transpose, double* __restrict__ out) {
+  const int64_t row = num_pos + 1;
+  for (int64_t x = global_thread_index(); x < num_pos; x += grid_threads()) {
+    const KeyQueries queries =
+        key_queries(bounds[x], bounds[num_pos + x], bounds[2 * num_pos + x],
+                    bounds[3 * num_pos + x], a[x], inv_2delta, transpose);
+    double add[kMaxRows] = {0.0, 0.0, 0.0, 0.0};
+    for (const KeyQuery& c : queries.at) {
+      RunRange run{0, c.column};
+      if (order != nullptr) {
+        const int64_t first = run_below(c.column, level);
+        if (first < 0) continue;
+        run = passing_columns(order, first, int64_t(1) << level, keys, keys[x], below);
+      }
 #pragma unroll
       for (int r = 0; r < kMaxRows; ++r) {
-        if (r < rows) sums[r] += h * values[r * num_pos + m];
+        if (r >= rows) continue;
+        const double* const v = prefix + r * row;
+        const double* const qv = prefix + (rows + r) * row;
+        add[r] += c.v * (v[run.to] - v[run.from]) + c.qv * (qv[run.to] - qv[run.from]);
       }
     }
 #pragma unroll
     for (int r = 0; r < kMaxRows; ++r) {
-      if (r < rows) out[r * num_pos + x] = sums[r];
+      if (r < rows) out[r * num_pos + x] += add[r];
     }
+  }
+}
+
+// The next level's order: every run merged with the other run of its pair.
+__global__ void __launch_bounds__(kBlock)
+    merge_runs_kernel(const int32_t* __restrict__ order, int64_t num_pos, int level,
+                      const double* __restrict__ keys, int32_t* __restrict__ next) {
+  for (int64_t i = global_thread_index(); i < num_pos; i += grid_threads()) {
+    next[merged_position(order, num_pos, i, level, keys)] = order[i];
   }
 }
 
@@ -83,15 +127,53 @@ at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& o
   const c10::cuda::CUDAGuard guard(positives.device());
   const int device = kernel_device_index(positives);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
-  const auto kernel = positive_window_sums_kernel;
-  const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kBlock, 0);
-  const int64_t grid = grid_size(device, per_sm, num_pos, kBlock);
-  APLOSS_LAUNCH(kernel, static_cast<unsigned>(grid), kBlock, 0, stream)(
-      positives.const_data_ptr<double>(), num_pos, offsets.const_data_ptr<int64_t>(),
-      offsets.numel() - 1, keys.defined() ? keys.const_data_ptr<double>() : nullptr,
-      values.const_data_ptr<double>(), static_cast<int>(values.size(0)), delta, below,
-      transpose, out.data_ptr<double>());
+  const auto grid_of = [&](const void* kernel) {
+    return static_cast<unsigned>(
+        grid_size(device, blocks_per_sm(kernel, kBlock, 0), num_pos, kBlock));
+  };
+  const at::Tensor bounds = at::empty({4, num_pos}, offsets.options());
+  const at::Tensor a = at::empty({num_pos}, positives.options());
+  APLOSS_LAUNCH(positive_windows_kernel,
+                grid_of(reinterpret_cast<const void*>(positive_windows_kernel)), kBlock, 0,
+                stream)(positives.const_data_ptr<double>(), num_pos,
+                        offsets.const_data_ptr<int64_t>(), offsets.numel() - 1, delta,
+                        bounds.data_ptr<int64_t>(), a.data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // The terms: v, then (q - shift) v, of every value row.
+  const int rows = static_cast<int>(values.size(0));
+  const at::Tensor terms = at::cat({values, values * (positives[0] - positives[1])}, 0);
+  at::Tensor prefix = at::zeros({2 * rows, num_pos + 1}, positives.options());
+  at::Tensor prefix_tail = prefix.narrow(1, 1, num_pos);
+  out.zero_();
+  const unsigned add_grid = grid_of(reinterpret_cast<const void*>(add_level_kernel));
+  const auto add_level = [&](const at::Tensor& order, int level) {
+    APLOSS_LAUNCH(add_level_kernel, add_grid, kBlock, 0, stream)(
+        bounds.const_data_ptr<int64_t>(), a.const_data_ptr<double>(), num_pos,
+        keys.defined() ? keys.const_data_ptr<double>() : nullptr,
+        order.defined() ? order.const_data_ptr<int32_t>() : nullptr, level,
+        prefix.const_data_ptr<double>(), rows, 0.5 / delta, below, transpose,
+        out.data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (!keys.defined()) {
+    at::cumsum_out(prefix_tail, terms, 1);
+    add_level({}, 0);
+    return out;
+  }
+  at::Tensor order = at::arange(num_pos, offsets.options().dtype(at::kInt));
+  at::Tensor next = at::empty_like(order);
+  const unsigned merge_grid = grid_of(reinterpret_cast<const void*>(merge_runs_kernel));
+  for (int level = 0; (int64_t(1) << level) <= num_pos; ++level) {
+    at::cumsum_out(prefix_tail, terms.index_select(1, order), 1);
+    add_level(order, level);
+    if ((int64_t(2) << level) > num_pos) break;
+    APLOSS_LAUNCH(merge_runs_kernel, merge_grid, kBlock, 0, stream)(
+        order.const_data_ptr<int32_t>(), num_pos, level, keys.const_data_ptr<double>(),
+        next.data_ptr<int32_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    std::swap(order, next);
+  }
   return out;
 }
 

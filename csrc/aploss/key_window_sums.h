@@ -1,0 +1,91 @@
+// Window sums under a second key (positive_stages.h, key_window_sums) as sums of range
+// sums. For positive x, with its window [lo, hi) among the sorted positives and offset a
+// (math.h, Window), and G_v(c), G_qv(c) the sums of v_m and of (q_m - shift_m) v_m over
+// the positives m < c with keys[m] < keys[x]:
+//
+//   sum_m H(q_m - q_x) v_m = G_v(P) - a G_v(hi) - (1 - a) G_v(lo)
+//                            + (G_qv(hi) - G_qv(lo)) / (2 delta)
+//   sum_m H(q_x - q_m) v_m = (1 - a) G_v(lo) + a G_v(hi) - (G_qv(hi) - G_qv(lo)) / (2 delta)
+//
+// (H is 1 below the window, linear in it, 0 above it). The GPU's one-block stage gets
+// each G(c) from a merge sort of the columns by key: after level l every run of 2^l
+// columns is sorted by key, and [0, c) is the union of one such run per bit of c.
+#pragma once
+
+#include <cstdint>
+
+#include "math.h"
+
+namespace aploss {
+
+// The weights of G_v and G_qv at one column bound of a query.
+struct KeyQuery {
+  int64_t column;
+  double v, qv;
+};
+
+// The three column bounds of positive x's sum, its segment being the columns [begin, end)
+// (one ranking: 0 and P) and G counting from column 0: G_v(P) above is G_v(end) -
+// G_v(begin), and the transposed sum subtracts G_v(begin) from G_v(lo).
+struct KeyQueries {
+  KeyQuery at[3];
+};
+
+APLOSS_HD KeyQueries key_queries(int64_t begin, int64_t lo, int64_t hi, int64_t end, double a,
+                                 double inv_2delta, bool transpose) {
+  if (transpose) {
+    return {{{lo, 1.0 - a, inv_2delta}, {hi, a, -inv_2delta}, {begin, -1.0, 0.0}}};
+  }
+  return {{{lo, -(1.0 - a), -inv_2delta}, {hi, -a, inv_2delta}, {end, 1.0, 0.0}}};
+}
+
+// The run of 2^level columns that [0, c) holds at this level, as its first column, or -1
+// when bit `level` of c is clear.
+APLOSS_HD int64_t run_below(int64_t c, int level) {
+  return ((c >> level) & 1) != 0 ? ((c >> level) - 1) << level : -1;
+}
+
+// The number of columns of a run (sorted by key) whose key is below `key` (or equal to it,
+// with `or_equal`).
+APLOSS_HD int64_t keys_before(const int32_t* run, int64_t length, const double* keys, double key,
+                              bool or_equal) {
+  int64_t lo = 0, count = length;
+  while (count > 0) {
+    const int64_t half = count / 2;
+    const double k = keys[run[lo + half]];
+    if (k < key || (or_equal && k == key)) {
+      lo += half + 1;
+      count -= half + 1;
+    } else {
+      count = half;
+    }
+  }
+  return lo;
+}
+
+// The positions of a run, in its sorted order `order`, of the columns that pass the key
+// condition against `key`: keys[m] < key (below) or keys[m] >= key.
+struct RunRange {
+  int64_t from, to;
+};
+APLOSS_HD RunRange passing_columns(const int32_t* order, int64_t first, int64_t length,
+                                   const double* keys, double key, bool below) {
+  const int64_t under = first + keys_before(order + first, length, keys, key, false);
+  return below ? RunRange{first, under} : RunRange{under, first + length};
+}
+
+// Where column order[i] goes in the merge of its run (of 2^level at most) with the other
+// run of its pair; ties: the left run's columns first.
+APLOSS_HD int64_t merged_position(const int32_t* order, int64_t n, int64_t i, int level,
+                                  const double* keys) {
+  const int64_t width = int64_t(1) << level;
+  const int64_t run = i >> level, other = run ^ 1, other_first = other << level;
+  int64_t before = 0;
+  if (other_first < n) {
+    const int64_t length = n - other_first < width ? n - other_first : width;
+    before = keys_before(order + other_first, length, keys, keys[order[i]], (run & 1) != 0);
+  }
+  return ((run < other ? run : other) << level) + (i - (run << level)) + before;
+}
+
+}  // namespace aploss

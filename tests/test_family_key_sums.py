@@ -1,0 +1,91 @@
+"""Rank & Sort's sums under a second key (the targets): the CPU's sweep in key order over
+blocks of columns and the GPU's merge sort of the columns by key, against the float64
+reference on every target. Sizes on both sides of the emulated small GPU's one-block sort
+(512 positives), of a power of two (the merge's runs) and of the CPU's column blocks;
+ties in scores and in targets; every target equal; groups with one positive."""
+
+import pytest
+import torch
+from devices import TARGETS
+from test_family import check_alrp, check_rank_sort
+
+targets = pytest.mark.parametrize("target", TARGETS, ids=str)
+
+
+def problem(n, num_pos, *, seed, target_levels=None, score_levels=None, equal_target=None):
+    """n entries, exactly num_pos positives at random places, a tenth of the rest ignored.
+    Targets in [0.05, 1] (some exactly 1), on `target_levels` values when given, all
+    `equal_target` when given; scores on `score_levels` values when given."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(n, generator=g, dtype=torch.float64)
+    if score_levels:
+        scores = (scores * score_levels / 4).round() / (score_levels / 4)
+    order = torch.randperm(n, generator=g)
+    labels = torch.zeros(n, dtype=torch.int64)
+    labels[order[:num_pos]] = 1
+    labels[order[num_pos:][: (n - num_pos) // 10]] = -1
+    iou = torch.rand(n, generator=g, dtype=torch.float64) * 0.95 + 0.05
+    if target_levels:
+        iou = (iou * target_levels).ceil() / target_levels
+    iou[torch.rand(n, generator=g) < 0.1] = 1.0
+    if equal_target is not None:
+        iou = torch.full((n,), equal_target, dtype=torch.float64)
+    targets_ = torch.where(labels == 1, iou, labels.to(torch.float64))
+    regression = torch.rand(num_pos, generator=g, dtype=torch.float64)
+    return scores, targets_, labels, regression
+
+
+SIZES = [1, 2, 7, 31, 33, 511, 512, 513, 1100]
+
+
+@targets
+@pytest.mark.parametrize("num_pos", SIZES)
+def test_rank_sort_many_positives(target, num_pos):
+    n = max(2 * num_pos, 40)
+    scores, targets_, _, _ = problem(n, num_pos, seed=num_pos)
+    check_rank_sort(target, scores, targets_, delta=0.5)
+    scores, targets_, _, _ = problem(n, num_pos, seed=num_pos + 1, target_levels=3, score_levels=8)
+    for delta in (0.5, 0.05, 3.0):
+        check_rank_sort(target, scores, targets_, delta=delta)
+
+
+@targets
+@pytest.mark.parametrize("num_pos", [5, 600])
+@pytest.mark.parametrize("equal_target", [1.0, 0.4])
+def test_rank_sort_every_target_equal(target, num_pos, equal_target):
+    # No positive has a lower target than another: every missorted sum is 0.
+    scores, targets_, _, _ = problem(2 * num_pos, num_pos, seed=7, equal_target=equal_target,
+                                     score_levels=4)
+    loss_equal, _ = check_rank_sort(target, scores, targets_)
+    assert loss_equal.isfinite()
+
+
+@targets
+def test_groups_with_one_positive(target):
+    # Every group holds one positive (a segment of one column), some several negatives.
+    b, n = 6, 60
+    scores, targets_, labels, _ = problem(b * n, 0, seed=11)
+    labels = labels.view(b, n).clone()
+    targets_ = targets_.view(b, n).clone()
+    labels[labels == 1] = 0
+    for row in range(b):
+        labels[row, row] = 1
+        targets_[row, row] = 0.2 + 0.1 * row
+    targets_ = torch.where(labels == 1, targets_, labels.to(torch.float64))
+    scores = scores.view(b, n)
+    ids = torch.arange(b).view(b, 1)
+    check_rank_sort(target, scores, targets_, group_ids=ids)
+    check_alrp(target, scores, labels, torch.rand(b, dtype=torch.float64), group_ids=ids)
+
+
+@targets
+@pytest.mark.parametrize("num_pos", [3, 700])
+def test_grouped_many_positives_with_ties(target, num_pos):
+    b = 3
+    n = 2 * num_pos
+    scores, targets_, labels, regression = problem(b * n, b * num_pos, seed=13, target_levels=4,
+                                                  score_levels=8)
+    ids = torch.arange(b).repeat_interleave(n).view(b, n)
+    check_rank_sort(target, scores.view(b, n), targets_.view(b, n), group_ids=ids)
+    check_alrp(target, scores.view(b, n), labels.view(b, n), regression,
+               group_ids=ids)
