@@ -140,7 +140,7 @@ TINY = ["--quick", "--sizes", "20k,40k", "--positives", "20", "--psweep-n", "20k
         "--family-psweep-n", "10k", "--distributed-sizes", "20k", "--fixed-sizes", "1k",
         "--yolo-images", "1", "--yolo-positives", "50", "--rounds", "2"]
 FAMILY = ["rank_sort", "rank_sort-loop", "alrp", "alrp-loop", "focal", "ap"]
-GROUPED = ["ungrouped", "per-image", "per-class", "retrieval", "retrieval-big-ids"]
+GROUPED = ["ungrouped", "per-image-8", "per-image-16", "per-class", "retrieval", "retrieval-big-ids"]
 YOLO = ["bce", "rank_sort", "ap", "alrp", "rank_sort-image", "ap-image", "alrp-image"]
 
 
@@ -180,7 +180,8 @@ def test_quick_run_without_matplotlib_and_tqdm(tmp_path):
     (gpt,) = result["grouped"]["points"]
     by = {e["name"]: e for e in gpt["entries"]}
     assert list(by) == GROUPED and by["ungrouped"]["ratio_vs_ungrouped"] == 1.0
-    assert by["per-image"]["group_ids"] == "(16, 1, 1) int64"
+    assert by["per-image-8"]["group_ids"] == "(8, 1, 1) int64"
+    assert by["per-image-16"]["group_ids"] == "(16, 1, 1) int64"
     assert by["per-class"]["group_ids"] == "(80,) int64"
     assert by["per-class"]["groups"] == 80 and by["retrieval"]["groups"] <= 4096
     for name in GROUPED[1:]:
