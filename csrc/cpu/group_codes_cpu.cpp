@@ -17,19 +17,18 @@ namespace {
 
 class IdTable {
  public:
-  IdTable() : keys_(kInitialSlots), codes_(kInitialSlots, kEmpty) {}
+  IdTable() : slots_(kInitialSlots, Slot{0, kEmpty}) {}
 
   int32_t code_of(int64_t id) {
-    size_t slot = hash(id) & (keys_.size() - 1);
-    while (codes_[slot] != kEmpty) {
-      if (keys_[slot] == id) return codes_[slot];
-      slot = (slot + 1) & (keys_.size() - 1);
+    size_t at = slot_of(id);
+    while (slots_[at].code != kEmpty) {
+      if (slots_[at].id == id) return slots_[at].code;
+      at = (at + 1) & (slots_.size() - 1);
     }
     const int32_t code = static_cast<int32_t>(count_++);
-    keys_[slot] = id;
-    codes_[slot] = code;
+    slots_[at] = {id, code};
     in_order_.push_back(id);
-    if (2 * count_ > keys_.size()) grow();  // load factor <= 1/2
+    if (2 * count_ > slots_.size()) grow();  // load factor <= 1/2
     return code;
   }
   int64_t size() const { return count_; }
@@ -37,31 +36,34 @@ class IdTable {
 
  private:
   static constexpr size_t kInitialSlots = 1024;
+  static constexpr int kInitialBits = 10;
   static constexpr int32_t kEmpty = -1;
 
-  static size_t hash(int64_t id) {  // splitmix64 finaliser: ids that are multiples spread out
-    uint64_t x = static_cast<uint64_t>(id);
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return static_cast<size_t>(x ^ (x >> 31));
+  struct Slot {  // an id and its code together: one cache line per probe
+    int64_t id;
+    int32_t code;
+  };
+
+  // Fibonacci hashing (the top bits of one product): ids that are multiples spread out.
+  size_t slot_of(int64_t id) const {
+    return static_cast<size_t>((static_cast<uint64_t>(id) * 0x9E3779B97F4A7C15ULL) >>
+                               (64 - bits_));
   }
 
   void grow() {
-    std::vector<int64_t> old_keys(2 * keys_.size());
-    std::vector<int32_t> old_codes(2 * keys_.size(), kEmpty);
-    old_keys.swap(keys_);
-    old_codes.swap(codes_);
-    for (size_t i = 0; i < old_keys.size(); ++i) {
-      if (old_codes[i] == kEmpty) continue;
-      size_t slot = hash(old_keys[i]) & (keys_.size() - 1);
-      while (codes_[slot] != kEmpty) slot = (slot + 1) & (keys_.size() - 1);
-      keys_[slot] = old_keys[i];
-      codes_[slot] = old_codes[i];
+    std::vector<Slot> old(2 * slots_.size(), Slot{0, kEmpty});
+    old.swap(slots_);
+    ++bits_;
+    for (const Slot& s : old) {
+      if (s.code == kEmpty) continue;
+      size_t at = slot_of(s.id);
+      while (slots_[at].code != kEmpty) at = (at + 1) & (slots_.size() - 1);
+      slots_[at] = s;
     }
   }
 
-  std::vector<int64_t> keys_;
-  std::vector<int32_t> codes_;
+  std::vector<Slot> slots_;
+  int bits_ = kInitialBits;
   std::vector<int64_t> in_order_;
   size_t count_ = 0;
 };
