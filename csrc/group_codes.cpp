@@ -67,9 +67,40 @@ NarrowedIds narrow_on_host(const at::Tensor& ids) {
   return {codes, lowest, highest};
 }
 
+// Ids broadcast over the scores, off host memory: at most ids.numel() distinct values, so
+// they are numbered on the device without a host read, and num_groups is that numel (a
+// code no id takes is a group without entries, which counts nothing). Each id's code is
+// the first index of its value: among the ids for a few of them (one comparison of every
+// pair), among the sorted ids otherwise. A negative id's code is the id itself, clamped
+// to int32: the gather, which reads the device anyway, raises ValueError naming it.
+constexpr int64_t kPairwiseIds = 1024;
+
+GroupCodes broadcast_codes_on_device(const at::Tensor& ids) {
+  const at::Tensor flat = ids.reshape({-1}).to(at::kLong);
+  const int64_t m = flat.numel();
+  at::Tensor value = flat, first;
+  if (m <= kPairwiseIds) {
+    first = flat.unsqueeze(1).eq(flat.unsqueeze(0)).to(at::kByte).argmax(1);
+  } else {
+    at::Tensor order;
+    std::tie(value, order) = flat.sort();
+    const at::Tensor starts = at::ones({m}, flat.options().dtype(at::kBool));
+    starts.narrow(0, 1, m - 1).copy_(value.narrow(0, 1, m - 1).ne(value.narrow(0, 0, m - 1)));
+    // The rank of each run of equal ids, scattered back to the ids' order below.
+    first = starts.cumsum(0).sub_(1);
+    first = at::empty_like(first).index_put_({order}, first);
+    value = flat;
+  }
+  const at::Tensor negative = value.clamp(std::numeric_limits<int32_t>::min(), -1);
+  at::Tensor codes = at::empty(ids.sizes(), ids.options().dtype(at::kInt));
+  codes.view({-1}).copy_(at::where(value.lt(0), negative, first));
+  return {codes, m};
+}
+
 }  // namespace
 
-GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids) {
+GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids,
+                             int64_t num_scores) {
   // Always a new, contiguous tensor: the codes are an output of the operator, so they
   // must not alias its input and their layout must not depend on the ids' values.
   const auto as_codes = [](const at::Tensor& t) {
@@ -84,6 +115,9 @@ GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids) {
   const at::Tensor ids = unsigned_64 ? group_ids.view(at::kLong)
                          : (type == at::kUInt16 || type == at::kUInt32) ? group_ids.to(at::kLong)
                                                                         : group_ids;
+  if (!k.host_memory && !unsigned_64 && ids.numel() < num_scores) {
+    return broadcast_codes_on_device(ids);
+  }
   // Large int32 / int64 ids in host memory: bounds and codes from one pass.
   const bool narrow_here = k.host_memory && ids.numel() >= (int64_t(1) << 16) &&
                            (ids.scalar_type() == at::kLong || ids.scalar_type() == at::kInt);

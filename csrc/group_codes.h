@@ -16,7 +16,10 @@ struct GroupCodes {
 };
 
 // Dense codes for arbitrary non-negative ids: the ids themselves when they are small
-// (no sort), else the backend's numbering of the distinct ids. One host sync (min, max).
-GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids);
+// (no sort), else the backend's numbering of the distinct ids. One host sync (min, max),
+// except off host memory for ids broadcast over the num_scores scores (fewer ids than
+// scores): numbered on the device, negative ids left for the gather to raise.
+GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids,
+                             int64_t num_scores);
 
 }  // namespace aploss

@@ -114,7 +114,7 @@ Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tenso
   Ranking r;
   std::optional<at::Tensor> codes;
   if (group_ids.has_value()) {
-    const GroupCodes groups = dense_group_codes(k, *group_ids);
+    const GroupCodes groups = dense_group_codes(k, *group_ids, scores.numel());
     codes = groups.codes;
     r.num_groups = groups.num_groups;
   }

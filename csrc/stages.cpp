@@ -71,14 +71,17 @@ Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double 
     memory_rank = at::empty_like(by_position).index_put_(
         {by_position}, at::arange(by_position.numel(), by_position.options()));
   }
-  at::Tensor group, offsets = at::zeros({num_groups + 1}, position.options());
+  at::Tensor group, offsets;
   if (num_groups > 1) {
     const at::Tensor code = gathered[1].to(at::kLong);
     order = stable_sort_by(order, code);
     group = code.index_select(0, order);
-    offsets.narrow(0, 1, num_groups).copy_(at::bincount(group, {}, num_groups).cumsum(0));
+    // Group u's segment starts at the count of positives in earlier groups: a search of the
+    // sorted codes (bincount would read their maximum on the host).
+    offsets = at::searchsorted(group, at::arange(num_groups + 1, group.options()));
   } else {
     group = at::zeros_like(position);
+    offsets = at::zeros({num_groups + 1}, position.options());
     offsets.narrow(0, 1, 1).fill_(position.numel());
   }
   const at::Tensor q = score.index_select(0, order);

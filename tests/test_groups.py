@@ -650,3 +650,35 @@ def test_hypothesis_matches_reference_loop(problem):
             if (y == 0).any():
                 assert gr[y == 0].sum().item() == pytest.approx(loss_g / len(per_group), abs=1e-12)
             assert gr[y == 1].sum().item() == pytest.approx(-loss_g / len(per_group), abs=1e-12)
+
+
+# ------------------------------------------------------------------------- broadcast ids on a GPU
+
+from devices import EMULATED  # noqa: E402
+
+
+@pytest.mark.parametrize("target", EMULATED[:1], ids=str)
+def test_broadcast_ids_numbered_on_the_device(target):
+    # Fewer ids than scores: numbered on the device without a host read (repeated and
+    # sparse values, negative ones raised by the gather with the value).
+    scores, labels = image_class_problem(43)
+    for ids in (torch.tensor([3, 3, 7, 1, 7]), torch.tensor([9, 2**40, 9, 0, 5], dtype=torch.int64),
+                torch.tensor([[[2]], [[0]], [[2]], [[1]]], dtype=torch.int8)):
+        expected = aploss_cuda.ap_loss(scores, labels, group_ids=ids)
+        with target.running():
+            got = aploss_cuda.ap_loss(scores, labels, group_ids=ids)
+        torch.testing.assert_close(got, expected, **TOLERANCE[torch.float32])
+    # More ids than compared pairwise: numbered through a sort.
+    big_scores, big_labels = image_class_problem(44, A=600)
+    many = torch.randint(0, 700, (B, 600, 1), generator=torch.Generator().manual_seed(3)) * 7
+    expected = aploss_cuda.ap_loss(big_scores, big_labels, group_ids=many)
+    with target.running():
+        got = aploss_cuda.ap_loss(big_scores, big_labels, group_ids=many)
+        torch.testing.assert_close(got, expected, **TOLERANCE[torch.float32])
+        with pytest.raises(ValueError, match=r">= 0, found -5$"):
+            aploss_cuda.ap_loss(big_scores, big_labels, group_ids=many - 5)
+    with target.running():
+        with pytest.raises(ValueError, match=r"group_ids must be >= 0, found -3$"):
+            aploss_cuda.ap_loss(scores, labels, group_ids=torch.tensor([0, 1, -3, 2, -1]))
+        with pytest.raises(ValueError, match=r">= 0, found -2147483648 or less"):
+            aploss_cuda.ap_loss(scores, labels, group_ids=torch.full((B, 1, 1), -(2**40)))

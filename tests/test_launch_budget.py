@@ -10,6 +10,7 @@ kernels compute. Forward and backward of one ungrouped ranking, float32 scores:
   small GPU): at most 24 launches.
 """
 
+import collections
 import dataclasses
 
 import pytest
@@ -102,3 +103,60 @@ def test_more_positives_than_the_one_block_sort(target, loss):
     limit = LARGE_P_LAUNCHES
     syncs = BUDGETS[loss].host_syncs + (1 if loss == "alrp_loss" else 0)  # its values' check
     assert measured.launches <= limit and measured.host_syncs <= syncs, f"{loss}: {measured}"
+
+
+# Grouped rankings (ids broadcast per image and per class) run the stage path: the driver's
+# ATen stage ops (most of the launches), the gather, and the grouped index built on the
+# device for each pass: at most 16 launches of our kernels for a forward and backward. Host
+# syncs: no more than the ungrouped stage path's (method 'pairwise'); nothing N-sized is
+# allocated but the gradient.
+GROUPED_OWN_LAUNCHES = 16
+GROUPED_LAUNCHES = 165
+GROUPED_SHAPE = (8, 2500, 5)  # (images, anchors, classes): N = 100,000
+
+
+def grouped_problem(grouping, shape, device, num_pos=1000):
+    B, A, C = shape
+    n = B * A * C
+    g = torch.Generator().manual_seed(n)
+    labels = torch.zeros(n, dtype=torch.int64)
+    labels[torch.randperm(n, generator=g)[:num_pos]] = 1
+    labels = labels.view(shape).to(device)
+    scores = (torch.randn(shape, generator=g) * 0.5 - 4.6).to(device).requires_grad_(True)
+    ids = torch.arange(B)[:, None, None] if grouping == "per-image" else torch.arange(C)
+    ids = ids.to(device)
+    seed = torch.ones((), device=device)
+    return lambda: aploss_cuda.ap_loss(scores, labels, group_ids=ids).backward(seed)
+
+
+def ungrouped_stage_syncs(target, shape):
+    labels = (torch.rand(shape, generator=torch.Generator().manual_seed(1)) < 0.01).long()
+    scores = torch.randn(shape).requires_grad_(True)
+    seed = torch.ones(())
+    return cost(target, lambda: aploss_cuda.ap_loss(
+        scores, labels, method="pairwise").backward(seed)).host_syncs
+
+
+@pytest.mark.parametrize("target", [t for t in EMULATED if t.profile == "h100"], ids=str)
+@pytest.mark.parametrize("grouping", ["per-image", "per-class"])
+def test_grouped_call_within_budget(target, grouping):
+    measured = cost(target, grouped_problem(grouping, GROUPED_SHAPE, target.tensor_device))
+    syncs = ungrouped_stage_syncs(target, (4, 100, 5))
+    assert sum(measured.kernels.values()) <= GROUPED_OWN_LAUNCHES, f"{grouping}: {measured}"
+    assert measured.launches <= GROUPED_LAUNCHES, f"{grouping}: {measured}"
+    assert measured.host_syncs <= syncs, f"{grouping}: {measured}, ungrouped stage path {syncs}"
+
+
+@pytest.mark.parametrize("target", [t for t in EMULATED if t.profile == "h100"], ids=str)
+@pytest.mark.parametrize("grouping", ["per-image", "per-class"])
+def test_grouped_call_allocates_nothing_n_sized_but_the_gradient(target, grouping):
+    # What grows with N at a fixed P: only the gradient (float32).
+    sizes = {}
+    for anchors in (2500, 5000):
+        call = grouped_problem(grouping, (8, anchors, 5), target.tensor_device)
+        sizes[anchors] = sorted(cost(target, call).allocation_bytes)
+    small, large = sizes[2500], sizes[5000]
+    # As multisets: one int32 code per entry would be as large as the float32 gradient.
+    grown = collections.Counter(large) - collections.Counter(small)
+    assert grown == collections.Counter([8 * 5000 * 5 * 4]), (small, large)
+    assert len(small) == len(large)

@@ -27,7 +27,7 @@ const Kernels& cuda_kernels() {
                              gpu::grouped_pass1, gpu::grouped_pass2,
                              gpu::positive_window_sums, gpu::pass1_records, gpu::dense_codes,
                              gpu::ranking_forward, gpu::ranking_backward, gpu::check_ranking_state,
-                             /*pass1_float_atomics=*/true, /*broadcast_codes=*/false,
+                             /*pass1_float_atomics=*/true, /*broadcast_codes=*/true,
                              /*host_memory=*/false};
   return table;
 }

@@ -4,11 +4,12 @@
 // One read of the labels and of the scores of the non-ignored entries (every score that
 // takes part is checked for NaN/Inf here, so that pass 1, which runs after the sync,
 // never has to report an error), and exactly ONE device-to-host copy per call: a
-// 4-entry int64 buffer {P, first invalid label, first non-finite positive, first
-// non-finite negative} copied with a single .cpu(). That copy is the one host sync of the
-// forward (it is where P is learned). Errors are reported as on the CPU: an invalid
-// label first, then a non-finite positive, then a non-finite negative, each the first in
-// memory order.
+// 5-entry int64 buffer {P, first invalid label, first non-finite positive, first
+// non-finite negative, lowest negative group code} copied with a single .cpu(). That copy
+// is the one host sync of the forward (it is where P is learned). Errors are reported as
+// on the CPU: a negative group id first, then an invalid label, then a non-finite
+// positive, then a non-finite negative, each the first in memory order. Group codes are
+// read as code_layout.h lays them out (broadcast ids: no N-sized codes).
 //
 // Positives are appended to a buffer of a guessed capacity with a warp-aggregated
 // atomic counter (one global atomic per warp and iteration with a positive). If the
@@ -21,7 +22,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <limits>
 
+#include "../aploss/code_layout.h"
 #include "../aploss/dispatch.h"
 #include "../aploss/errors.h"
 #include "../aploss/math.h"
@@ -39,7 +42,8 @@ enum Meta : int {
   kMetaBadLabel = 1,
   kMetaBadPositive = 2,
   kMetaBadNegative = 3,
-  kMetaSize = 4,
+  kMetaLowestCode = 4,  // the lowest group code when one is negative (else 0)
+  kMetaSize = 5,
 };
 
 __global__ void init_meta_kernel(long long* meta) {
@@ -47,12 +51,13 @@ __global__ void init_meta_kernel(long long* meta) {
   meta[kMetaBadLabel] = LLONG_MAX;
   meta[kMetaBadPositive] = LLONG_MAX;
   meta[kMetaBadNegative] = LLONG_MAX;
+  meta[kMetaLowestCode] = 0;
 }
 
 template <typename scalar_t, typename label_t>
 __global__ void __launch_bounds__(kGatherBlock)
     gather_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
-                  const int32_t* __restrict__ codes, int64_t n, double* __restrict__ out,
+                  CodeLayout codes, int64_t n, double* __restrict__ out,
                   int64_t capacity, long long* meta) {
   const int lane = static_cast<int>(threadIdx.x & 31);
   // Warp-aligned grid-stride loop: every lane of a warp runs the same iterations, so the
@@ -61,11 +66,16 @@ __global__ void __launch_bounds__(kGatherBlock)
   long long bad_label = LLONG_MAX;  // this thread's first (= smallest) bad indices
   long long bad_positive = LLONG_MAX;
   long long bad_negative = LLONG_MAX;
+  long long lowest_code = 0;
   for (int64_t base = global_thread_index() - lane; base < n; base += stride) {
     const int64_t i = base + lane;
     bool positive = false;
     double v = 0.0;
     if (i < n) {
+      // A negative code stands for a negative group id (../group_codes.cpp): checked here,
+      // where the call reads the device anyway.
+      const int32_t code = codes.codes != nullptr ? codes.at(i) : 0;
+      lowest_code = code < lowest_code ? code : lowest_code;
       const int cls = classify_label(labels[i]);
       if (cls == kPositive) {
         positive = true;
@@ -95,7 +105,7 @@ __global__ void __launch_bounds__(kGatherBlock)
             start + static_cast<unsigned long long>(__popc(mask & ((1u << lane) - 1u)));
         if (slot < static_cast<unsigned long long>(capacity)) {
           out[slot] = v;
-          out[capacity + slot] = codes != nullptr ? static_cast<double>(codes[i]) : 0.0;
+          out[capacity + slot] = codes.codes != nullptr ? static_cast<double>(codes.at(i)) : 0.0;
           out[2 * capacity + slot] = static_cast<double>(i);
         }
       }
@@ -104,10 +114,11 @@ __global__ void __launch_bounds__(kGatherBlock)
   if (bad_label != LLONG_MAX) atomicMin(meta + kMetaBadLabel, bad_label);
   if (bad_positive != LLONG_MAX) atomicMin(meta + kMetaBadPositive, bad_positive);
   if (bad_negative != LLONG_MAX) atomicMin(meta + kMetaBadNegative, bad_negative);
+  if (lowest_code < 0) atomicMin(meta + kMetaLowestCode, lowest_code);
 }
 
 // One run of the gather into `out` ((3, capacity)); meta is reset first.
-void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes,
+void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const CodeLayout& codes,
                    at::Tensor& out, at::Tensor& meta, int device, cudaStream_t stream) {
   const int64_t n = scores.numel();
   long long* meta_ptr = reinterpret_cast<long long*>(meta.data_ptr<int64_t>());
@@ -126,7 +137,7 @@ void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const int
 }
 
 // (3, P) [scores; codes; positions].
-at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const int32_t* codes) {
+at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const CodeLayout& codes) {
   check_flat_inputs(scores, labels, "aploss gather");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
@@ -146,6 +157,12 @@ at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const
   const at::Tensor host = meta.cpu();
   const int64_t* h = host.const_data_ptr<int64_t>();
   const int64_t num_pos = h[kMetaCount];
+  if (h[kMetaLowestCode] < 0) {
+    // Codes below int32's range are clamped to its lowest value.
+    const bool clamped = h[kMetaLowestCode] == std::numeric_limits<int32_t>::min();
+    TORCH_CHECK_VALUE(false, "group_ids must be >= 0, found ", h[kMetaLowestCode],
+                      clamped ? " or less" : "");
+  }
   if (h[kMetaBadLabel] != LLONG_MAX) throw_invalid_label(labels, h[kMetaBadLabel]);
   if (h[kMetaBadPositive] != LLONG_MAX) throw_non_finite_score(scores, h[kMetaBadPositive]);
   if (h[kMetaBadNegative] != LLONG_MAX) throw_non_finite_score(scores, h[kMetaBadNegative]);
@@ -166,12 +183,13 @@ at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const
 
 at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
                   int64_t code_repeat) {
-  if (!codes.defined()) return gather_rows(scores, labels, nullptr);
+  if (!codes.defined()) return gather_rows(scores, labels, CodeLayout{nullptr, 1, 1});
   TORCH_CHECK(on_kernel_device(codes) && codes.scalar_type() == at::kInt && codes.is_contiguous() &&
-                  codes.numel() == scores.numel() && code_repeat == 1 &&
-                  codes.device() == scores.device(),
-              "aploss gather: codes must be contiguous int32 like scores, one per entry");
-  return gather_rows(scores, labels, codes.const_data_ptr<int32_t>());
+                  codes.numel() >= 1 && code_repeat >= 1 && codes.device() == scores.device(),
+              "aploss gather: codes must be contiguous int32 on the scores' device, broadcast "
+              "over them (kernels.h)");
+  return gather_rows(scores, labels,
+                     CodeLayout{codes.const_data_ptr<int32_t>(), codes.numel(), code_repeat});
 }
 
 }  // namespace gpu

@@ -1,136 +1,197 @@
-// Grouped rankings on the GPU: pass 1 and pass 2 with each entry searched against its
-// own group's segment of the positives (../aploss/segments.h).
+// Grouped rankings on the GPU: pass 1 and pass 2 over the grouped interval index
+// (../aploss/grouped_intervals.h), built on the device (grouped_index_cuda.cuh). Each entry
+// reads its group code as code_layout.h lays them out (no N-sized code tensor for ids
+// broadcast over the scores), finds its interval through its group's frame, and then
+// works as one ranking's entry does:
 //
-// The segments differ from entry to entry, so q is not staged in shared memory: the
-// binary searches read q from global memory (P doubles, L2-resident for any realistic
-// P), and pass 1 adds into the (3, P+1) output with global float64 atomics. The hot
-// addresses are the first index of each segment: every non-pruned negative adds its
-// "+1" to d1 there, and every negative below the segment's q_0 + delta adds to da and db
-// there. Those three sums are kept in registers while a thread's entries stay in one
-// segment (one group, or per-image groups at any N), and reduced per warp when all
-// lanes share the segment, as the ungrouped pass 1 does; the other contributions are
-// spread over the segment and go straight to global atomics. As in
-// sorted_pass1_cuda.cu, a non-finite negative (already rejected by the gather) adds NaN
-// to d1[0] as a second line of defence, and the float64 atomics make da's last bits
-// order-dependent: alertNotDeterministic.
+//   pass 1   per interval, the count of its negatives and the sum of their offsets from
+//            its left end in fixed point, as integers (sorted_pass1_cuda.cu: the same in
+//            every run); then one step over the intervals adds each one's negatives into
+//            the (3, P+1) float64 difference arrays (accumulate_interval) with float64
+//            atomics: d1 and db are integer counts (exact), da's last bits may depend on
+//            the order (alertNotDeterministic)
+//   pass 2   each negative's gradient from its interval's piece (interval_gradient with
+//            W at its segment's first positive), in the key type
+//
+// A non-finite negative (rejected by the gather before pass 1 runs) is flagged by pass 1
+// and turns d1[0] into NaN, a second line of defence.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
 #include <math_constants.h>
 
+#include <algorithm>
+
+#include "../aploss/code_layout.h"
 #include "../aploss/dispatch.h"
 #include "../aploss/kernels.h"
-#include "../aploss/segments.h"
-#include "cuda_common.cuh"
+#include "grouped_index_cuda.cuh"
+#include "positive_stage_cuda.cuh"
 
 namespace aploss {
 namespace gpu {
 namespace {
 
-constexpr int kGroupedBlock = 256;
+constexpr int kPass1Block = 1024;
+constexpr int kPass2Block = 256;
+constexpr int kAccumulateBlock = 256;
+// Shared bytes per interval in pass 1: 64-bit sum, 32-bit count, 32-bit carry.
+constexpr int64_t kSharedIntervalBytes = 16;
 
-template <typename scalar_t, typename label_t>
-__global__ void __launch_bounds__(kGroupedBlock)
+// An offset in [0, 1] in fixed point; anything else (never for a key in its interval)
+// counts as 0.
+template <typename K>
+__device__ __forceinline__ unsigned long long fixed_offset(K offset) {
+  constexpr K one = K(1ull << FixedPoint<K>::kBits);
+  if (offset >= K(1)) return 1ull << FixedPoint<K>::kBits;
+  return offset > K(0) ? static_cast<unsigned long long>(offset * one) : 0ull;
+}
+
+template <typename scalar_t, typename label_t, typename K = typename ScoreKey<scalar_t>::type>
+__global__ void __launch_bounds__(kPass1Block)
     grouped_pass1_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
-                         const int32_t* __restrict__ codes, int64_t n,
-                         const double* __restrict__ positives, int64_t num_pos,
-                         const int64_t* __restrict__ offsets, int64_t num_groups, double delta,
-                         double* __restrict__ out) {
-  const int64_t width = num_pos + 1;
-  const double* const q = positives;
-  const double* const shift = positives + num_pos;
-  // Register sums of the contributions at `first`, the current segment's first index.
-  int64_t first = -1;
-  double hot[3] = {0.0, 0.0, 0.0};  // d1, da, db at `first`
-  const auto flush = [&] {
-#pragma unroll
-    for (int array = 0; array < 3; ++array) {
-      if (hot[array] != 0.0) atomicAdd(out + array * width + first, hot[array]);
-      hot[array] = 0.0;
+                         CodeLayout codes, int64_t n, GroupedBuffers<K> g, K inv_delta,
+                         bool in_shared) {
+  APLOSS_EXTERN_SHARED(unsigned long long, smem);
+  const int64_t intervals = g.size.intervals;
+  unsigned long long* const sum_lo = smem;
+  unsigned int* const count = reinterpret_cast<unsigned int*>(smem + intervals);
+  unsigned int* const sum_hi = count + intervals;
+  if (in_shared) {
+    for (int64_t m = threadIdx.x; m < intervals; m += blockDim.x) {
+      sum_lo[m] = 0;
+      count[m] = 0;
+      sum_hi[m] = 0;
     }
-  };
-  const auto add = [&](int array, int64_t index, double value) {
-    if (index == first) {
-      hot[array] += value;
-    } else {
-      atomicAdd(out + array * width + index, value);
-    }
-  };
+    __syncthreads();
+  }
+  const GroupedIntervalIndex<K> index = g.index();
   bool non_finite = false;
   const int64_t stride = grid_threads();
   for (int64_t i = global_thread_index(); i < n; i += stride) {
     if (classify_label(labels[i]) != kNegative) continue;
-    const double v = static_cast<double>(scores[i]);
-    if (!is_finite_score(v)) {
+    const K key = static_cast<K>(scores[i]);
+    if (!(key == key && key - key == K(0))) {
       non_finite = true;
       continue;
     }
-    const Segment seg = segment_of(offsets, num_groups, codes[i]);
-    if (seg.empty()) continue;
-    const StepParams params = segment_params(delta, q, shift, seg);
-    if (is_pruned(v, params)) continue;
-    if (seg.begin != first) {
-      flush();
-      first = seg.begin;
+    const int64_t m =
+        grouped_interval_of(index, in_range_code(codes.at(i), index.num_groups), key);
+    if (m == 0) continue;  // no group: counts nothing
+    const unsigned long long fixed = fixed_offset(
+        offset_in_interval(key, interval_anchor(g.thresholds[m - 1]), inv_delta));
+    if (in_shared) {
+      atomicAdd(count + m, 1u);
+      const unsigned long long old = atomicAdd(sum_lo + m, fixed);
+      if (old + fixed < old) atomicAdd(sum_hi + m, 1u);
+    } else {
+      IntervalSums& s = g.sums[m];
+      atomicAdd(&s.count, 1ull);
+      const unsigned long long old = atomicAdd(&s.lo, fixed);
+      if (old + fixed < old) atomicAdd(&s.hi, 1ull);
     }
-    accumulate_segment_window(find_segment_window(q, seg, v, params), seg, add);
   }
-
-  // Every thread of the block reaches this point (no early return above): full warps.
-  // One atomic per array and warp when the lanes' segments agree, else one per lane.
-  const int64_t warp_first = warp_max(first);
-  if (__all_sync(kFullMask, first < 0 || first == warp_first)) {
-#pragma unroll
-    for (int array = 0; array < 3; ++array) hot[array] = warp_sum(hot[array]);
-    if ((threadIdx.x & 31) == 0 && warp_first >= 0) {
-      first = warp_first;
-      flush();
+  if (non_finite) g.meta[kGroupedNonFinite] = 1;
+  if (in_shared) {
+    __syncthreads();
+    for (int64_t m = threadIdx.x; m < intervals; m += blockDim.x) {
+      if (count[m] == 0) continue;
+      IntervalSums& s = g.sums[m];
+      atomicAdd(&s.count, static_cast<unsigned long long>(count[m]));
+      const unsigned long long lo = sum_lo[m];
+      const unsigned long long old = atomicAdd(&s.lo, lo);
+      const unsigned long long carry = old + lo < old ? 1ull : 0ull;
+      if (sum_hi[m] + carry != 0) atomicAdd(&s.hi, sum_hi[m] + carry);
     }
-  } else if (first >= 0) {
-    flush();
   }
-  if (non_finite) atomicAdd(out, CUDART_NAN);
 }
 
-template <typename scalar_t, typename label_t>
-__global__ void __launch_bounds__(kGroupedBlock)
+// Each interval's negatives into the difference arrays (3, P+1).
+template <typename K>
+__global__ void __launch_bounds__(kAccumulateBlock)
+    accumulate_kernel(GroupedBuffers<K> g, double delta, double* __restrict__ out) {
+  const int64_t width = g.size.num_pos + 1;
+  const int64_t intervals = g.meta[kGroupedIntervals];
+  const double inv_2delta = 0.5 / delta;
+  const auto add = [out, width](int array, int64_t at, double value) {
+    atomicAdd(out + array * width + at, value);
+  };
+  const int64_t stride = grid_threads();
+  for (int64_t m = 1 + global_thread_index(); m < intervals; m += stride) {
+    const IntervalSums& sums = g.sums[m];
+    if (sums.count == 0) continue;
+    const int64_t lo = g.lo[m], hi = g.hi[m];
+    const double count = static_cast<double>(sums.count);
+    double sum_a = 0.0;
+    if (hi > lo) {
+      // Each offset is (s - left) / (2 delta); a = (s - shift) / (2 delta) + 1/2 (math.h).
+      const double left = static_cast<double>(interval_anchor(g.thresholds[m - 1]));
+      sum_a = count * (scaled_difference(left, g.shift[m], inv_2delta) + 0.5) +
+              fixed_sum(sums, FixedPoint<K>::kBits);
+    }
+    accumulate_interval(g.begin[m], lo, hi, count, sum_a, add);
+  }
+  if (global_thread_index() == 0 && g.meta[kGroupedNonFinite] != 0) atomicAdd(out, CUDART_NAN);
+}
+
+template <typename scalar_t, typename label_t, typename K = typename ScoreKey<scalar_t>::type>
+__global__ void __launch_bounds__(kPass2Block)
     grouped_pass2_kernel(const scalar_t* __restrict__ scores, const label_t* __restrict__ labels,
-                         const int32_t* __restrict__ codes, int64_t n,
-                         const double* __restrict__ state, int64_t num_pos,
-                         const int64_t* __restrict__ offsets, int64_t num_groups, double delta,
-                         const double* __restrict__ grad_output, scalar_t* __restrict__ grad) {
-  const int64_t width = num_pos + 1;
-  const double* const q = state + kRowQ * width;
-  const double* const shift = state + kRowShift * width;
-  const double* const prefix_w = state + kRowPrefixW * width;
-  const double* const prefix_q = state + kRowPrefixQ * width;
-  const double scale = *grad_output;
+                         CodeLayout codes, int64_t n, GroupedBuffers<K> g, bool in_shared,
+                         scalar_t* __restrict__ grad) {
+  APLOSS_EXTERN_SHARED(unsigned long long, smem);  // in_shared: every interval's piece
+  const IntervalGradient<K>* piece = g.pieces;
+  if (in_shared) {
+    IntervalGradient<K>* staged = reinterpret_cast<IntervalGradient<K>*>(smem);
+    const int64_t intervals = g.meta[kGroupedIntervals];
+    for (int64_t m = threadIdx.x; m < intervals; m += blockDim.x) staged[m] = g.pieces[m];
+    __syncthreads();
+    piece = staged;
+  }
+  const GroupedIntervalIndex<K> index = g.index();
   const int64_t stride = grid_threads();
   for (int64_t i = global_thread_index(); i < n; i += stride) {
-    double value = 0.0;
+    scalar_t value = scalar_t(0);
     if (classify_label(labels[i]) == kNegative) {
-      const Segment seg = segment_of(offsets, num_groups, codes[i]);
-      const double v = static_cast<double>(scores[i]);
-      if (!seg.empty()) {
-        const StepParams params = segment_params(delta, q, shift, seg);
-        if (!is_pruned(v, params)) {
-          value = segment_window_gradient(find_segment_window(q, seg, v, params), seg, prefix_w,
-                                          prefix_q, params);
-        }
+      const K key = static_cast<K>(scores[i]);
+      const double v = static_cast<double>(key);
+      // Not finite: never after a forward (it rejects such scores); -inf is below every
+      // window, anything else has no gradient.
+      if (is_finite_score(v)) {
+        const int64_t m =
+            grouped_interval_of(index, in_range_code(codes.at(i), index.num_groups), key);
+        value = static_cast<scalar_t>(gradient_in_interval(piece[m], key));
+      } else {
+        value = static_cast<scalar_t>(v < 0 ? 0.0 : v - v);
       }
     }
-    grad[i] = static_cast<scalar_t>(scale * value);
+    grad[i] = value;
   }
 }
 
-void check_groups(const at::Tensor& codes, int64_t code_repeat, const at::Tensor& offsets,
-                  const at::Tensor& scores, const char* what) {
+CodeLayout check_groups(const at::Tensor& codes, int64_t code_repeat, const at::Tensor& offsets,
+                        const at::Tensor& scores, const char* what) {
   TORCH_CHECK(codes.scalar_type() == at::kInt && codes.device() == scores.device() &&
-                  codes.is_contiguous() && codes.numel() == scores.numel() && code_repeat == 1,
-              what, ": codes must be contiguous int32 like scores, one per entry");
+                  codes.is_contiguous() && codes.numel() >= 1 && code_repeat >= 1 &&
+                  (scores.numel() == 0 || codes.numel() * code_repeat <= scores.numel() ||
+                   codes.numel() == scores.numel()),
+              what, ": codes must be contiguous int32 on the scores' device, broadcast over "
+              "them (kernels.h)");
   TORCH_CHECK(offsets.scalar_type() == at::kLong && offsets.device() == scores.device() &&
                   offsets.is_contiguous() && offsets.dim() == 1 && offsets.numel() >= 1,
               what, ": offsets must be a contiguous 1-D int64 tensor on ", scores.device());
+  return {codes.const_data_ptr<int32_t>(), codes.numel(), code_repeat};
+}
+
+at::ScalarType key_dtype_of(const at::Tensor& scores) {
+  return scores.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Shared bytes for `bytes` wanted by `kernel` at `block` threads, or 0 when they do not fit.
+size_t shared_bytes(const void* kernel, int device, int block, int64_t bytes) {
+  if (bytes > static_cast<int64_t>(max_dynamic_smem(kernel, device))) return 0;
+  return blocks_per_sm(kernel, block, static_cast<size_t>(bytes)) > 0 ? static_cast<size_t>(bytes)
+                                                                      : 0;
 }
 
 }  // namespace
@@ -140,7 +201,7 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& offsets, double delta) {
   check_flat_inputs(scores, labels, "aploss grouped_pass1");
   check_positives(positives, scores, "aploss grouped_pass1");
-  check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass1");
+  const CodeLayout layout = check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass1");
   at::globalContext().alertNotDeterministic("ap_loss (CUDA, group_ids): pass 1");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
@@ -148,17 +209,42 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
 
   const int64_t n = scores.numel();
   const int64_t num_pos = positives.size(1);
-  at::Tensor out = at::zeros({3, num_pos + 1}, positives.options());
-  if (n == 0) return out;
+  const int64_t num_groups = offsets.numel() - 1;
+  if (n == 0) return at::zeros({3, num_pos + 1}, positives.options());
+  at::Tensor out = at::empty({3, num_pos + 1}, positives.options());
+  const at::ScalarType key_dtype = key_dtype_of(scores);
+  const at::Tensor workspace = grouped_workspace(positives.options(), num_pos, num_groups,
+                                                 at::elementSize(key_dtype));
+  const double* qp = positives.const_data_ptr<double>();
+  const GroupedPositives pos{qp, qp + num_pos, offsets.const_data_ptr<int64_t>()};
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
                                     "aploss_grouped_pass1_cuda", [&] {
-    const auto kernel = grouped_pass1_kernel<scalar_t, label_t>;
-    const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGroupedBlock, 0);
-    const int64_t grid = grid_size(device, per_sm, n, kGroupedBlock);
-    APLOSS_LAUNCH(kernel, static_cast<unsigned>(grid), kGroupedBlock, 0, stream)(
-        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(),
-        codes.const_data_ptr<int32_t>(), n, positives.const_data_ptr<double>(), num_pos,
-        offsets.const_data_ptr<int64_t>(), offsets.numel() - 1, delta, out.data_ptr<double>());
+    using K = typename ScoreKey<scalar_t>::type;
+    const GroupedBuffers<K> g = grouped_buffers<K>(workspace, num_pos, num_groups);
+    GroupedExtras extras;
+    extras.zero = out.data_ptr<double>();
+    extras.zero_count = out.numel();
+    extras.pass1_sums = true;
+    build_grouped_index<K>(g, pos, delta, extras, device, stream);
+
+    const auto pass1 = grouped_pass1_kernel<scalar_t, label_t>;
+    const size_t smem = shared_bytes(reinterpret_cast<const void*>(pass1), device, kPass1Block,
+                                     g.size.intervals * kSharedIntervalBytes);
+    const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(pass1), kPass1Block, smem);
+    // Enough entries per block that its flush (one per interval it saw) stays small.
+    const int64_t grid = grid_size(device, per_sm, n, smem > 0 ? int64_t(1) << 15 : kPass1Block);
+    APLOSS_LAUNCH(pass1, static_cast<unsigned>(grid), kPass1Block, smem, stream)(
+        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(), layout, n, g,
+        static_cast<K>(1.0 / delta), smem > 0);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+    const auto accumulate = accumulate_kernel<K>;
+    const int accumulate_per_sm =
+        blocks_per_sm(reinterpret_cast<const void*>(accumulate), kAccumulateBlock, 0);
+    const int64_t accumulate_grid =
+        grid_size(device, accumulate_per_sm, g.size.intervals, kAccumulateBlock);
+    APLOSS_LAUNCH(accumulate, static_cast<unsigned>(accumulate_grid), kAccumulateBlock, 0,
+                  stream)(g, delta, out.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -169,23 +255,47 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
                    double delta, const at::Tensor& grad_output, at::Tensor& grad) {
   const at::Tensor scale =
       check_pass2_and_scale(scores, labels, state, grad_output, grad, "aploss grouped_pass2");
-  check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass2");
+  const CodeLayout layout = check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass2");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
 
   const int64_t n = scores.numel();
+  const int64_t num_pos = state.size(1) - 1;
   if (n == 0) return;
+  if (num_pos == 0) {  // no positive: no negative has a window
+    grad.zero_();
+    return;
+  }
+  const int64_t num_groups = offsets.numel() - 1;
+  const at::ScalarType key_dtype = key_dtype_of(scores);
+  const at::Tensor workspace = grouped_workspace(state.options(), num_pos, num_groups,
+                                                 at::elementSize(key_dtype));
+  const int64_t width = num_pos + 1;
+  const double* st = state.const_data_ptr<double>();
+  const GroupedPositives pos{st + kRowQ * width, st + kRowShift * width,
+                             offsets.const_data_ptr<int64_t>()};
   APLOSS_DISPATCH_SCORES_AND_LABELS(scores.scalar_type(), labels.scalar_type(),
                                     "aploss_grouped_pass2_cuda", [&] {
-    const auto kernel = grouped_pass2_kernel<scalar_t, label_t>;
-    const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(kernel), kGroupedBlock, 0);
-    const int64_t grid = grid_size(device, per_sm, n, kGroupedBlock);
-    APLOSS_LAUNCH(kernel, static_cast<unsigned>(grid), kGroupedBlock, 0, stream)(
-        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(),
-        codes.const_data_ptr<int32_t>(), n, state.const_data_ptr<double>(), state.size(1) - 1,
-        offsets.const_data_ptr<int64_t>(), offsets.numel() - 1, delta,
-        scale.const_data_ptr<double>(), grad.data_ptr<scalar_t>());
+    using K = typename ScoreKey<scalar_t>::type;
+    const GroupedBuffers<K> g = grouped_buffers<K>(workspace, num_pos, num_groups);
+    GroupedExtras extras;
+    extras.prefix_w = st + kRowPrefixW * width;
+    extras.prefix_q = st + kRowPrefixQ * width;
+    extras.grad_output = scale.const_data_ptr<double>();
+    build_grouped_index<K>(g, pos, delta, extras, device, stream);
+
+    const auto pass2 = grouped_pass2_kernel<scalar_t, label_t>;
+    const size_t smem =
+        shared_bytes(reinterpret_cast<const void*>(pass2), device, kPass2Block,
+                     g.size.intervals * static_cast<int64_t>(sizeof(IntervalGradient<K>)));
+    const int per_sm = blocks_per_sm(reinterpret_cast<const void*>(pass2), kPass2Block, smem);
+    const int64_t grid = grid_size(device, per_sm, n,
+                                   smem > 0 ? std::max<int64_t>(kPass2Block, g.size.intervals)
+                                            : kPass2Block);
+    APLOSS_LAUNCH(pass2, static_cast<unsigned>(grid), kPass2Block, smem, stream)(
+        scores.const_data_ptr<scalar_t>(), labels.const_data_ptr<label_t>(), layout, n, g,
+        smem > 0, grad.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
