@@ -144,4 +144,10 @@ GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids,
   return numbered_codes(k, ids);
 }
 
+void check_group_ids_non_negative(const at::Tensor& group_ids) {
+  if (group_ids.numel() == 0 || !at::isSignedType(group_ids.scalar_type())) return;
+  const int64_t lowest = read_to_host(group_ids.min().to(at::kLong)).item<int64_t>();
+  TORCH_CHECK_VALUE(lowest >= 0, "group_ids must be >= 0, found ", lowest);
+}
+
 }  // namespace aploss
