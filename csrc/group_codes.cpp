@@ -127,9 +127,11 @@ GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids,
                                               : narrow_on_host<int32_t>(ids);
   } else {
     const auto [lowest, highest] = at::aminmax(ids);
-    const at::Tensor bounds = read_to_host(at::stack({lowest, highest}).to(at::kLong));
-    narrowed.lowest = bounds[0].item<int64_t>();
-    narrowed.highest = bounds[1].item<int64_t>();
+    // One read of both bounds; then plain host memory.
+    const at::Tensor bounds =
+        read_to_host(at::stack({lowest, highest}).to(at::kLong)).contiguous();
+    narrowed.lowest = bounds.const_data_ptr<int64_t>()[0];
+    narrowed.highest = bounds.const_data_ptr<int64_t>()[1];
   }
   const int64_t min_id = narrowed.lowest, max_id = narrowed.highest;
   if (unsigned_64 && min_id < 0) return numbered_codes(k, ids);
@@ -142,6 +144,12 @@ GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids,
     return {narrowed.codes.defined() ? narrowed.codes : as_codes(ids), max_id + 1};
   }
   return numbered_codes(k, ids);
+}
+
+void check_group_ids_non_negative(const at::Tensor& group_ids) {
+  if (group_ids.numel() == 0 || !at::isSignedType(group_ids.scalar_type())) return;
+  const int64_t lowest = read_to_host(group_ids.min().to(at::kLong)).item<int64_t>();
+  TORCH_CHECK_VALUE(lowest >= 0, "group_ids must be >= 0, found ", lowest);
 }
 
 }  // namespace aploss

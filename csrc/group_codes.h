@@ -22,4 +22,7 @@ struct GroupCodes {
 GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids,
                              int64_t num_scores);
 
+// ValueError naming the lowest id when one is negative (a host read: for error paths).
+void check_group_ids_non_negative(const at::Tensor& group_ids);
+
 }  // namespace aploss

@@ -122,7 +122,15 @@ Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tenso
   if (scores.numel() == 0) return r;
   const FlatInputs flat = flatten(scores, labels);
   const Entries in = entries(k, flat, scores, codes);
-  const at::Tensor gathered = aploss::gather(k, in);
+  at::Tensor gathered;
+  try {
+    gathered = aploss::gather(k, in);
+  } catch (const c10::ValueError&) {
+    // A negative id numbered on the device reaches the gather as its code, clamped to
+    // int32: the ids themselves name it exactly (one more host read, on this error path).
+    if (group_ids.has_value()) check_group_ids_non_negative(*group_ids);
+    throw;
+  }
   const int64_t num_pos = gathered.size(1);
   if (num_pos == 0) return r;
   TORCH_CHECK_VALUE(num_pos <= std::numeric_limits<int32_t>::max(),

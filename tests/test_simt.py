@@ -174,7 +174,12 @@ ALL_LAUNCHES = {
     ("gather_cuda.cu", "init_meta_kernel"),
     ("gather_cuda.cu", "kernel"),
     ("pairwise_cuda.cu", "kernel"),
-    ("grouped_cuda.cu", "kernel"),
+    ("grouped_index_cuda.cu", "bases"),
+    ("grouped_index_cuda.cu", "merge"),
+    ("grouped_index_cuda.cu", "fill"),
+    ("grouped_cuda.cu", "pass1"),
+    ("grouped_cuda.cu", "accumulate"),
+    ("grouped_cuda.cu", "pass2"),
     ("records_cuda.cu", "kernel"),
 }
 
