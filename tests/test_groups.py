@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from devices import EMULATED
 from helpers import LABEL_DTYPES, TOLERANCE, loss_and_grad, opcheck, random_problem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -653,8 +654,6 @@ def test_hypothesis_matches_reference_loop(problem):
 
 
 # ------------------------------------------------------------------------- broadcast ids on a GPU
-
-from devices import EMULATED  # noqa: E402
 
 
 @pytest.mark.parametrize("target", EMULATED[:1], ids=str)

@@ -35,24 +35,6 @@ APLOSS_HD StepParams segment_params(double delta, const double* q, const double*
   return make_step_params(delta, q[seg.begin], cluster_shift + seg.begin, seg.size());
 }
 
-// Pass 1 contributions of a negative of this segment (non-pruned, finite) whose window
-// `w` was found within the segment, with `add(array, index, value)` on the shared arrays.
-// The ungrouped "+1 at 0" of d1 becomes "+1 at the segment's first index".
-template <typename Add>
-APLOSS_HD void accumulate_segment_window(const Window& w, Segment seg, Add add) {
-  const int64_t base = seg.begin;
-  const int full = accumulate_negative(
-      w, [&](int array, int64_t index, double value) { add(array, base + index, value); });
-  if (full) add(kD1, base, 1.0);
-}
-
-// Pass 2 gradient of a negative of this segment from its window `w` within the segment:
-// W's prefix sums start at the segment's first index, Q only enters as differences.
-APLOSS_HD double segment_window_gradient(const Window& w, Segment seg, const double* W,
-                                         const double* Q, const StepParams& p) {
-  return negative_gradient(w, W + seg.begin, Q + seg.begin, p) - W[seg.begin];
-}
-
 // The window of s within the segment by plain binary search (q in fast memory: GPU).
 APLOSS_HD Window find_segment_window(const double* q, Segment seg, double s, const StepParams& p) {
   return find_window(q + seg.begin, seg.size(), s, p);
