@@ -137,7 +137,8 @@ void launch_gather(const at::Tensor& scores, const at::Tensor& labels, const Cod
 }
 
 // (3, P) [scores; codes; positions].
-at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels, const CodeLayout& codes) {
+at::Tensor gather_rows(const at::Tensor& scores, const at::Tensor& labels,
+                       const CodeLayout& codes) {
   check_flat_inputs(scores, labels, "aploss gather");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);

@@ -201,7 +201,8 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
                          const at::Tensor& offsets, double delta) {
   check_flat_inputs(scores, labels, "aploss grouped_pass1");
   check_positives(positives, scores, "aploss grouped_pass1");
-  const CodeLayout layout = check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass1");
+  const CodeLayout layout =
+      check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass1");
   at::globalContext().alertNotDeterministic("ap_loss (CUDA, group_ids): pass 1");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
@@ -255,7 +256,8 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
                    double delta, const at::Tensor& grad_output, at::Tensor& grad) {
   const at::Tensor scale =
       check_pass2_and_scale(scores, labels, state, grad_output, grad, "aploss grouped_pass2");
-  const CodeLayout layout = check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass2");
+  const CodeLayout layout =
+      check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass2");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();

@@ -68,14 +68,19 @@ __global__ void __launch_bounds__(kIndexBlock)
   const int64_t* const offsets = pos.offsets;
   if (blockIdx.x == 0) {  // uniform over the block: its barriers are reached by all
     const auto size = [offsets](int64_t u) { return offsets[u + 1] - offsets[u]; };
+    // A group's blocks: none without positives.
+    const auto thresholds_of = [size](int64_t u) {
+      return size(u) > 0 ? static_cast<long long>(threshold_block(size(u))) : 0ll;
+    };
+    const auto records_of = [size](int64_t u) {
+      return size(u) > 0 ? static_cast<long long>(record_block(size(u))) : 0ll;
+    };
     const auto add = [](long long x, long long y) { return x + y; };
     const long long thresholds = block_scan<long long>(
-        num_groups, add, 0ll, false, scratch,
-        [size](int64_t u) { return size(u) > 0 ? static_cast<long long>(threshold_block(size(u))) : 0ll; },
+        num_groups, add, 0ll, false, scratch, thresholds_of,
         [&g](int64_t u, long long v) { g.threshold_base[u] = kNoGroupThresholds + v; });
     const long long records = block_scan<long long>(
-        num_groups, add, 0ll, false, scratch,
-        [size](int64_t u) { return size(u) > 0 ? static_cast<long long>(record_block(size(u))) : 0ll; },
+        num_groups, add, 0ll, false, scratch, records_of,
         [&g, size](int64_t u, long long v) {
           g.record_base[u] = kNoGroupRecords + v;
           if (size(u) == 0) g.frames[u] = no_group_frame<K>();
