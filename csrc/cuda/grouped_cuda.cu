@@ -26,6 +26,7 @@
 #include "../aploss/dispatch.h"
 #include "../aploss/kernels.h"
 #include "grouped_index_cuda.cuh"
+#include "interval_sums_cuda.cuh"
 #include "positive_stage_cuda.cuh"
 
 namespace aploss {
@@ -35,17 +36,6 @@ namespace {
 constexpr int kPass1Block = 1024;
 constexpr int kPass2Block = 256;
 constexpr int kAccumulateBlock = 256;
-// Shared bytes per interval in pass 1: 64-bit sum, 32-bit count, 32-bit carry.
-constexpr int64_t kSharedIntervalBytes = 16;
-
-// An offset in [0, 1] in fixed point; anything else (never for a key in its interval)
-// counts as 0.
-template <typename K>
-__device__ __forceinline__ unsigned long long fixed_offset(K offset) {
-  constexpr K one = K(1ull << FixedPoint<K>::kBits);
-  if (offset >= K(1)) return 1ull << FixedPoint<K>::kBits;
-  return offset > K(0) ? static_cast<unsigned long long>(offset * one) : 0ull;
-}
 
 template <typename scalar_t, typename label_t, typename K = typename ScoreKey<scalar_t>::type>
 __global__ void __launch_bounds__(kPass1Block)
@@ -53,18 +43,7 @@ __global__ void __launch_bounds__(kPass1Block)
                          CodeLayout codes, int64_t n, GroupedBuffers<K> g, K inv_delta,
                          bool in_shared) {
   APLOSS_EXTERN_SHARED(unsigned long long, smem);
-  const int64_t intervals = g.size.intervals;
-  unsigned long long* const sum_lo = smem;
-  unsigned int* const count = reinterpret_cast<unsigned int*>(smem + intervals);
-  unsigned int* const sum_hi = count + intervals;
-  if (in_shared) {
-    for (int64_t m = threadIdx.x; m < intervals; m += blockDim.x) {
-      sum_lo[m] = 0;
-      count[m] = 0;
-      sum_hi[m] = 0;
-    }
-    __syncthreads();
-  }
+  const BlockIntervalSums sums(smem, g.size.intervals, in_shared, g.sums);
   const GroupedIntervalIndex<K> index = g.index();
   bool non_finite = false;
   const int64_t stride = grid_threads();
@@ -78,32 +57,11 @@ __global__ void __launch_bounds__(kPass1Block)
     const int64_t m =
         grouped_interval_of(index, in_range_code(codes.at(i), index.num_groups), key);
     if (m == 0) continue;  // no group: counts nothing
-    const unsigned long long fixed = fixed_offset(
-        offset_in_interval(key, interval_anchor(g.thresholds[m - 1]), inv_delta));
-    if (in_shared) {
-      atomicAdd(count + m, 1u);
-      const unsigned long long old = atomicAdd(sum_lo + m, fixed);
-      if (old + fixed < old) atomicAdd(sum_hi + m, 1u);
-    } else {
-      IntervalSums& s = g.sums[m];
-      atomicAdd(&s.count, 1ull);
-      const unsigned long long old = atomicAdd(&s.lo, fixed);
-      if (old + fixed < old) atomicAdd(&s.hi, 1ull);
-    }
+    sums.add(m, fixed_offset(
+                    offset_in_interval(key, interval_anchor(g.thresholds[m - 1]), inv_delta)));
   }
   if (non_finite) g.meta[kGroupedNonFinite] = 1;
-  if (in_shared) {
-    __syncthreads();
-    for (int64_t m = threadIdx.x; m < intervals; m += blockDim.x) {
-      if (count[m] == 0) continue;
-      IntervalSums& s = g.sums[m];
-      atomicAdd(&s.count, static_cast<unsigned long long>(count[m]));
-      const unsigned long long lo = sum_lo[m];
-      const unsigned long long old = atomicAdd(&s.lo, lo);
-      const unsigned long long carry = old + lo < old ? 1ull : 0ull;
-      if (sum_hi[m] + carry != 0) atomicAdd(&s.hi, sum_hi[m] + carry);
-    }
-  }
+  sums.flush();
 }
 
 // Each interval's negatives into the difference arrays (3, P+1).

@@ -22,6 +22,7 @@
 #include "../aploss/dispatch.h"
 #include "../aploss/intervals.h"
 #include "../aploss/math.h"
+#include "interval_sums_cuda.cuh"
 #include "ranking_cuda.cuh"
 
 namespace aploss {
@@ -29,15 +30,6 @@ namespace gpu {
 namespace {
 
 constexpr int kPass1Block = 1024;
-// Shared bytes per interval: 64-bit sum, 32-bit count, 32-bit carry.
-constexpr int64_t kSharedIntervalBytes = 16;
-
-template <typename K>
-__device__ __forceinline__ unsigned long long to_fixed(K offset) {
-  constexpr K one = K(1ull << FixedPoint<K>::kBits);
-  return offset >= K(1) ? (1ull << FixedPoint<K>::kBits)
-                        : static_cast<unsigned long long>(offset * one);
-}
 
 template <typename scalar_t, typename K = typename ScoreKey<scalar_t>::type>
 __global__ void __launch_bounds__(kPass1Block)
@@ -50,17 +42,7 @@ __global__ void __launch_bounds__(kPass1Block)
   const int64_t intervals = 2 * num_pos + 1;
   // Uniform over the block, as the barriers below need.
   const bool in_shared = ranked && intervals <= shared_intervals;
-  unsigned long long* const sum_lo = smem;
-  unsigned int* const count = reinterpret_cast<unsigned int*>(smem + intervals);
-  unsigned int* const sum_hi = count + intervals;
-  if (in_shared) {
-    for (int64_t m = threadIdx.x; m < intervals; m += blockDim.x) {
-      sum_lo[m] = 0;
-      count[m] = 0;
-      sum_hi[m] = 0;
-    }
-    __syncthreads();
-  }
+  const BlockIntervalSums sums(smem, intervals, in_shared, r.sums);
   const IntervalIndex<K> ix = ranked ? device_index(r, num_pos) : IntervalIndex<K>{};
 
   long long bad = LLONG_MAX;
@@ -75,32 +57,11 @@ __global__ void __launch_bounds__(kPass1Block)
     if (!ranked) continue;
     const int64_t m = interval_of(ix, key);
     if (m == 0) continue;  // below every window: adds nothing
-    const unsigned long long fixed =
-        to_fixed(offset_in_interval(key, interval_anchor(ix.thresholds[m - 1]), inv_delta));
-    if (in_shared) {
-      atomicAdd(count + m, 1u);
-      const unsigned long long old = atomicAdd(sum_lo + m, fixed);
-      if (old + fixed < old) atomicAdd(sum_hi + m, 1u);
-    } else {
-      IntervalSums& s = r.sums[m];
-      atomicAdd(&s.count, 1ull);
-      const unsigned long long old = atomicAdd(&s.lo, fixed);
-      if (old + fixed < old) atomicAdd(&s.hi, 1ull);
-    }
+    sums.add(m, fixed_offset(
+                    offset_in_interval(key, interval_anchor(ix.thresholds[m - 1]), inv_delta)));
   }
   if (bad != LLONG_MAX) atomicMin(r.meta + kMetaBadNegative, bad);
-  if (in_shared) {
-    __syncthreads();
-    for (int64_t m = threadIdx.x; m < intervals; m += blockDim.x) {
-      if (count[m] == 0) continue;
-      IntervalSums& s = r.sums[m];
-      atomicAdd(&s.count, static_cast<unsigned long long>(count[m]));
-      const unsigned long long lo = sum_lo[m];
-      const unsigned long long old = atomicAdd(&s.lo, lo);
-      const unsigned long long carry = old + lo < old ? 1ull : 0ull;
-      if (sum_hi[m] + carry != 0) atomicAdd(&s.hi, sum_hi[m] + carry);
-    }
-  }
+  sums.flush();
 }
 
 }  // namespace
