@@ -81,7 +81,8 @@ std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
   int32_t* c = codes.data_ptr<int32_t>();
   const int64_t n = values.numel();
   constexpr int64_t kMinChunk = int64_t(1) << 16;
-  const int64_t count = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kMinChunk));
+  const int64_t count =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kMinChunk));
   const int64_t size = (n + count - 1) / count;
   std::vector<IdTable> local(count);
   at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {

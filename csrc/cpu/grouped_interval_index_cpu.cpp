@@ -7,7 +7,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <mutex>
+
+#include "last_built.h"
 
 namespace aploss {
 namespace cpu {
@@ -134,19 +135,14 @@ std::shared_ptr<const OwnedGroupedIndex<K>> grouped_index(const double* q,
                                                           const double* cluster_shift,
                                                           int64_t num_pos, const int64_t* offsets,
                                                           int64_t num_groups, double delta) {
-  static std::mutex mutex;
-  static std::shared_ptr<const OwnedGroupedIndex<K>> last;
-  {
-    const std::lock_guard<std::mutex> lock(mutex);
-    if (last != nullptr && last->indexes(q, cluster_shift, num_pos, offsets, num_groups, delta)) {
-      return last;
-    }
-  }
-  auto built = std::make_shared<const OwnedGroupedIndex<K>>(q, cluster_shift, num_pos, offsets,
+  return LastBuilt<OwnedGroupedIndex<K>>::get(
+      [&](const OwnedGroupedIndex<K>& kept) {
+        return kept.indexes(q, cluster_shift, num_pos, offsets, num_groups, delta);
+      },
+      [&] {
+        return std::make_shared<const OwnedGroupedIndex<K>>(q, cluster_shift, num_pos, offsets,
                                                             num_groups, delta);
-  const std::lock_guard<std::mutex> lock(mutex);
-  last = built;
-  return built;
+      });
 }
 
 template class OwnedGroupedIndex<float>;

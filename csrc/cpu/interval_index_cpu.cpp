@@ -7,7 +7,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <mutex>
+
+#include "last_built.h"
 
 namespace aploss {
 namespace cpu {
@@ -109,16 +110,13 @@ template <typename K>
 std::shared_ptr<const OwnedIntervalIndex<K>> interval_index(const double* q,
                                                             const double* cluster_shift,
                                                             int64_t num_pos, double delta) {
-  static std::mutex mutex;
-  static std::shared_ptr<const OwnedIntervalIndex<K>> last;
-  {
-    const std::lock_guard<std::mutex> lock(mutex);
-    if (last != nullptr && last->indexes(q, cluster_shift, num_pos, delta)) return last;
-  }
-  auto built = std::make_shared<const OwnedIntervalIndex<K>>(q, cluster_shift, num_pos, delta);
-  const std::lock_guard<std::mutex> lock(mutex);
-  last = built;
-  return built;
+  return LastBuilt<OwnedIntervalIndex<K>>::get(
+      [&](const OwnedIntervalIndex<K>& kept) {
+        return kept.indexes(q, cluster_shift, num_pos, delta);
+      },
+      [&] {
+        return std::make_shared<const OwnedIntervalIndex<K>>(q, cluster_shift, num_pos, delta);
+      });
 }
 
 template class OwnedIntervalIndex<float>;

@@ -322,9 +322,9 @@ APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const Frames& f, __m128i rec
 }
 
 // Pass 1 over entries [0, m), m a multiple of 4 and at most kBlock, prefetching the
-// records of the entries up to `readable` (sorted_cpu.cpp, pass1_decide): each entry's accumulator slot and offset s - shift, and a bit in
-// `flagged` for a negative the scalar path must take (its bucket's search, or a
-// non-finite score).
+// records of the entries up to `readable` (sorted_cpu.cpp, pass1_decide): each entry's
+// accumulator slot and offset s - shift, and a bit in `flagged` for a negative the scalar
+// path must take (its bucket's search, or a non-finite score).
 template <typename scalar_t, typename label_t, typename Where>
 APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int64_t readable,
                              const Where& where, const double* shift, int64_t trash,
