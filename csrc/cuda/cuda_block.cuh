@@ -129,6 +129,8 @@ struct CudaBlock {
         const KeyQueries queries = key_queries(0, lo, hi, n, window_offset(q[x], lo, hi, params),
                                                inv_2delta, transpose);
         double add[kMaxKeyRows] = {0.0, 0.0};
+        // One bound at a time: three searches unrolled side by side spill at 64 registers.
+#pragma unroll 1
         for (const KeyQuery& c : queries.at) {
           const int64_t first = run_below(c.column, level);
           if (first < 0) continue;
