@@ -37,34 +37,11 @@ def _check_layout(tensor, name, loss):
         )
 
 
-def validate(scores, labels, delta, method):
-    if not isinstance(scores, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise TypeError(
-            f"ap_loss: scores and labels must be tensors, got {type(scores).__name__} "
-            f"and {type(labels).__name__}"
-        )
-    _check_layout(scores, "scores", "ap_loss")
-    _check_layout(labels, "labels", "ap_loss")
-    if scores.dtype not in SCORE_DTYPES:
-        raise TypeError(
-            f"ap_loss: scores must have a floating dtype ({_names(SCORE_DTYPES)}), "
-            f"got {scores.dtype}"
-        )
-    if labels.dtype not in LABEL_DTYPES:
-        raise TypeError(
-            f"ap_loss: labels dtype {labels.dtype} is not supported; use one of "
-            f"{_names(LABEL_DTYPES)}"
-        )
-    if scores.shape != labels.shape:
-        raise ValueError(
-            f"ap_loss: labels.shape {tuple(labels.shape)} must equal scores.shape "
-            f"{tuple(scores.shape)} (no broadcasting)"
-        )
-    if scores.device != labels.device:
-        raise ValueError(
-            f"ap_loss: scores are on {scores.device} but labels are on {labels.device}"
-        )
+def validate_ap_loss(scores, labels, delta, method, group_ids):
+    _check_pair(scores, labels, "labels", "ap_loss")
+    _check_label_dtype(labels, "ap_loss")
     validate_options(delta, method)
+    validate_group_ids(group_ids, scores, method, "ap_loss")
 
 
 def validate_options(delta, method, loss="ap_loss"):
@@ -85,7 +62,7 @@ def validate_delta(delta, loss):
         )
 
 
-def validate_rank_sort(scores, targets, delta):
+def validate_rank_sort(scores, targets, delta, group_ids):
     """rank_sort_loss: targets are floats like scores (their values are checked by the
     operator: NaN or a target above 1 is a ValueError)."""
     _check_pair(scores, targets, "targets", "rank_sort_loss")
@@ -95,17 +72,14 @@ def validate_rank_sort(scores, targets, delta):
             f"got {targets.dtype}"
         )
     validate_delta(delta, "rank_sort_loss")
+    validate_group_ids(group_ids, scores, "sorted", "rank_sort_loss")
 
 
-def validate_alrp(scores, labels, regression_losses, delta):
+def validate_alrp(scores, labels, regression_losses, delta, group_ids):
     """alrp_loss: labels as ap_loss's; regression_losses 1-D floats on scores' device (their
     length and values are checked by the operator, which knows the positives)."""
     _check_pair(scores, labels, "labels", "alrp_loss")
-    if labels.dtype not in LABEL_DTYPES:
-        raise TypeError(
-            f"alrp_loss: labels dtype {labels.dtype} is not supported; use one of "
-            f"{_names(LABEL_DTYPES)}"
-        )
+    _check_label_dtype(labels, "alrp_loss")
     if not isinstance(regression_losses, torch.Tensor):
         raise TypeError(
             f"alrp_loss: regression_losses must be a tensor, got {type(regression_losses).__name__}"
@@ -126,6 +100,15 @@ def validate_alrp(scores, labels, regression_losses, delta):
             f"{regression_losses.device}"
         )
     validate_delta(delta, "alrp_loss")
+    validate_group_ids(group_ids, scores, "sorted", "alrp_loss")
+
+
+def _check_label_dtype(labels, loss):
+    if labels.dtype not in LABEL_DTYPES:
+        raise TypeError(
+            f"{loss}: labels dtype {labels.dtype} is not supported; use one of "
+            f"{_names(LABEL_DTYPES)}"
+        )
 
 
 def _check_pair(scores, other, name, loss):
@@ -171,4 +154,4 @@ def validate_group_ids(group_ids, scores, method, loss="ap_loss"):
             f"scores.shape {tuple(scores.shape)}"
         )
     if method == "pairwise":
-        raise ValueError("ap_loss: group_ids work with method 'sorted' or 'auto', not 'pairwise'")
+        raise ValueError(f"{loss}: group_ids work with method 'sorted' or 'auto', not 'pairwise'")

@@ -1,7 +1,7 @@
 """Fake (meta) and vmap implementations of the aploss operators (csrc/ops.cpp), the
-pattern of PyTorch's custom C++/CUDA operator tutorial; the forward operators' autograd
-is in C++ (csrc/autograd.cpp), pass 2's (no derivative) here, with the switch that lets
-pass 2 trust the forward's outputs."""
+pattern of PyTorch's custom C++/CUDA operator tutorial; loss_forward's autograd is in C++
+(csrc/autograd.cpp), loss_backward's (no derivative) here, with the switch that lets pass
+2 trust the forward's outputs."""
 
 import contextlib
 
@@ -15,12 +15,24 @@ def _positives_fakes(like, width):
     return positives, like.new_empty((width,), dtype=torch.int64)
 
 
-@torch.library.register_fake("aploss::ap_loss_forward")
-def _forward_fake(scores, labels, group_ids, delta, interpolate, method):
+@torch.library.register_fake("aploss::loss_forward")
+def _loss_forward_fake(loss, scores, labels, values, group_ids, delta, interpolate, method):
     torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
     state, offsets = _state_and_offsets_fakes(scores)
-    return (scores.new_empty(()), state, offsets, _codes_fake(scores, group_ids),
-            _positive_grads_fake(scores), _classes_fake(scores))
+    return (
+        scores.new_empty(()),
+        _dynamic_1d(scores, torch.float64),  # extra
+        state,
+        offsets,
+        _codes_fake(scores, group_ids),
+        _dynamic_1d(scores, torch.int8),  # the labels pass 2 reads, or empty
+        _positive_grads_fake(scores),
+        _dynamic_1d(scores, torch.int64),  # the entries' packed classes, or empty
+    )
+
+
+def _dynamic_1d(like, dtype):
+    return like.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=dtype)
 
 
 def _state_and_offsets_fakes(scores):
@@ -35,53 +47,15 @@ def _positive_grads_fake(like):
     return like.new_empty((torch.library.get_ctx().new_dynamic_size(), 2), dtype=torch.float64)
 
 
-def _classes_fake(scores):
-    """The entries' packed classes (empty where pass 2 reads the labels)."""
-    return scores.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.int64)
-
-
 def _codes_fake(scores, group_ids):
     if group_ids is None:
         return scores.new_empty((0,), dtype=torch.int32)
     return group_ids.new_empty(group_ids.shape, dtype=torch.int32)  # contiguous
 
 
-@torch.library.register_fake("aploss::rank_sort_forward")
-def _rank_sort_forward_fake(scores, targets, group_ids, delta):
-    torch._check(scores.shape == targets.shape, lambda: "targets.shape must equal scores.shape")
-    state, offsets = _state_and_offsets_fakes(scores)
-    return (
-        scores.new_empty(()),
-        scores.new_empty((2,)),
-        state,
-        offsets,
-        _codes_fake(scores, group_ids),
-        # the int8 labels of the targets, flat (empty where pass 2 reads the classes)
-        scores.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.int8),
-        _positive_grads_fake(scores),
-        _classes_fake(scores),
-    )
-
-
-@torch.library.register_fake("aploss::alrp_forward")
-def _alrp_forward_fake(scores, labels, regression_losses, group_ids, delta):
-    torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
-    state, offsets = _state_and_offsets_fakes(scores)
-    num_pos = regression_losses.shape[0]
-    return (
-        scores.new_empty(()),
-        scores.new_empty((num_pos,), dtype=torch.float64),
-        state,
-        offsets,
-        _codes_fake(scores, group_ids),
-        scores.new_empty((num_pos, 2), dtype=torch.float64),
-        _classes_fake(scores),
-    )
-
-
-@torch.library.register_fake("aploss::pass2")
-def _pass2_fake(grad_output, scores, labels, classes, group_codes, state, offsets, positive_grads,
-                delta, method):
+@torch.library.register_fake("aploss::loss_backward")
+def _loss_backward_fake(grad_output, scores, labels, classes, group_codes, state, offsets,
+                        positive_grads, delta, method):
     return torch.empty_like(scores)
 
 
@@ -102,17 +76,19 @@ NO_DOUBLE_BACKWARD = (
 )
 
 
-def _pass2_setup_context(ctx, inputs, output):
+def _backward_setup_context(ctx, inputs, output):
     pass
 
 
-def _pass2_backward(ctx, grad):
+def _backward_backward(ctx, grad):
     raise RuntimeError(NO_DOUBLE_BACKWARD)
 
 
 # Pass 2 has no derivative. Registered in Python, not C++, so that torch.func transforms
 # (which cannot run a C++ autograd::Function) can call it in a loss's backward.
-torch.library.register_autograd("aploss::pass2", _pass2_backward, setup_context=_pass2_setup_context)
+torch.library.register_autograd(
+    "aploss::loss_backward", _backward_backward, setup_context=_backward_setup_context
+)
 
 
 @torch.library.register_fake("aploss::gather")
@@ -130,31 +106,14 @@ def _rank_positives_fake(gathered, num_groups, delta):
     )
 
 
-@torch.library.register_fake("aploss::rank_sort_labels")
-def _rank_sort_labels_fake(targets):
-    return torch.empty_like(targets, dtype=torch.int8)
+@torch.library.register_fake("aploss::loss_labels")
+def _loss_labels_fake(loss, labels):
+    return _dynamic_1d(labels, torch.int8)
 
 
-def _family_stage_fakes(positives, loss_dtype):
-    num_pos = positives.shape[1]
-    state = positives.new_empty((torch.library.get_ctx().new_dynamic_size(min=1),), dtype=torch.uint8)
-    return state, positives.new_empty((num_pos, 2))
-
-
-@torch.library.register_fake("aploss::rank_sort_stage")
-def _rank_sort_stage_fake(positives, offsets, positive_group, positions, false_positives, targets,
-                          delta, loss_dtype):
-    state, positive_grads = _family_stage_fakes(positives, loss_dtype)
-    loss = positives.new_empty((), dtype=loss_dtype)
-    return loss, positives.new_empty((2,), dtype=loss_dtype), state, positive_grads
-
-
-@torch.library.register_fake("aploss::alrp_stage")
-def _alrp_stage_fake(positives, offsets, positive_group, positions, memory_rank, false_positives,
-                     regression_losses, delta, loss_dtype):
-    state, positive_grads = _family_stage_fakes(positives, loss_dtype)
-    loss = positives.new_empty((), dtype=loss_dtype)
-    return loss, positives.new_empty((positives.shape[1],)), state, positive_grads
+@torch.library.register_fake("aploss::positive_values")
+def _positive_values_fake(loss, scores, labels, values, positions):
+    return _dynamic_1d(scores, torch.float64)
 
 
 @torch.library.register_fake("aploss::pass1")
@@ -163,21 +122,26 @@ def _pass1_fake(scores, labels, codes, positives, offsets, positive_group, delta
 
 
 @torch.library.register_fake("aploss::positive_stage")
-def _positive_stage_fake(positives, offsets, positive_group, positions, false_positives, delta,
-                         interpolate, loss_dtype, method):
-    state, positive_grads = _family_stage_fakes(positives, loss_dtype)
-    return positives.new_empty((), dtype=loss_dtype), state, positive_grads
+def _positive_stage_fake(loss, positives, offsets, positive_group, positions, memory_rank,
+                         false_positives, values, delta, interpolate, loss_dtype, method):
+    state = _dynamic_1d(positives, torch.uint8)
+    return (positives.new_empty((), dtype=loss_dtype), _dynamic_1d(positives, torch.float64),
+            state, positives.new_empty((positives.shape[1], 2)))
 
 
-# The backward of every forward operator (pass 2) is registered in C++, for the Autograd
+# loss_forward's autograd (pass 2 as its backward) is registered in C++, for the Autograd
 # dispatch key (csrc/autograd.cpp): a call then runs no Python between its operators.
 
 
-@torch.library.register_vmap("aploss::ap_loss_forward")
-def _no_vmap(info, in_dims, *args):
-    raise RuntimeError(
-        "ap_loss does not support torch.vmap: it ranks every entry of its input as one "
+def no_vmap_error(loss):
+    return RuntimeError(
+        f"{loss} does not support torch.vmap: it ranks every entry of its input as one "
         "ranking. For one ranking per example, pass group_ids (e.g. "
         "group_ids=torch.arange(B).view(B, *[1] * (scores.dim() - 1))): the loss is then the "
-        "mean of the examples' AP-losses; for separate losses, call ap_loss per example"
+        f"mean of the examples' losses; for separate losses, call {loss} per example"
     )
+
+
+@torch.library.register_vmap("aploss::loss_forward")
+def _no_vmap(info, in_dims, loss, *args):
+    raise no_vmap_error(loss)

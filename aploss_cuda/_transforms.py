@@ -13,7 +13,7 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 from torch._C._functorch import peek_interpreter_stack
 
-from ._ops import NO_DOUBLE_BACKWARD, forward_outputs_trusted
+from ._ops import NO_DOUBLE_BACKWARD, forward_outputs_trusted, no_vmap_error
 
 
 def active():
@@ -23,47 +23,27 @@ def active():
     return peek_interpreter_stack() is not None or _forward_ad._current_level >= 0
 
 
-# Where each forward operator keeps what pass 2 reads: its argument indices of group_ids
-# and delta (and method), and the output indices of state, offsets, codes, positive_grads,
-# classes and (Rank & Sort) the labels pass 2 reads instead of the targets.
-_LAYOUT = {
-    "ap_loss_forward": dict(group_ids=2, delta=3, method=5, labels=None,
-                            state=1, offsets=2, codes=3, positive_grads=4, classes=5),
-    "rank_sort_forward": dict(group_ids=2, delta=3, method=None, labels=5,
-                              state=2, offsets=3, codes=4, positive_grads=6, classes=7),
-    "alrp_forward": dict(group_ids=3, delta=4, method=None, labels=None,
-                         state=2, offsets=3, codes=4, positive_grads=5, classes=6),
-}
-_LOSS_NAMES = {"ap_loss_forward": "ap_loss", "rank_sort_forward": "rank_sort_loss",
-               "alrp_forward": "alrp_loss"}
-
-
-def forward(op_name, *args):
-    """torch.ops.aploss.<op_name>(*args) under a transform: the same outputs."""
-    return _UnderTransforms.apply(op_name, *args)
+def forward(*args):
+    """torch.ops.aploss.loss_forward(*args) under a transform: the same outputs."""
+    return _UnderTransforms.apply(*args)
 
 
 class _UnderTransforms(torch.autograd.Function):
     @staticmethod
-    def forward(op_name, *args):
+    def forward(*args):
         with torch._C._AutoDispatchBelowAutograd():
-            return getattr(torch.ops.aploss, op_name)(*args)
+            return torch.ops.aploss.loss_forward(*args)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        op_name, scores, labels, *_ = inputs
-        layout = _LAYOUT[op_name]
-        args = inputs[1:]
-        where = {key: output[i] for key, i in layout.items()
-                 if key in ("state", "offsets", "codes", "positive_grads", "classes")}
-        pass2_labels = labels if layout["labels"] is None else output[layout["labels"]]
-        ctx.save_for_backward(scores, pass2_labels, where["classes"], where["codes"],
-                              where["state"], where["offsets"], where["positive_grads"])
-        ctx.grouped = args[layout["group_ids"]] is not None
-        ctx.delta = args[layout["delta"]]
-        pairwise = layout["method"] is not None and args[layout["method"]] == "pairwise"
-        ctx.method = "pairwise" if pairwise else "sorted"
-        ctx.num_inputs = len(inputs)
+        loss, scores, labels, values, group_ids, delta, interpolate, method = inputs
+        _, _, state, offsets, codes, pass_labels, positive_grads, classes = output
+        # The labels pass 2 reads: the forward's where it converted them (N of them).
+        read = pass_labels if pass_labels.numel() == scores.numel() else labels
+        ctx.save_for_backward(scores, read, classes, codes, state, offsets, positive_grads)
+        ctx.grouped = group_ids is not None
+        ctx.delta = delta
+        ctx.method = "pairwise" if method == "pairwise" else "sorted"
         ctx.mark_non_differentiable(*output[1:])
 
     @staticmethod
@@ -71,7 +51,7 @@ class _UnderTransforms(torch.autograd.Function):
         scores, labels, classes, codes, state, offsets, positive_grads = ctx.saved_tensors
         grad = _Pass2.apply(grad_loss, scores, labels, classes, codes if ctx.grouped else None,
                             state, offsets, positive_grads, ctx.delta, ctx.method)
-        return (None, grad) + (None,) * (ctx.num_inputs - 2)
+        return None, grad, None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -83,13 +63,8 @@ class _UnderTransforms(torch.autograd.Function):
         )
 
     @staticmethod
-    def vmap(info, in_dims, op_name, *args):
-        raise RuntimeError(
-            f"{_LOSS_NAMES[op_name]} does not support torch.vmap: it ranks every entry of its "
-            "input as one ranking. For one ranking per example, pass group_ids (e.g. "
-            "group_ids=torch.arange(B).view(B, *[1] * (scores.dim() - 1))): the loss is then "
-            "the mean of the examples' losses; for separate losses, call it per example"
-        )
+    def vmap(info, in_dims, loss, *args):
+        raise no_vmap_error(loss)
 
 
 class _Pass2(torch.autograd.Function):
@@ -102,7 +77,7 @@ class _Pass2(torch.autograd.Function):
     @staticmethod
     def forward(*args):
         with forward_outputs_trusted(), torch._C._AutoDispatchBelowAutograd():
-            return torch.ops.aploss.pass2(*args)
+            return torch.ops.aploss.loss_backward(*args)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -113,17 +88,17 @@ class _Pass2(torch.autograd.Function):
         raise RuntimeError(NO_DOUBLE_BACKWARD)
 
 
-@torch.library.register_vmap("aploss::pass2")
+@torch.library.register_vmap("aploss::loss_backward")
 def _pass2_vmap(info, in_dims, grad_output, *rest):
     """Pass 2 with a batch of incoming gradients (jacrev's cotangents): one pass per
     incoming gradient, each exactly what backward() computes for it."""
     if any(dim is not None for dim in in_dims[1:]):
         raise RuntimeError(
-            "aploss::pass2 under vmap: only the incoming gradient may be batched (the losses "
+            "aploss::loss_backward under vmap: only the incoming gradient may be batched (the losses "
             "do not support vmap over their inputs)"
         )
     dim = in_dims[0]
     with torch._C._AutoDispatchBelowAutograd():
-        grads = [torch.ops.aploss.pass2(grad_output.select(dim, b), *rest)
+        grads = [torch.ops.aploss.loss_backward(grad_output.select(dim, b), *rest)
                  for b in range(grad_output.shape[dim])]
     return torch.stack(grads), 0

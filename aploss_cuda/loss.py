@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _contract, _transforms, distributed
+from . import _contract, _pipeline, distributed
 
 METHODS = _contract.METHODS
 
@@ -44,28 +44,15 @@ def ap_loss(
         A 0-dim tensor in scores' dtype. Its backward is the paper's error-driven
         gradient (not the derivative of the loss), scaled by the incoming gradient.
     """
-    if process_group is not None:
-        # Validates on every rank and tells the others when one rank's input is invalid,
-        # so an error cannot leave the other ranks waiting in a collective.
-        (loss,) = distributed.across_ranks(
-            "ap_loss", process_group, scores, labels, group_ids=group_ids, delta=delta,
-            interpolate=bool(interpolate), method=method,
-        )
-        return loss
-    _contract.validate(scores, labels, delta, method)
-    _contract.validate_group_ids(group_ids, scores, method)
-    loss, *_ = _forward(
-        "ap_loss_forward", scores, labels, group_ids, float(delta), bool(interpolate), method
+    def inputs():
+        _contract.validate_ap_loss(scores, labels, delta, method, group_ids)
+        return scores, labels, None
+
+    loss, _ = _pipeline.forward(
+        "ap_loss", scores, inputs, group_ids=group_ids, delta=delta, interpolate=interpolate,
+        method=method, process_group=process_group,
     )
     return loss
-
-
-def _forward(op_name, *args):
-    """torch.ops.aploss.<op_name>(*args), through the Python autograd path under a
-    torch.func transform or forward-mode AD (_transforms.py)."""
-    if _transforms.active():
-        return _transforms.forward(op_name, *args)
-    return getattr(torch.ops.aploss, op_name)(*args)
 
 
 class APLoss(torch.nn.Module):
@@ -129,18 +116,17 @@ def rank_sort_loss(
         gradient (the released code's, times the incoming gradient); with
         ``return_parts=True`` a ``RankSortParts(loss, ranking, sorting)``.
     """
-    if process_group is not None:
-        loss, *parts = distributed.across_ranks(
-            "rank_sort_loss", process_group, scores, targets, group_ids=group_ids, delta=delta
-        )
-    else:
-        _contract.validate_rank_sort(scores, targets, delta)
-        _contract.validate_group_ids(group_ids, scores, "sorted", "rank_sort_loss")
-        loss, parts, *_ = _forward(
-            "rank_sort_forward", scores.contiguous(), targets.detach().contiguous(), group_ids,
-            float(delta),
-        )
+    def inputs():
+        _contract.validate_rank_sort(scores, targets, delta, group_ids)
+        # Row-major: the positives' memory order is the order the user indexes with.
+        return scores.contiguous(), targets.detach().contiguous(), None
+
+    loss, parts = _pipeline.forward(
+        "rank_sort_loss", scores, inputs, group_ids=group_ids, delta=delta,
+        process_group=process_group,
+    )
     if return_parts:
+        parts = parts.to(loss.dtype)
         return RankSortParts(loss, parts[0], parts[1])
     return loss
 
@@ -177,19 +163,18 @@ def alrp_loss(
         autograd (ranks detached). The released heads train on
         ``cls_loss + SB * loc_loss`` with a self-balancing weight SB they keep themselves.
     """
-    if process_group is not None:
-        cls_loss, loc_loss = distributed.across_ranks(
-            "alrp_loss", process_group, scores, labels, regression_losses, group_ids=group_ids,
-            delta=delta,
-        )
-        return cls_loss, loc_loss
-    _contract.validate_alrp(scores, labels, regression_losses, delta)
-    _contract.validate_group_ids(group_ids, scores, "sorted", "alrp_loss")
-    cls_loss, loc_weights, *_ = _forward(
-        "alrp_forward", scores.contiguous(), labels.contiguous(), regression_losses.detach(),
-        group_ids, float(delta),
+    def inputs():
+        _contract.validate_alrp(scores, labels, regression_losses, delta, group_ids)
+        return scores.contiguous(), labels.contiguous(), regression_losses.detach()
+
+    cls_loss, loc_weights = _pipeline.forward(
+        "alrp_loss", scores, inputs, group_ids=group_ids, delta=delta,
+        process_group=process_group, per_positive_extra=True,
     )
+    # d loc_loss / d regression_losses = loc_weights (ranks detached).
     loc_loss = torch.dot(regression_losses.to(torch.float64), loc_weights)
+    if process_group is not None:
+        loc_loss = distributed.sum_across_ranks(loc_loss, process_group)
     return cls_loss, loc_loss.to(regression_losses.dtype)
 
 

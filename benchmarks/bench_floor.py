@@ -70,17 +70,18 @@ def stage_thunks(scores, labels):
     """The passes one by one through the stage operators (aploss_cuda/distributed.py's)."""
     ops = torch.ops.aploss
     gathered = ops.gather(scores, labels, None)
-    q, offsets, group, positions, _ = ops.rank_positives(gathered, 1, DELTA)
+    q, offsets, group, positions, memory_rank = ops.rank_positives(gathered, 1, DELTA)
     fp = ops.pass1(scores, labels, None, q, offsets, group, DELTA, "sorted")
-    _, state, positive_grads = ops.positive_stage(q, offsets, group, positions, fp, DELTA, True,
-                                                  scores.dtype, "sorted")
+    _, _, state, positive_grads = ops.positive_stage(
+        "ap_loss", q, offsets, group, positions, memory_rank, fp, None, DELTA, True, scores.dtype,
+        "sorted")
     one = torch.ones((), device=scores.device)
     no_classes = torch.empty(0, dtype=torch.int64, device=scores.device)  # pass 2 reads labels
     return {
         "gather": lambda: ops.gather(scores, labels, None),
         "pass 1": lambda: ops.pass1(scores, labels, None, q, offsets, group, DELTA, "sorted"),
-        "pass 2": lambda: ops.pass2(one, scores, labels, no_classes, None, state, offsets,
-                                    positive_grads, DELTA, "sorted"),
+        "pass 2": lambda: ops.loss_backward(one, scores, labels, no_classes, None, state, offsets,
+                                            positive_grads, DELTA, "sorted"),
     }
 
 

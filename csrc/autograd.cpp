@@ -1,5 +1,5 @@
-// The losses' backward, registered in C++ for the Autograd dispatch key: each forward
-// operator saves its O(P) state and the backward is pass 2 (../ops.h, backward). In C++,
+// The losses' autograd, registered in C++ for the Autograd dispatch key: loss_forward
+// saves its O(P) state and the backward is pass 2 (ops.h, loss_backward). In C++,
 // so that a call pays no Python between the operators: at small N the autograd glue is
 // most of a call's cost. torch.compile traces through it (opcheck's aot_dispatch tests).
 #include <ATen/ATen.h>
@@ -11,6 +11,7 @@
 #include <string>
 #include <tuple>
 
+#include "losses.h"
 #include "op_checks.h"
 
 namespace aploss {
@@ -19,24 +20,16 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-const c10::TypedOperatorHandle<at::Tensor(
-    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-    const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-    double, c10::string_view)>&
-pass2_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("aploss::pass2", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               const at::Tensor&, const at::Tensor&,
-                                               const std::optional<at::Tensor>&,
-                                               const at::Tensor&, const at::Tensor&,
-                                               const at::Tensor&, double, c10::string_view)>();
-  return op;
-}
+using BackwardSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                     const at::Tensor&, const std::optional<at::Tensor>&,
+                                     const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                     double, c10::string_view);
 
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> forward_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("aploss::loss_backward", "")
+                             .typed<BackwardSignature>();
+  return op;
 }
 
 // What every loss's backward reads (pass 2): scores, the labels (or the entries' packed
@@ -70,73 +63,38 @@ at::Tensor with_saved(AutogradContext* ctx, const at::Tensor& grad_loss, Call ca
               ctx->saved_data["pairwise"].toBool() ? "pairwise" : "sorted");
 }
 
-// ap_loss_forward -> (loss, state, offsets, codes, positive_grads, classes)
-struct APLossFunction : public torch::autograd::Function<APLossFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& scores,
-                               const at::Tensor& labels, const std::optional<at::Tensor>& ids,
-                               double delta, bool interpolate, c10::string_view method) {
+using ForwardTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                at::Tensor, at::Tensor, at::Tensor>;
+using ForwardSignature = ForwardTuple(c10::string_view, const at::Tensor&, const at::Tensor&,
+                                      const std::optional<at::Tensor>&,
+                                      const std::optional<at::Tensor>&, double, bool,
+                                      c10::string_view);
+
+// loss_forward -> (loss, extra, state, offsets, codes, labels, positive_grads, classes);
+// the loss is differentiable to scores. aLRP's localisation component is differentiated
+// outside the operator, from extra (loss.py).
+struct LossFunction : public torch::autograd::Function<LossFunction> {
+  static variable_list forward(AutogradContext* ctx, c10::string_view loss,
+                               const at::Tensor& scores, const at::Tensor& labels,
+                               const std::optional<at::Tensor>& values,
+                               const std::optional<at::Tensor>& ids, double delta,
+                               bool interpolate, c10::string_view method) {
     at::AutoDispatchBelowADInplaceOrView below;
-    static const auto op = forward_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                                 at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, double, bool,
-        c10::string_view)>("aploss::ap_loss_forward");
-    auto [loss, state, offsets, codes, positive_grads, classes] =
-        op.call(scores, labels, ids, delta, interpolate, method);
-    save(ctx, scores, {labels, classes, codes, state, offsets, positive_grads}, ids.has_value(),
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("aploss::loss_forward", "")
+                               .typed<ForwardSignature>();
+    auto [out, extra, state, offsets, codes, pass_labels, positive_grads, classes] =
+        op.call(loss, scores, labels, values, ids, delta, interpolate, method);
+    // The labels pass 2 reads: the forward's where the loss converts its labels input.
+    const at::Tensor& read = find_loss(loss).pass_labels != nullptr ? pass_labels : labels;
+    save(ctx, scores, {read, classes, codes, state, offsets, positive_grads}, ids.has_value(),
          delta, method);
-    ctx->mark_non_differentiable({state, offsets, codes, positive_grads, classes});
-    return {loss, state, offsets, codes, positive_grads, classes};
+    ctx->mark_non_differentiable(
+        {extra, state, offsets, codes, pass_labels, positive_grads, classes});
+    return {out, extra, state, offsets, codes, pass_labels, positive_grads, classes};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return {run_pass2(ctx, grads[0]), {}, {}, {}, {}, {}};
-  }
-};
-
-// rank_sort_forward -> (loss, parts, state, offsets, codes, labels, positive_grads, classes)
-struct RankSortFunction : public torch::autograd::Function<RankSortFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& scores,
-                               const at::Tensor& targets, const std::optional<at::Tensor>& ids,
-                               double delta) {
-    at::AutoDispatchBelowADInplaceOrView below;
-    static const auto op =
-        forward_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                              at::Tensor, at::Tensor, at::Tensor>(
-            const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, double)>(
-            "aploss::rank_sort_forward");
-    auto [loss, parts, state, offsets, codes, labels, positive_grads, classes] =
-        op.call(scores, targets, ids, delta);
-    // labels: the int8 labels of the targets, where pass 2 reads labels.
-    save(ctx, scores, {labels, classes, codes, state, offsets, positive_grads}, ids.has_value(),
-         delta, "sorted");
-    ctx->mark_non_differentiable({parts, state, offsets, codes, labels, positive_grads, classes});
-    return {loss, parts, state, offsets, codes, labels, positive_grads, classes};
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return {run_pass2(ctx, grads[0]), {}, {}, {}};
-  }
-};
-
-// alrp_forward -> (cls_loss, loc_weights, state, offsets, codes, positive_grads, classes);
-// the localisation component is differentiated outside the operator (loss.py).
-struct ALRPFunction : public torch::autograd::Function<ALRPFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& scores,
-                               const at::Tensor& labels, const at::Tensor& regression_losses,
-                               const std::optional<at::Tensor>& ids, double delta) {
-    at::AutoDispatchBelowADInplaceOrView below;
-    static const auto op =
-        forward_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                              at::Tensor, at::Tensor>(
-            const at::Tensor&, const at::Tensor&, const at::Tensor&,
-            const std::optional<at::Tensor>&, double)>("aploss::alrp_forward");
-    auto [loss, loc_weights, state, offsets, codes, positive_grads, classes] =
-        op.call(scores, labels, regression_losses, ids, delta);
-    save(ctx, scores, {labels, classes, codes, state, offsets, positive_grads}, ids.has_value(),
-         delta, "sorted");
-    ctx->mark_non_differentiable({loc_weights, state, offsets, codes, positive_grads, classes});
-    return {loss, loc_weights, state, offsets, codes, positive_grads, classes};
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return {run_pass2(ctx, grads[0]), {}, {}, {}, {}};
+    return {{}, run_pass2(ctx, grads[0]), {}, {}, {}, {}, {}, {}};
   }
 };
 
@@ -152,7 +110,7 @@ struct Pass2Function : public torch::autograd::Function<Pass2Function> {
                                const at::Tensor& positive_grads, double delta,
                                c10::string_view method) {
     at::AutoDispatchBelowADInplaceOrView below;
-    return {pass2_op().call(grad_output, scores, labels, classes, codes, state, offsets,
+    return {backward_op().call(grad_output, scores, labels, classes, codes, state, offsets,
                             positive_grads, delta, method)};
   }
   static variable_list backward(AutogradContext*, variable_list) {
@@ -171,48 +129,23 @@ at::Tensor run_pass2(AutogradContext* ctx, const at::Tensor& grad_loss) {
     // Recorded (so that a double backward raises) only when the backward itself is.
     if (at::GradMode::is_enabled()) return Pass2Function::apply(args...)[0];
     at::AutoDispatchBelowADInplaceOrView below;
-    return pass2_op().call(args...);
+    return backward_op().call(args...);
   });
 }
 
-template <typename... T, size_t... I>
-std::tuple<T...> as_tuple(const variable_list& v, std::index_sequence<I...>) {
-  return {v[I]...};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-ap_loss_autograd(const at::Tensor& scores, const at::Tensor& labels,
-                const std::optional<at::Tensor>& ids, double delta, bool interpolate,
-                c10::string_view method) {
-  return as_tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-      APLossFunction::apply(scores, labels, ids, delta, interpolate, method),
-      std::make_index_sequence<6>());
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-rank_sort_autograd(const at::Tensor& scores, const at::Tensor& targets,
-                   const std::optional<at::Tensor>& ids, double delta) {
-  return as_tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                  at::Tensor, at::Tensor>(RankSortFunction::apply(scores, targets, ids, delta),
-                                          std::make_index_sequence<8>());
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-alrp_autograd(const at::Tensor& scores, const at::Tensor& labels,
-              const at::Tensor& regression_losses, const std::optional<at::Tensor>& ids,
-              double delta) {
-  return as_tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                  at::Tensor>(ALRPFunction::apply(scores, labels, regression_losses, ids, delta),
-                              std::make_index_sequence<7>());
+ForwardTuple loss_autograd(c10::string_view loss, const at::Tensor& scores,
+                          const at::Tensor& labels, const std::optional<at::Tensor>& values,
+                          const std::optional<at::Tensor>& ids, double delta, bool interpolate,
+                          c10::string_view method) {
+  const variable_list out =
+      LossFunction::apply(loss, scores, labels, values, ids, delta, interpolate, method);
+  return {out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aploss, Autograd, m) {
-  m.impl("ap_loss_forward", &ap_loss_autograd);
-  m.impl("rank_sort_forward", &rank_sort_autograd);
-  m.impl("alrp_forward", &alrp_autograd);
+  m.impl("loss_forward", &loss_autograd);
 }
 
 }  // namespace aploss

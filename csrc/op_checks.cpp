@@ -8,7 +8,7 @@
 
 #include "aploss/errors.h"
 #include "aploss/kernels.h"
-#include "positive_stage.h"
+#include "stages.h"
 
 namespace aploss {
 namespace checks {

@@ -1,22 +1,19 @@
-// The aploss operators: schema, input checks, and the one driver that strings the
-// stages (stages.h) together for single and grouped rankings.
+// The aploss operators: schema, the checks of what a caller hands them, and each one's
+// call into the pipeline (pipeline.h) or its stages (stages.h).
 #include "ops.h"
 
 #include <ATen/ATen.h>
 
-#include <cmath>
 #include <limits>
 #include <string>
 
-#include "aploss/kernels.h"
-#include "flat_inputs.h"
-#include "group_codes.h"
-#include "alrp_stage.h"
 #include "aploss/invariants.h"
+#include "aploss/kernels.h"
+#include "group_codes.h"
+#include "loss_inputs.h"
+#include "losses.h"
 #include "op_checks.h"
-#include "family_inputs.h"
-#include "rank_sort_stage.h"
-#include "stages.h"
+#include "pipeline.h"
 
 namespace aploss {
 namespace ops {
@@ -29,42 +26,28 @@ Method parse_method(c10::string_view method) {
                     std::string(method), "'");
 }
 
-using checks::check_delta;
-
-// ValueError / TypeError naming the problem (shapes, devices, dtypes, delta).
-void check_inputs(const at::Tensor& scores, const at::Tensor& labels, double delta) {
-  TORCH_CHECK_VALUE(scores.sizes() == labels.sizes(), "labels.shape ", labels.sizes(),
-                    " must equal scores.shape ", scores.sizes());
-  TORCH_CHECK_VALUE(scores.device() == labels.device(), "scores are on ",
-                    scores.device(), " but labels are on ", labels.device());
-  TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()),
-                   "scores must be a floating dtype, got ", scores.scalar_type());
-  const auto label_type = labels.scalar_type();
-  TORCH_CHECK_TYPE(label_type == at::kBool || label_type == at::kChar || label_type == at::kByte ||
-                       label_type == at::kInt || label_type == at::kLong ||
-                       label_type == at::kFloat || label_type == at::kDouble,
-                   "labels dtype ", label_type,
-                   " is not supported (bool, int8, uint8, int32, int64, float32, float64)");
-  checks::check_delta_for_scores(scores.scalar_type(), delta);
-}
-
-Method check_grouping(const std::optional<at::Tensor>& codes, const at::Tensor& scores,
-                      c10::string_view method) {
+// The method, which `loss` must support.
+Method loss_method(const LossDef& loss, c10::string_view method) {
   const Method m = parse_method(method);
-  if (codes.has_value()) {
-    check_group_ids(*codes, scores);
-    TORCH_CHECK_VALUE(m == Method::kSorted,
-                      "group_ids work with method 'sorted' or 'auto', not '",
-                      std::string(method), "'");
-  }
+  TORCH_CHECK_VALUE(loss.pairwise || m == Method::kSorted, loss.name,
+                    " works with method 'sorted' or 'auto', not '", std::string(method), "'");
   return m;
 }
 
-// The operators' state: the stages' (kStateRows, P+1) float64 as bytes, or what a
-// backend's ranking_forward keeps (opaque to everything but its ranking_backward).
-at::Tensor state_bytes(const at::Tensor& rows) { return rows.view(at::kByte).view({-1}); }
-at::Tensor state_rows(const at::Tensor& bytes) {
-  return bytes.view(at::kDouble).view({kStateRows, -1});
+using checks::check_delta;
+
+Method check_grouping(const std::optional<at::Tensor>& codes, const at::Tensor& scores,
+                      Method m) {
+  if (codes.has_value()) {
+    check_group_ids(*codes, scores);
+    TORCH_CHECK_VALUE(m == Method::kSorted,
+                      "group_ids work with method 'sorted' or 'auto', not 'pairwise'");
+  }
+  return m;
+}
+Method check_grouping(const std::optional<at::Tensor>& codes, const at::Tensor& scores,
+                      c10::string_view method) {
+  return check_grouping(codes, scores, parse_method(method));
 }
 
 // The positives a stage operator is given, as rank_positives returned them: structure and
@@ -77,189 +60,27 @@ Positives checked_positives(Invariants& inv, const at::Tensor& positives,
   return pos;
 }
 
-// The stages' view of the N-sized inputs; codes (int32) broadcast to scores' shape,
-// as code_layout.h lays them out when the backend reads them so (kernels.h), else one
-// per entry.
-Entries entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores,
-                const std::optional<at::Tensor>& codes) {
-  if (!codes.has_value()) return {in.scores, in.labels, {}};
-  TORCH_CHECK_TYPE(codes->scalar_type() == at::kInt,
-                   "codes must be int32 (dense group codes), got ", codes->scalar_type());
-  if (k.broadcast_codes && scores.numel() > 0) {
-    const BroadcastCodes broadcast = broadcast_codes(*codes, scores, in);
-    if (broadcast.codes.defined()) {
-      return {in.scores, in.labels, broadcast.codes, broadcast.repeat};
-    }
-  }
-  return {in.scores, in.labels, flatten_like(*codes, scores, in)};
-}
-
-at::Tensor empty_codes(const at::Tensor& scores) {
-  return at::empty({0}, scores.options().dtype(at::kInt));
-}
-
-// Everything before the positive stage, written once for every loss: group codes,
-// gather, rank_positives, pass 1. `pos.positives` stays undefined when there is no
-// positive.
-struct Ranking {
-  at::Tensor codes;  // dense int32 group codes (empty without group_ids), for the backward
-  int64_t num_groups = 1;
-  Positives pos;
-  at::Tensor false_positives;
-  bool has_positives() const { return pos.positives.defined(); }
-};
-
-Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
-                     const std::optional<at::Tensor>& group_ids, double delta, Method method) {
-  Ranking r;
-  std::optional<at::Tensor> codes;
-  if (group_ids.has_value()) {
-    const GroupCodes groups = dense_group_codes(k, *group_ids, scores.numel());
-    codes = groups.codes;
-    r.num_groups = groups.num_groups;
-  }
-  r.codes = codes.value_or(empty_codes(scores));
-  if (scores.numel() == 0) return r;
-  const FlatInputs flat = flatten(scores, labels);
-  const Entries in = entries(k, flat, scores, codes);
-  at::Tensor gathered;
-  try {
-    gathered = aploss::gather(k, in);
-  } catch (const c10::ValueError&) {
-    // A negative id numbered on the device reaches the gather as its code, clamped to
-    // int32: the ids themselves name it exactly (one more host read, on this error path).
-    if (group_ids.has_value()) check_group_ids_non_negative(*group_ids);
-    throw;
-  }
-  const int64_t num_pos = gathered.size(1);
-  if (num_pos == 0) return r;
-  TORCH_CHECK_VALUE(num_pos <= std::numeric_limits<int32_t>::max(),
-                    "at most 2^31 - 1 positives, got ", num_pos);
-  r.pos = rank_positives(gathered, r.num_groups, delta);
-  r.false_positives = aploss::pass1(k, in, r.pos, delta, method);
-  return r;
-}
-
-// What a call without positives returns: zero losses and an empty state.
-at::Tensor empty_state(const at::Tensor& scores) {
-  return state_bytes(at::zeros({kStateRows, 1}, scores.options().dtype(at::kDouble)));
-}
-at::Tensor empty_offsets(const Ranking& r, const at::Tensor& scores) {
-  return at::zeros({r.num_groups + 1}, scores.options().dtype(at::kLong));
-}
-at::Tensor empty_positive_grads(const at::Tensor& scores) {
-  return at::empty({0, 2}, scores.options().dtype(at::kDouble));
-}
-// The entries' classes when the backend's ranking_forward ran: none from the stages (pass
-// 2 reads the labels).
-at::Tensor no_classes(const at::Tensor& scores) {
-  return at::empty({0}, scores.options().dtype(at::kLong));
-}
-
-// The family's N-sized inputs: contiguous, so that "the memory order of the positives"
-// (regression losses, tie order) is the row-major order the user indexes with.
-void check_contiguous(const at::Tensor& scores, const at::Tensor& other) {
-  TORCH_CHECK_VALUE(scores.is_contiguous() && other.is_contiguous(),
-                    "scores and labels/targets must be contiguous (the Python API makes them so)");
-}
+// Positions fit a float64 exactly (positive_grads keeps them as float64).
+constexpr int64_t kMaxPosition = int64_t(1) << 53;
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
-    const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
-    const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
-    c10::string_view method) {
-  check_inputs(scores, labels, delta);
-  const Method m = check_grouping(group_ids, scores, method);
-  if (!group_ids.has_value() && m == Method::kSorted && k.ranking_forward != nullptr) {
-    const FlatInputs flat = flatten(scores, labels);
-    RankingOutputs out = k.ranking_forward(
-        {flat.scores, flat.labels, LossKind::kAP, delta, interpolate, at::Tensor()});
-    return {out.loss, out.state, out.offsets, empty_codes(scores), out.positive_grads,
-            out.classes};
-  }
-  const Ranking r = rank_entries(k, scores, labels, group_ids, delta, m);
-  if (!r.has_positives()) {
-    return {at::zeros({}, scores.options()), empty_state(scores), empty_offsets(r, scores),
-            r.codes, empty_positive_grads(scores), no_classes(scores)};
-  }
-  auto [loss, state, positive_grads] = aploss::positive_stage(
-      k, r.pos, r.false_positives, delta, interpolate, scores.scalar_type(), m);
-  return {loss, state_bytes(state), r.pos.offsets, r.codes, positive_grads, no_classes(scores)};
+ForwardTuple loss_forward(const Kernels& k, c10::string_view loss_name, const at::Tensor& scores,
+                          const at::Tensor& labels, const std::optional<at::Tensor>& values,
+                          const std::optional<at::Tensor>& group_ids, double delta,
+                          bool interpolate, c10::string_view method) {
+  const LossDef& loss = find_loss(loss_name);
+  return named(loss.name, [&]() -> ForwardTuple {
+    loss.check_inputs(scores, labels, values.value_or(at::Tensor()), delta);
+    const Method m = check_grouping(group_ids, scores, loss_method(loss, method));
+    ForwardOutputs out = run_forward(k, loss, scores, labels, values.value_or(at::Tensor()),
+                                     group_ids, delta, interpolate, m);
+    return {out.loss,  out.extra,  out.state,          out.offsets,
+            out.codes, out.labels, out.positive_grads, out.classes};
+  });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-rank_sort_forward(const Kernels& k, const at::Tensor& scores, const at::Tensor& targets,
-                  const std::optional<at::Tensor>& group_ids, double delta) {
-  TORCH_CHECK_VALUE(scores.sizes() == targets.sizes(), "targets.shape ",
-                    targets.sizes(), " must equal scores.shape ", scores.sizes());
-  TORCH_CHECK_VALUE(scores.device() == targets.device(), "scores are on ",
-                    scores.device(), " but targets are on ", targets.device());
-  check_contiguous(scores, targets);
-  (void)check_grouping(group_ids, scores, "sorted");
-  if (!group_ids.has_value() && k.ranking_forward != nullptr) {
-    TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()) &&
-                         at::isFloatingType(targets.scalar_type()),
-                     "scores and targets must be floating, got ",
-                     scores.scalar_type(), " and ", targets.scalar_type());
-    checks::check_delta_for_scores(scores.scalar_type(), delta);
-    RankingOutputs out = k.ranking_forward(
-        {scores.view({-1}), targets.view({-1}), LossKind::kRankSort, delta, false, at::Tensor()});
-    return {out.loss, out.parts, out.state, out.offsets, empty_codes(scores),
-            out.labels.defined() ? out.labels.view({-1})
-                                 : at::empty({0}, scores.options().dtype(at::kChar)),
-            out.positive_grads, out.classes};
-  }
-  // The int8 labels of the targets, flat: what pass 2 reads.
-  const at::Tensor labels = labels_from_targets(targets);
-  check_inputs(scores, labels, delta);
-  const Ranking r = rank_entries(k, scores, labels, group_ids, delta, Method::kSorted);
-  if (!r.has_positives()) {
-    const at::Tensor zero = at::zeros({}, scores.options());
-    return {zero, at::zeros({2}, scores.options()), empty_state(scores), empty_offsets(r, scores),
-            r.codes, labels.view({-1}), empty_positive_grads(scores), no_classes(scores)};
-  }
-  const at::Tensor positive_targets =
-      targets.view({-1}).index_select(0, r.pos.positions).to(at::kDouble);
-  RankSortStage stage = rank_sort_positive_stage(k, r.pos, r.false_positives, positive_targets,
-                                                 delta, scores.scalar_type());
-  return {stage.loss, stage.parts, state_bytes(stage.state), r.pos.offsets, r.codes,
-          labels.view({-1}), stage.positive_grads, no_classes(scores)};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-alrp_forward(
-    const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
-    const at::Tensor& regression_losses, const std::optional<at::Tensor>& group_ids,
-    double delta) {
-  check_inputs(scores, labels, delta);
-  check_contiguous(scores, labels);
-  (void)check_grouping(group_ids, scores, "sorted");
-  if (!group_ids.has_value() && k.ranking_forward != nullptr) {
-    check_regression_losses_layout(regression_losses, scores);
-    RankingOutputs out = k.ranking_forward({scores.view({-1}), labels.view({-1}), LossKind::kALRP,
-                                            delta, false, regression_losses.contiguous()});
-    return {out.loss, out.loc_weights, out.state, out.offsets, empty_codes(scores),
-            out.positive_grads, out.classes};
-  }
-  const Ranking r = rank_entries(k, scores, labels, group_ids, delta, Method::kSorted);
-  const int64_t num_pos = r.has_positives() ? r.pos.positives.size(1) : 0;
-  check_regression_losses(regression_losses, num_pos, scores);
-  if (!r.has_positives()) {
-    return {at::zeros({}, scores.options()), at::zeros({0}, scores.options().dtype(at::kDouble)),
-            empty_state(scores), empty_offsets(r, scores), r.codes, empty_positive_grads(scores),
-            no_classes(scores)};
-  }
-  const at::Tensor positive_losses =
-      regression_losses.index_select(0, r.pos.memory_rank).to(at::kDouble);
-  ALRPStage stage = alrp_positive_stage(k, r.pos, r.false_positives, positive_losses, delta,
-                                        scores.scalar_type());
-  return {stage.cls_loss, stage.loc_weights, state_bytes(stage.state), r.pos.offsets, r.codes,
-          stage.positive_grads, no_classes(scores)};
-}
-
-at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
+at::Tensor loss_backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
                     const at::Tensor& labels, const at::Tensor& classes,
                     const std::optional<at::Tensor>& codes, const at::Tensor& state,
                     const at::Tensor& offsets, const at::Tensor& positive_grads, double delta,
@@ -310,7 +131,7 @@ at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::T
                                      scores.is_contiguous() && labels.sizes() != scores.sizes()
                                  ? labels.view(scores.sizes())
                                  : labels;
-  check_inputs(scores, shaped, delta);
+  check_labels_like_scores(scores, shaped, delta);
   // No entry: a backend's forward returned its workspace without classes.
   if (scores.numel() == 0) return at::zeros_like(scores, at::MemoryFormat::Contiguous);
   TORCH_CHECK_VALUE(state.numel() > 0 && state.numel() % (kStateRows * 8) == 0,
@@ -342,7 +163,7 @@ at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::T
 
 at::Tensor gather(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
                   const std::optional<at::Tensor>& codes) {
-  check_inputs(scores, labels, 1.0);
+  check_labels_like_scores(scores, labels, 1.0);
   (void)check_grouping(codes, scores, "sorted");
   if (scores.numel() == 0) return at::empty({3, 0}, scores.options().dtype(at::kDouble));
   return aploss::gather(k, entries(k, flatten(scores, labels), scores, codes));
@@ -352,7 +173,7 @@ at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& l
                  const std::optional<at::Tensor>& codes, const at::Tensor& positives,
                  const at::Tensor& offsets, const at::Tensor& positive_group, double delta,
                  c10::string_view method) {
-  check_inputs(scores, labels, delta);
+  check_labels_like_scores(scores, labels, delta);
   const Method m = check_grouping(codes, scores, method);
   Invariants inv;
   const Positives pos = checked_positives(inv, positives, offsets, positive_group, delta);
@@ -363,160 +184,65 @@ at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& l
   return aploss::pass1(k, entries(k, flatten(scores, labels), scores, codes), pos, delta, m);
 }
 
-namespace {
 
-// Positions fit a float64 exactly (positive_grads keeps them as float64).
-constexpr int64_t kMaxPosition = int64_t(1) << 53;
-
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(
-    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
-    const at::Tensor& positive_group, const at::Tensor& positions,
-    const at::Tensor& false_positives, double delta, bool interpolate, at::ScalarType loss_dtype,
-    c10::string_view method) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> positive_stage(
+    const Kernels& k, c10::string_view loss_name, const at::Tensor& positives,
+    const at::Tensor& offsets, const at::Tensor& positive_group, const at::Tensor& positions,
+    const at::Tensor& memory_rank, const at::Tensor& false_positives,
+    const std::optional<at::Tensor>& values, double delta, bool interpolate,
+    at::ScalarType loss_dtype, c10::string_view method) {
+  const LossDef& loss = find_loss(loss_name);
+  const Method m = loss_method(loss, method);
   check_delta(delta);
   TORCH_CHECK_TYPE(at::isFloatingType(loss_dtype), "loss_dtype must be floating, got ",
                    loss_dtype);
-  const Method m = parse_method(method);
+  TORCH_CHECK_VALUE(values.has_value() == (loss.values_name != nullptr), loss.name,
+                    loss.values_name != nullptr ? "'s stage needs its values ("
+                                                : "'s stage takes no values (",
+                    loss.values_name != nullptr ? loss.values_name : "", ")");
   Invariants inv;
-  Positives pos = checked_positives(inv, positives, offsets, positive_group, delta);
-  const int64_t num_pos = positives.size(1);
-  checks::check_indices(inv, positions, "positions", num_pos, kMaxPosition, positives.device());
-  checks::check_per_positive(inv, false_positives, "false_positives", num_pos, false,
-                             positives.device());
-  inv.raise_if_broken();
-  pos.positions = positions.contiguous();
-  auto [loss, state, positive_grads] = aploss::positive_stage(
-      k, pos, false_positives.contiguous(), delta, interpolate, loss_dtype, m);
-  return {loss, state_bytes(state), positive_grads};
-}
-
-namespace {
-
-// The family's stage operators: positives as rank_positives returns them, and one
-// float64 value per sorted positive (Rank & Sort's targets in (0, 1], aLRP's regression
-// losses >= 0). memory_rank: each positive's rank by position, a permutation of [0, P).
-Positives check_family_positives(Invariants& inv, const at::Tensor& positives,
-                                 const at::Tensor& offsets, const at::Tensor& positive_group,
-                                 const at::Tensor& positions, const at::Tensor* memory_rank,
-                                 const at::Tensor& false_positives, const at::Tensor& values,
-                                 const char* values_name, bool targets, double delta,
-                                 at::ScalarType loss_dtype) {
-  check_delta(delta);
-  TORCH_CHECK_TYPE(at::isFloatingType(loss_dtype), "loss_dtype must be floating, got ",
-                   loss_dtype);
   Positives pos = checked_positives(inv, positives, offsets, positive_group, delta);
   const int64_t num_pos = positives.size(1);
   const at::Device device = positives.device();
   checks::check_indices(inv, positions, "positions", num_pos, kMaxPosition, device);
+  checks::check_indices(inv, memory_rank, "memory_rank", num_pos, num_pos, device);
   checks::check_per_positive(inv, false_positives, "false_positives", num_pos, false, device);
-  checks::check_per_positive(inv, values, values_name, num_pos, targets, device);
+  if (values.has_value()) {
+    checks::check_per_positive(inv, *values, loss.values_name, num_pos, loss.values_at_most_one,
+                               device);
+  }
+  if (num_pos > 1) {
+    inv.require(std::get<0>(memory_rank.sort()).diff() > 0,
+                "memory_rank must be a permutation of [0, P)");
+  }
+  inv.raise_if_broken();
   pos.positions = positions.contiguous();
-  pos.memory_rank = pos.positions;
-  if (memory_rank != nullptr) {
-    checks::check_indices(inv, *memory_rank, "memory_rank", num_pos, num_pos, device);
-    if (num_pos > 1) {
-      inv.require(std::get<0>(memory_rank->sort()).diff() > 0,
-                  "memory_rank must be a permutation of [0, P)");
-    }
-    pos.memory_rank = memory_rank->contiguous();
-  }
-  return pos;
-}
-
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_sort_stage(
-    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
-    const at::Tensor& positive_group, const at::Tensor& positions,
-    const at::Tensor& false_positives, const at::Tensor& targets, double delta,
-    at::ScalarType loss_dtype) {
-  Invariants inv;
-  const Positives pos =
-      check_family_positives(inv, positives, offsets, positive_group, positions, nullptr,
-                             false_positives, targets, "targets", true, delta, loss_dtype);
-  inv.raise_if_broken();
-  RankSortStage stage = rank_sort_positive_stage(k, pos, false_positives.contiguous(),
-                                                 targets.contiguous(), delta, loss_dtype);
-  return {stage.loss, stage.parts, state_bytes(stage.state), stage.positive_grads};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_stage(
-    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
-    const at::Tensor& positive_group, const at::Tensor& positions, const at::Tensor& memory_rank,
-    const at::Tensor& false_positives, const at::Tensor& regression_losses, double delta,
-    at::ScalarType loss_dtype) {
-  Invariants inv;
-  const Positives pos = check_family_positives(
-      inv, positives, offsets, positive_group, positions, &memory_rank, false_positives,
-      regression_losses, "regression_losses", false, delta, loss_dtype);
-  inv.raise_if_broken();
-  ALRPStage stage = alrp_positive_stage(k, pos, false_positives.contiguous(),
-                                        regression_losses.contiguous(), delta, loss_dtype);
-  return {stage.cls_loss, stage.loc_weights, state_bytes(stage.state), stage.positive_grads};
-}
-
-at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
-                            const std::optional<at::Tensor>& codes, const at::Tensor& positives,
-                            const std::optional<at::Tensor>& offsets, double delta,
-                            bool deterministic) {
-  check_inputs(scores, labels, delta);
-  TORCH_CHECK_VALUE(scores.dim() == 1 && scores.is_contiguous() && labels.is_contiguous(),
-                    "scores and labels must be 1-D and contiguous");
-  TORCH_CHECK_VALUE(codes.has_value() == offsets.has_value(), "codes go with offsets");
-  Invariants inv;
-  checks::expect_tensor(positives, "positives", at::kDouble, 2, scores.device());
-  TORCH_CHECK_VALUE(positives.size(0) == 2 && positives.size(1) >= 1,
-                    "positives must have shape (2, P) with P >= 1, got ", positives.sizes());
-  const int64_t num_pos = positives.size(1);
-  // One group per offset segment; without offsets the single ranking.
-  const at::Tensor segment_offsets =
-      offsets.has_value() ? *offsets
-                          : at::tensor({int64_t(0), num_pos}, scores.options().dtype(at::kLong));
-  if (codes.has_value()) {
-    (void)check_grouping(codes, scores, "sorted");
-    TORCH_CHECK_TYPE(codes->scalar_type() == at::kInt, "codes must be int32, got ",
-                     codes->scalar_type());
-    TORCH_CHECK_VALUE(codes->sizes() == scores.sizes(), "codes must be shaped like scores");
-  }
-  checks::expect_tensor(segment_offsets, "offsets", at::kLong, 1, scores.device());
-  TORCH_CHECK_VALUE(segment_offsets.numel() >= 2, "offsets must hold U + 1 >= 2 values");
-  const at::Tensor group =
-      offsets.has_value()
-          ? at::searchsorted(  // sorted boundaries whatever the offsets (checked below)
-                std::get<0>(segment_offsets.narrow(0, 1, segment_offsets.numel() - 1)
-                                .clamp(0, num_pos)
-                                .cummax(0)),
-                at::arange(num_pos, segment_offsets.options()), /*out_int32=*/false,
-                /*right=*/true)
-          : at::zeros({num_pos}, segment_offsets.options());
-  const Positives pos =
-      checked_positives(inv, positives, segment_offsets, group, delta);
-  inv.raise_if_broken();
-  const Entries in{scores, labels, codes.has_value() ? codes->contiguous() : at::Tensor()};
-  return aploss::pass1_histograms(
-      k, in, {pos.positives, offsets.has_value() ? pos.offsets : at::Tensor(), {}}, delta,
-      deterministic);
+  pos.memory_rank = memory_rank.contiguous();
+  // The values come in the positives' memory order; the stage reads them sorted.
+  const at::Tensor sorted_values =
+      values.has_value() ? values->index_select(0, pos.memory_rank) : at::Tensor();
+  StageOutputs out = loss.stage(
+      {k, pos, false_positives.contiguous(), sorted_values, delta, interpolate, loss_dtype, m});
+  return {out.loss, out.extra, state_bytes(out.state), out.positive_grads};
 }
 
 }  // namespace ops
 
 TORCH_LIBRARY(aploss, m) {
+  // Every loss: `loss` names it (losses.h); labels are its labels input (Rank & Sort: the
+  // targets), values its per-positive input (aLRP: the regression losses).
   m.def(
-      "ap_loss_forward(Tensor scores, Tensor labels, Tensor? group_ids, float delta,"
-      " bool interpolate, str method) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def(
-      "rank_sort_forward(Tensor scores, Tensor targets, Tensor? group_ids, float delta)"
+      "loss_forward(str loss, Tensor scores, Tensor labels, Tensor? values, Tensor? group_ids,"
+      " float delta, bool interpolate, str method)"
       " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "alrp_forward(Tensor scores, Tensor labels, Tensor regression_losses, Tensor? group_ids,"
-      " float delta) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // The backward of every loss.
-  m.def(
-      "pass2(Tensor grad_output, Tensor scores, Tensor labels, Tensor classes, Tensor? group_codes,"
-      " Tensor state, Tensor offsets, Tensor positive_grads, float delta, str method) -> Tensor");
+      "loss_backward(Tensor grad_output, Tensor scores, Tensor labels, Tensor classes,"
+      " Tensor? group_codes, Tensor state, Tensor offsets, Tensor positive_grads, float delta,"
+      " str method) -> Tensor");
   // The stages, for aploss_cuda/distributed.py.
+  m.def("loss_labels(str loss, Tensor labels) -> Tensor");
+  m.def("positive_values(str loss, Tensor scores, Tensor labels, Tensor? values,"
+        " Tensor positions) -> Tensor");
   m.def("gather(Tensor scores, Tensor labels, Tensor? codes) -> Tensor");
   m.def(
       "rank_positives(Tensor gathered, int num_groups, float delta)"
@@ -525,21 +251,10 @@ TORCH_LIBRARY(aploss, m) {
       "pass1(Tensor scores, Tensor labels, Tensor? codes, Tensor positives, Tensor offsets,"
       " Tensor positive_group, float delta, str method) -> Tensor");
   m.def(
-      "positive_stage(Tensor positives, Tensor offsets, Tensor positive_group, Tensor positions,"
-      " Tensor false_positives, float delta, bool interpolate, ScalarType loss_dtype,"
-      " str method) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "rank_sort_stage(Tensor positives, Tensor offsets, Tensor positive_group, Tensor positions,"
-      " Tensor false_positives, Tensor targets, float delta, ScalarType loss_dtype)"
+      "positive_stage(str loss, Tensor positives, Tensor offsets, Tensor positive_group,"
+      " Tensor positions, Tensor memory_rank, Tensor false_positives, Tensor? values,"
+      " float delta, bool interpolate, ScalarType loss_dtype, str method)"
       " -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def(
-      "alrp_stage(Tensor positives, Tensor offsets, Tensor positive_group, Tensor positions,"
-      " Tensor memory_rank, Tensor false_positives, Tensor regression_losses, float delta,"
-      " ScalarType loss_dtype) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("rank_sort_labels(Tensor targets) -> Tensor");
-  m.def(
-      "_pass1_histograms(Tensor scores, Tensor labels, Tensor? codes, Tensor positives,"
-      " Tensor? offsets, float delta, bool deterministic) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(aploss, CPU, m) { ops::register_backend<&cpu_device_kernels>(m); }
@@ -548,7 +263,7 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_positives_op(
     const at::Tensor& gathered, int64_t num_groups, double delta) {
-  return ops::named<ops::kRankPositives>([&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor,
+  return ops::named(ops::kRankPositives, [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor,
                                                              at::Tensor, at::Tensor> {
     checks::check_delta(delta);
     checks::expect_tensor(gathered, "gathered", at::kDouble, 2, gathered.device());
@@ -572,8 +287,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_posi
   });
 }
 
-at::Tensor rank_sort_labels_op(const at::Tensor& targets) {
-  return ops::named<ops::kRankSortLabels>([&] { return labels_from_targets(targets); });
+// The labels the passes read where they are not `labels` itself (an empty tensor then).
+at::Tensor loss_labels_op(c10::string_view loss_name, const at::Tensor& labels) {
+  const LossDef& loss = find_loss(loss_name);
+  return ops::named(loss.name, [&] {
+    return loss.pass_labels != nullptr ? loss.pass_labels(labels)
+                                       : at::empty({0}, labels.options().dtype(at::kChar));
+  });
+}
+
+// One float64 value per positive at the flat `positions`, in their order (an empty tensor
+// for a loss without values).
+at::Tensor positive_values_op(c10::string_view loss_name, const at::Tensor& scores,
+                              const at::Tensor& labels, const std::optional<at::Tensor>& values,
+                              const at::Tensor& positions) {
+  const LossDef& loss = find_loss(loss_name);
+  return ops::named(loss.name, [&] {
+    loss.check_inputs(scores, labels, values.value_or(at::Tensor()), 1.0);
+    checks::expect_tensor(positions, "positions", at::kLong, 1, scores.device());
+    Invariants inv;
+    inv.require((positions >= 0) & (positions < std::max<int64_t>(scores.numel(), 1)),
+                "positions must lie in [0, scores.numel())");
+    inv.raise_if_broken();
+    if (loss.positive_values == nullptr) {
+      return at::empty({0}, scores.options().dtype(at::kDouble));
+    }
+    const at::Tensor in_order = at::arange(positions.numel(), positions.options());
+    return loss.positive_values(labels, values.value_or(at::Tensor()), positions, in_order,
+                                scores);
+  });
 }
 
 }  // namespace
@@ -581,7 +323,8 @@ at::Tensor rank_sort_labels_op(const at::Tensor& targets) {
 // Sorting P values and elementwise work: ATen ops only, the same code on every device.
 TORCH_LIBRARY_IMPL(aploss, CompositeExplicitAutograd, m) {
   m.impl("rank_positives", &rank_positives_op);
-  m.impl("rank_sort_labels", &rank_sort_labels_op);
+  m.impl("loss_labels", &loss_labels_op);
+  m.impl("positive_values", &positive_values_op);
 }
 
 }  // namespace aploss

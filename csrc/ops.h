@@ -1,7 +1,8 @@
 // The aploss operators, implemented once over a kernel table (aploss/kernels.h). Each
 // backend registers them for its dispatch key with its own table, as torchvision's ops
 // do: register_backend<&cpu_device_kernels> (ops.cpp), <&cuda_kernels>
-// (cuda/register_cuda.cpp). The schema is in ops.cpp.
+// (cuda/register_cuda.cpp). The schema is in ops.cpp. Operators are named for what they
+// do: loss_forward / loss_backward for every loss, and the stages by their names.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -18,40 +19,25 @@ struct Kernels;
 
 namespace ops {
 
-// The one driver: gather, rank_positives, pass 1, positive stage. Returns (loss,
-// state, offsets, codes, positive_grads, classes): codes are group_ids as dense int32
-// codes (empty without group_ids); state (1-D bytes), offsets, positive_grads ((P, 2)
-// [position, gradient]) and classes (the entries' packed classes, or empty: pass 2 reads
-// the labels) are what the backward needs (kernels.h, segments.h, stages.h).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
-    const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
-    const std::optional<at::Tensor>& group_ids, double delta, bool interpolate,
-    c10::string_view method);
+// Every loss's forward: the pipeline (pipeline.h) for the loss named `loss` (losses.h).
+// Returns (loss, extra, state, offsets, codes, labels, positive_grads, classes), as
+// pipeline.h's ForwardOutputs; all but loss and extra are what loss_backward reads.
+using ForwardTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                at::Tensor, at::Tensor, at::Tensor>;
+ForwardTuple loss_forward(const Kernels& k, c10::string_view loss, const at::Tensor& scores,
+                          const at::Tensor& labels, const std::optional<at::Tensor>& values,
+                          const std::optional<at::Tensor>& group_ids, double delta,
+                          bool interpolate, c10::string_view method);
 
-// The same driver with Rank & Sort loss's positive stage. Returns (loss, parts (ranking,
-// sorting), state, offsets, codes, labels, positive_grads, classes): labels are the int8
-// labels of the targets, which the backward reads.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-rank_sort_forward(const Kernels& k, const at::Tensor& scores, const at::Tensor& targets,
-                  const std::optional<at::Tensor>& group_ids, double delta);
-
-// The same driver with aLRP loss's positive stage. Returns (cls_loss, loc_weights, state,
-// offsets, codes, positive_grads, classes); loc_loss = sum_k regression_losses[k]
-// loc_weights[k].
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-alrp_forward(
-    const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
-    const at::Tensor& regression_losses, const std::optional<at::Tensor>& group_ids,
-    double delta);
-
-// Pass 2, the backward of every loss: grad_output * the error-driven gradient, shaped
-// like scores. classes, state, offsets, positive_grads: as the forward returned them.
-at::Tensor backward(const Kernels& k, const at::Tensor& grad_output, const at::Tensor& scores,
-                    const at::Tensor& labels, const at::Tensor& classes,
-                    const std::optional<at::Tensor>& codes, const at::Tensor& state,
-                    const at::Tensor& offsets, const at::Tensor& positive_grads, double delta,
-                    c10::string_view method);
+// Every loss's backward, pass 2: grad_output * the error-driven gradient, shaped like
+// scores. labels: the forward's labels output where it is not empty, else its input;
+// classes, state, offsets, positive_grads: as the forward returned them.
+at::Tensor loss_backward(const Kernels& k, const at::Tensor& grad_output,
+                         const at::Tensor& scores, const at::Tensor& labels,
+                         const at::Tensor& classes, const std::optional<at::Tensor>& codes,
+                         const at::Tensor& state, const at::Tensor& offsets,
+                         const at::Tensor& positive_grads, double delta,
+                         c10::string_view method);
 
 // The stages as operators, for callers that communicate between them
 // (aploss_cuda/distributed.py). `codes`: dense int32 codes broadcastable to scores, a
@@ -62,52 +48,29 @@ at::Tensor pass1(const Kernels& k, const at::Tensor& scores, const at::Tensor& l
                  const std::optional<at::Tensor>& codes, const at::Tensor& positives,
                  const at::Tensor& offsets, const at::Tensor& positive_group, double delta,
                  c10::string_view method);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(
-    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
-    const at::Tensor& positive_group, const at::Tensor& positions,
-    const at::Tensor& false_positives, double delta, bool interpolate, at::ScalarType loss_dtype,
-    c10::string_view method);
-
-// The positive stages of Rank & Sort and aLRP loss as operators (for process_group):
-// positives, offsets, positive_group, positions and memory_rank as rank_positives returns
-// them; targets / regression_losses one float64 value per sorted positive.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_sort_stage(
-    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
-    const at::Tensor& positive_group, const at::Tensor& positions,
-    const at::Tensor& false_positives, const at::Tensor& targets, double delta,
-    at::ScalarType loss_dtype);
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_stage(
-    const Kernels& k, const at::Tensor& positives, const at::Tensor& offsets,
-    const at::Tensor& positive_group, const at::Tensor& positions, const at::Tensor& memory_rank,
-    const at::Tensor& false_positives, const at::Tensor& regression_losses, double delta,
-    at::ScalarType loss_dtype);
-
-// Test-only: pass 1's difference arrays from the backend's kernel or from the
-// deterministic records, so the tests can hold the two against each other.
-at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
-                            const std::optional<at::Tensor>& codes, const at::Tensor& positives,
-                            const std::optional<at::Tensor>& offsets, double delta,
-                            bool deterministic);
+// The loss's positive stage: positives, offsets, positive_group, positions and
+// memory_rank as rank_positives returns them; values (the loss's, LossDef::values_name)
+// one float64 per positive in the positives' memory order. Returns (loss, extra, state,
+// positive_grads).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> positive_stage(
+    const Kernels& k, c10::string_view loss, const at::Tensor& positives,
+    const at::Tensor& offsets, const at::Tensor& positive_group, const at::Tensor& positions,
+    const at::Tensor& memory_rank, const at::Tensor& false_positives,
+    const std::optional<at::Tensor>& values, double delta, bool interpolate,
+    at::ScalarType loss_dtype, c10::string_view method);
 
 // What the user called, put in front of every ValueError and TypeError an operator raises
-// (the kernels' messages do not know it): the losses' names for their forward operators
-// (the Python API calls those), the operator's own name for the others.
-inline constexpr char kApLoss[] = "ap_loss";
-inline constexpr char kRankSortLoss[] = "rank_sort_loss";
-inline constexpr char kALRPLoss[] = "alrp_loss";
-inline constexpr char kPass2[] = "aploss::pass2";
+// (the kernels' messages do not know it): the loss's name for its forward (the Python API
+// calls it), the operator's own name for the others.
+inline constexpr char kLossBackward[] = "aploss::loss_backward";
 inline constexpr char kGather[] = "aploss::gather";
 inline constexpr char kPass1[] = "aploss::pass1";
 inline constexpr char kPositiveStage[] = "aploss::positive_stage";
-inline constexpr char kRankSortStage[] = "aploss::rank_sort_stage";
-inline constexpr char kALRPStage[] = "aploss::alrp_stage";
-inline constexpr char kPass1Histograms[] = "aploss::_pass1_histograms";
 inline constexpr char kRankPositives[] = "aploss::rank_positives";
-inline constexpr char kRankSortLabels[] = "aploss::rank_sort_labels";
 
 // f(), with `name: ` in front of the message of a ValueError or TypeError it raises.
-template <const char* name, typename F>
-auto named(F&& f) -> decltype(f()) {
+template <typename F>
+auto named(const char* name, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const c10::ValueError& e) {
@@ -126,22 +89,21 @@ template <const Kernels& (*table)(), const char* name, typename R, typename... A
           R (*fn)(const Kernels&, Args...)>
 struct WithTable<table, name, fn> {
   static R call(Args... args) {
-    return named<name>([&]() -> R { return fn(table(), args...); });
+    if (name == nullptr) return fn(table(), args...);  // fn names its errors itself
+    return named(name, [&]() -> R { return fn(table(), args...); });
   }
 };
 
+// The loss's forward names its errors by the loss, which only it knows.
+inline constexpr const char* kNamedByLoss = nullptr;
+
 template <const Kernels& (*table)()>
 void register_backend(torch::Library& m) {
-  m.impl("ap_loss_forward", &WithTable<table, kApLoss, &forward>::call);
-  m.impl("rank_sort_forward", &WithTable<table, kRankSortLoss, &rank_sort_forward>::call);
-  m.impl("alrp_forward", &WithTable<table, kALRPLoss, &alrp_forward>::call);
-  m.impl("pass2", &WithTable<table, kPass2, &backward>::call);
+  m.impl("loss_forward", &WithTable<table, kNamedByLoss, &loss_forward>::call);
+  m.impl("loss_backward", &WithTable<table, kLossBackward, &loss_backward>::call);
   m.impl("gather", &WithTable<table, kGather, &gather>::call);
   m.impl("pass1", &WithTable<table, kPass1, &pass1>::call);
   m.impl("positive_stage", &WithTable<table, kPositiveStage, &positive_stage>::call);
-  m.impl("rank_sort_stage", &WithTable<table, kRankSortStage, &rank_sort_stage>::call);
-  m.impl("alrp_stage", &WithTable<table, kALRPStage, &alrp_stage>::call);
-  m.impl("_pass1_histograms", &WithTable<table, kPass1Histograms, &pass1_histograms>::call);
 }
 
 }  // namespace ops

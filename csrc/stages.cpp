@@ -5,8 +5,8 @@
 #include <limits>
 
 #include "aploss/kernels.h"
+#include "aploss/math.h"
 #include "deterministic_pass1.h"
-#include "positive_stage.h"
 
 namespace aploss {
 
@@ -43,18 +43,28 @@ at::Tensor order_keys(const at::Tensor& score) {
   return at::where(bits < 0, bits.bitwise_xor(std::numeric_limits<int64_t>::max()), bits);
 }
 
-// The positives' scores as the entries of the ranking among them: in the scores' dtype
-// where they are exact in it (they are, when they come from those scores), else float64.
-// On the CPU that pass then reuses the interval index that pass 1 built for the keys of
-// that dtype (cpu/interval_index_cpu.h) instead of building one for float64 keys; other
-// devices keep float64 (the check would cost them a host sync).
-at::Tensor positives_as_entries(const at::Tensor& q, at::ScalarType scores_dtype) {
-  if (!q.is_cpu() || scores_dtype == at::kDouble) return q;
-  const at::Tensor in_dtype = q.to(scores_dtype);
-  return at::equal(in_dtype.to(at::kDouble), q) ? in_dtype : q;
-}
-
 }  // namespace
+
+at::Tensor make_positives(const at::Tensor& sorted_q, double delta,
+                          const at::Tensor& positive_group) {
+  const int64_t num_pos = sorted_q.numel();
+  // A cluster starts at 0, after every gap of at least kClusterGap * delta and (grouped)
+  // at every group's first positive; each positive's shift is the score where its
+  // cluster starts.
+  const at::Tensor starts = at::ones({num_pos}, sorted_q.options().dtype(at::kBool));
+  if (num_pos > 1) {
+    at::Tensor after_gap = sorted_q.diff() >= kClusterGap * delta;
+    if (positive_group.defined()) after_gap.logical_or_(positive_group.diff() != 0);
+    starts.narrow(0, 1, num_pos - 1).copy_(after_gap);
+  }
+  const at::Tensor index = at::arange(num_pos, sorted_q.options().dtype(at::kLong));
+  const at::Tensor start_of_cluster = std::get<0>(at::where(starts, index, 0).cummax(0));
+  at::Tensor positives = at::empty({2, num_pos}, sorted_q.options());
+  positives[0].copy_(sorted_q);
+  at::Tensor shifts = positives[1];
+  at::index_select_out(shifts, sorted_q, 0, start_of_cluster);
+  return positives;
+}
 
 Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double delta) {
   const at::Tensor score = gathered[0];
@@ -103,6 +113,21 @@ at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives
              : k.sorted_pass1(in.scores, in.labels, pos.positives, delta);
 }
 
+namespace {
+
+// fp(i) (or sum_k H(q_k - q_i) when the histograms came from the positives themselves)
+// from pass 1's (3, P+1) difference arrays.
+at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& histograms,
+                                double delta) {
+  const int64_t num_pos = positives.size(1);
+  const at::Tensor prefix = histograms.cumsum(1).narrow(1, 0, num_pos);
+  // fp(i) = C1(i) + A(i) - B(i) * (q_i - shift_i) / (2 delta)  (math.h, accumulate_negative).
+  const at::Tensor local = positives[0] - positives[1];
+  return prefix[0] + prefix[1] - prefix[2] * local * (0.5 / delta);
+}
+
+}  // namespace
+
 at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, double delta,
                  Method method) {
   if (method == Method::kPairwise) {
@@ -111,25 +136,6 @@ at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, doub
   const bool deterministic = needs_deterministic_pass1(k);
   return sums_from_histograms(pos.positives, pass1_histograms(k, in, pos, delta, deterministic),
                               delta);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(const Kernels& k,
-                                                              const Positives& pos,
-                                                              const at::Tensor& false_positives,
-                                                              double delta, bool interpolate,
-                                                              at::ScalarType loss_dtype,
-                                                              Method method) {
-  const at::Tensor q = pos.positives[0];
-  const Entries among_positives{
-      positives_as_entries(q, loss_dtype), at::zeros({q.numel()}, q.options().dtype(at::kChar)),
-      pos.grouped() ? pos.positive_group.to(at::kInt) : at::Tensor()};
-  const at::Tensor positive_sums = pass1(k, among_positives, pos, delta, method);
-  auto [loss, state, positive_grad] =
-      pos.grouped() ? ap_positive_stage(pos.positives, false_positives, positive_sums,
-                                        interpolate, loss_dtype, pos.positive_group, pos.offsets)
-                    : ap_positive_stage(pos.positives, false_positives, positive_sums,
-                                        interpolate, loss_dtype);
-  return {loss, state, positive_gradients(pos.positions, positive_grad)};
 }
 
 void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,

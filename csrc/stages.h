@@ -1,8 +1,8 @@
 // The stages of the two-pass evaluation (docs/algorithm.md), each written once for
-// every kind of ranking. A single ranking is the one-group case: without `codes` the
+// every kind of ranking and every loss (a loss is its positive stage, losses.h). A single ranking is the one-group case: without `codes` the
 // stages call the ungrouped kernels, with them each entry is searched against its own
-// group's segment of the positives (aploss/segments.h). The driver (ops.cpp) strings
-// the stages together; aploss_cuda/distributed.py calls them as operators with
+// group's segment of the positives (aploss/segments.h). The pipeline (pipeline.cpp)
+// strings the stages together; aploss_cuda/distributed.py calls them as operators with
 // communication between them.
 #pragma once
 
@@ -47,6 +47,11 @@ at::Tensor gather(const Kernels& k, const Entries& in);
 // device orders them alike): their cluster shifts and segments.
 Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double delta);
 
+// (2, P) float64: sorted q and each positive's cluster shift (math.h, StepParams).
+// Grouped: q sorted within each group, `positive_group` (P,) the groups, sorted.
+at::Tensor make_positives(const at::Tensor& sorted_q, double delta,
+                          const at::Tensor& positive_group = {});
+
 // Pass 1: fp(i), the sum over the negatives of H(s_j - q_i), for every positive.
 // Float atomics (CUDA) give way to a deterministic reduction when torch asks for
 // deterministic algorithms.
@@ -57,18 +62,6 @@ at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, doub
 // deterministic per-entry records.
 at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives& pos,
                             double delta, bool deterministic);
-
-// Positive stage: ranks among the positives (pass 1 with the positives as the
-// "negatives"), then the loss (0-dim, loss_dtype), the (kStateRows, P+1) float64 state
-// that pass 2 reads (kernels.h) and the positives' own gradients (pass2's
-// positive_grads). The loss of a grouped ranking is the mean of the AP-losses of the
-// groups that have a positive.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> positive_stage(const Kernels& k,
-                                                              const Positives& pos,
-                                                              const at::Tensor& false_positives,
-                                                              double delta, bool interpolate,
-                                                              at::ScalarType loss_dtype,
-                                                              Method method);
 
 // Pass 2: writes grad_output * the error-driven gradient of every entry into `grad`:
 // the kernels give every negative its gradient from the state and every other entry 0,

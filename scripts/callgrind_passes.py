@@ -81,7 +81,7 @@ ROLES = {
     "stages": {
         "gather": ["aploss::ops::gather"],
         "pass1": ["aploss::ops::pass1"],
-        "pass2": ["aploss::ops::backward", "aploss::ops::pass2"],
+        "pass2": ["aploss::ops::loss_backward", "aploss::ops::backward", "aploss::ops::pass2"],
         "k_gather": ["aploss::cpu::gather"],
         "k_pass1": ["aploss::cpu::sorted_pass1"],
         "k_pass2": ["aploss::cpu::sorted_pass2"],
@@ -133,12 +133,29 @@ def import_package(pythonpath):
 # ------------------------------------------------------------------------------ child
 
 
+# Operators renamed between builds: the new name, then the older ones.
+RENAMED = {"forward": ("loss_forward", "ap_loss_forward"), "pass2": ("loss_backward", "pass2")}
+
+
+def op_name(role):
+    import torch
+
+    return next(n for n in RENAMED.get(role, (role,)) if hasattr(torch.ops.aploss, n))
+
+
+def forward_outputs(out):
+    """(state, offsets, positive_grads, classes) of the build's forward operator."""
+    if len(out) == 8:  # loss_forward: (loss, extra, state, offsets, codes, labels, pg, classes)
+        return out[2], out[3], out[6], out[7]
+    return out[1], out[2], out[4] if len(out) > 4 else None, out[5] if len(out) > 5 else None
+
+
 def call_op(name, **named):
     """torch.ops.aploss.<name> with the arguments its schema names (optional ones
     absent from `named` are None), so that small schema changes do not break the script."""
     import torch
 
-    op = getattr(torch.ops.aploss, name)
+    op = getattr(torch.ops.aploss, op_name(name))
     schema = op.default._schema
     args = []
     for a in schema.arguments:
@@ -199,10 +216,9 @@ def child(spec):
                      memory_rank=r[4])
         fp = call_op("pass1", scores=scores, labels=labels, delta=DELTA, method="sorted",
                      **named)
-        out = call_op("positive_stage", false_positives=fp, delta=DELTA, interpolate=True,
-                      loss_dtype=scores.dtype, method="sorted", **named)
-        state = out[1]
-        positive_grads = out[2] if len(out) > 2 else None
+        out = call_op("positive_stage", loss="ap_loss", false_positives=fp, delta=DELTA,
+                      interpolate=True, loss_dtype=scores.dtype, method="sorted", **named)
+        state, positive_grads = (out[2], out[3]) if len(out) == 4 else (out[1], out[2])
         return named, state, positive_grads
 
     for label_name in spec["labels"]:
@@ -233,27 +249,27 @@ def child(spec):
                 ranking(s, y)
                 measure(f"pass2 {tag}", pass2)
                 # the whole call, fwd then bwd, after another problem's forward
-                call_op("ap_loss_forward", scores=s_other, labels=y_other, delta=DELTA,
+                call_op("forward", loss="ap_loss", scores=s_other, labels=y_other, delta=DELTA,
                         interpolate=True, method="sorted")
-                fwd = measure(f"fwd {tag}", lambda: call_op(
-                    "ap_loss_forward", scores=s, labels=y, delta=DELTA, interpolate=True,
-                    method="sorted"))
+                fwd = forward_outputs(measure(f"fwd {tag}", lambda: call_op(
+                    "forward", loss="ap_loss", scores=s, labels=y, delta=DELTA,
+                    interpolate=True, method="sorted")))
                 measure(f"bwd {tag}", lambda: call_op(
-                    "pass2", grad_output=one, scores=s, labels=y, state=fwd[1],
-                    offsets=fwd[2], positive_grads=fwd[4] if len(fwd) > 4 else None,
-                    classes=fwd[5] if len(fwd) > 5 else no_classes, delta=DELTA,
+                    "pass2", grad_output=one, scores=s, labels=y, state=fwd[0],
+                    offsets=fwd[1], positive_grads=fwd[2],
+                    classes=fwd[3] if fwd[3] is not None else no_classes, delta=DELTA,
                     method="sorted"))
             else:
                 forward = lambda s=s, y=y: call_op(  # noqa: E731
-                    "ap_loss_forward", scores=s, labels=y, delta=DELTA, interpolate=True,
-                    method="sorted")
+                    "forward", loss="ap_loss", scores=s, labels=y, delta=DELTA,
+                    interpolate=True, method="sorted")
                 loss, state = forward()[:2]  # warm-up
                 backward = lambda s=s, y=y, state=state: call_op(  # noqa: E731
                     "ap_loss_backward", grad_output=one, scores=s, labels=y, state=state,
                     delta=DELTA, method="sorted")
                 backward()
                 forward_other = lambda: call_op(  # noqa: E731
-                    "ap_loss_forward", scores=s_other, labels=y_other, delta=DELTA,
+                    "forward", loss="ap_loss", scores=s_other, labels=y_other, delta=DELTA,
                     interpolate=True, method="sorted")
                 forward_other()
                 measure(f"fwd {tag}", forward)
@@ -404,7 +420,7 @@ def driver(args):
     aploss_cuda, where, so_path = import_package(args.pythonpath)
     kind = "stages" if hasattr(torch.ops.aploss, "pass1") else "legacy"
     if kind == "legacy" and not hasattr(torch.ops.aploss, "ap_loss_forward"):
-        sys.exit("neither the stage operators nor ap_loss_forward: unknown build")
+        sys.exit("neither the stage operators nor a forward operator: unknown build")
     names = demangled_functions(so_path)
     roles, chosen = resolve_roles(kind, names)
     missing = [r for r in ("gather", "pass1", "pass2") if roles[r] is None]

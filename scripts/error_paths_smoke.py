@@ -13,8 +13,8 @@ CASES = {
     # name: (device, the call, the exception it must raise)
     "invalid label": ("cpu", "aploss_cuda.ap_loss(torch.randn(3, device=D), torch.tensor([0, 2, 1], device=D))", "ValueError"),
     "non-finite positive": ("cpu", "aploss_cuda.ap_loss(torch.tensor([0.0, float('nan')], device=D), torch.tensor([0, 1], device=D))", "ValueError"),
-    "negative group id (operator)": ("cpu", "torch.ops.aploss.ap_loss_forward(torch.randn(5, device=D), torch.ones(5, dtype=torch.long, device=D), torch.tensor([0, -2, 1, 1, 1], device=D), 1.0, True, 'sorted')", "ValueError"),
-    "unknown method (operator)": ("cpu", "torch.ops.aploss.ap_loss_forward(torch.randn(4, device=D), torch.ones(4, dtype=torch.long, device=D), None, 1.0, True, 'bogus')", "ValueError"),
+    "negative group id (operator)": ("cpu", "torch.ops.aploss.loss_forward('ap_loss', torch.randn(5, device=D), torch.ones(5, dtype=torch.long, device=D), None, torch.tensor([0, -2, 1, 1, 1], device=D), 1.0, True, 'sorted')", "ValueError"),
+    "unknown method (operator)": ("cpu", "torch.ops.aploss.loss_forward('ap_loss', torch.randn(4, device=D), torch.ones(4, dtype=torch.long, device=D), None, None, 1.0, True, 'bogus')", "ValueError"),
 }
 
 

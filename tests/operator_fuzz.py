@@ -46,13 +46,13 @@ def problem():
 def pass2_cases(name, scores, labels, outputs, grouped):
     """pass2 with the forward's outputs (state, offsets, positive_grads, classes), each
     broken in turn."""
-    _, state, offsets, codes, positive_grads, classes = outputs
+    _, _, state, offsets, codes, _, positive_grads, classes = outputs
     codes = codes if grouped else None
     one = torch.ones(())
 
     def call(state=state, offsets=offsets, positive_grads=positive_grads, classes=classes,
              codes=codes, grad_output=one, delta=1.0):
-        return lambda: A.pass2(grad_output, scores, labels, classes, codes, state, offsets,
+        return lambda: A.loss_backward(grad_output, scores, labels, classes, codes, state, offsets,
                                positive_grads, delta, "sorted")
 
     num_pos = positive_grads.shape[0]
@@ -130,7 +130,8 @@ def stage_cases(scores, labels, targets):
     positives, offsets, group, positions, memory_rank = A.rank_positives(gathered, 1, 1.0)
     fp = A.pass1(scores, labels, None, positives, offsets, group, 1.0, "sorted")
     num_pos = positives.shape[1]
-    positive_targets = targets[positions].double()
+    # The loss's values come in the positives' memory order.
+    positive_targets = targets.reshape(-1)[positions.sort().values].double()
     regression = torch.rand(num_pos, dtype=torch.float64)
     f32 = torch.float32
 
@@ -151,16 +152,16 @@ def stage_cases(scores, labels, targets):
 
     def positive_stage(positives=positives, offsets=offsets, group=group, positions=positions,
                        fp=fp):
-        return lambda: A.positive_stage(positives, offsets, group, positions, fp, 1.0, True,
-                                        f32, "sorted")
+        return lambda: A.positive_stage("ap_loss", positives, offsets, group, positions,
+                                        memory_rank, fp, None, 1.0, True, f32, "sorted")
 
     def rank_sort_stage(positions=positions, fp=fp, targets=positive_targets, offsets=offsets):
-        return lambda: A.rank_sort_stage(positives, offsets, group, positions, fp, targets, 0.5,
-                                         f32)
+        return lambda: A.positive_stage("rank_sort_loss", positives, offsets, group, positions,
+                                        memory_rank, fp, targets, 0.5, False, f32, "sorted")
 
     def alrp_stage(memory_rank=memory_rank, regression=regression, positives=positives):
-        return lambda: A.alrp_stage(positives, offsets, group, positions, memory_rank, fp,
-                                    regression, 1.0, f32)
+        return lambda: A.positive_stage("alrp_loss", positives, offsets, group, positions,
+                                        memory_rank, fp, regression, 1.0, False, f32, "sorted")
 
     yield "gather: codes int64", lambda: A.gather(
         scores, labels, torch.zeros(N, dtype=torch.int64)), (TypeError, ValueError)
@@ -200,26 +201,21 @@ def stage_cases(scores, labels, targets):
         "alrp_stage: regression loss inf": alrp_stage(regression=replaced(regression, 0,
                                                                           float("inf"))),
         "alrp_stage: positives unsorted": alrp_stage(positives=unsorted),
-        "_pass1_histograms: offsets[1] = 10**6": lambda: A._pass1_histograms(
-            scores, labels, torch.zeros(N, dtype=torch.int32), positives,
-            replaced(offsets, 1, 10**6), 1.0, False),
-        "_pass1_histograms: positives unsorted": lambda: A._pass1_histograms(
-            scores, labels, None, unsorted, None, 1.0, False),
     }.items():
         yield what, thunk, (TypeError, ValueError)
 
 
 def cases():
     scores, labels, targets = problem()
-    ungrouped = A.ap_loss_forward(scores, labels, None, 1.0, True, "sorted")
+    ungrouped = A.loss_forward("ap_loss", scores, labels, None, None, 1.0, True, "sorted")
     yield from pass2_cases("pass2 ungrouped", scores, labels, ungrouped, False)
     ids = torch.arange(N) % 3
-    grouped = A.ap_loss_forward(scores, labels, ids, 1.0, True, "sorted")
+    grouped = A.loss_forward("ap_loss", scores, labels, None, ids, 1.0, True, "sorted")
     yield from pass2_cases("pass2 grouped", scores, labels, grouped, True)
-    rank_sort = A.rank_sort_forward(scores, targets, None, 0.5)
-    _, _, state, offsets, codes, rs_labels, positive_grads, classes = rank_sort
+    rank_sort = A.loss_forward("rank_sort_loss", scores, targets, None, None, 0.5, False, "sorted")
+    rs_labels = rank_sort[5]
     yield from pass2_cases("pass2 rank_sort", scores, rs_labels if rs_labels.numel() else labels,
-                           (None, state, offsets, codes, positive_grads, classes), False)
+                           rank_sort, False)
     yield from stage_cases(scores, labels, targets)
 
 

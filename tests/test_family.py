@@ -312,13 +312,16 @@ def test_opcheck(device, grouped):
     ids = (torch.arange(120, device=device) % 3) if grouped else None
     for requires_grad in (False, True):
         x = scores.clone().requires_grad_(requires_grad)
-        opcheck(torch.ops.aploss.rank_sort_forward.default, (x, targets_, ids, 0.5))
-        opcheck(torch.ops.aploss.alrp_forward.default, (x, labels, regression, ids, 1.0))
+        opcheck(torch.ops.aploss.loss_forward.default,
+                ("rank_sort_loss", x, targets_, None, ids, 0.5, False, "sorted"))
+        opcheck(torch.ops.aploss.loss_forward.default,
+                ("alrp_loss", x, labels, regression, ids, 1.0, False, "sorted"))
     _, _, state, offsets, codes, int8_labels, positive_grads, classes = (
-        torch.ops.aploss.rank_sort_forward(scores, targets_, ids, 0.5))
+        torch.ops.aploss.loss_forward("rank_sort_loss", scores, targets_, None, ids, 0.5, False,
+                                      "sorted"))
     args = (torch.tensor(2.0, device=device), scores, int8_labels, classes,
             codes if grouped else None, state, offsets, positive_grads, 0.5, "sorted")
-    opcheck(torch.ops.aploss.pass2.default, args)
+    opcheck(torch.ops.aploss.loss_backward.default, args)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -331,8 +334,8 @@ def test_stage_operators(device, grouped):
     )
     codes = (torch.arange(150, device=device) % 3).to(torch.int32) if grouped else None
     num_groups = 3 if grouped else 1
-    opcheck(torch.ops.aploss.rank_sort_labels.default, (targets_,))
-    int8_labels = torch.ops.aploss.rank_sort_labels(targets_)
+    opcheck(torch.ops.aploss.loss_labels.default, ("rank_sort_loss", targets_))
+    int8_labels = torch.ops.aploss.loss_labels("rank_sort_loss", targets_)
     for loss_name, entry_labels in (("rank_sort", int8_labels), ("alrp", labels)):
         gathered = torch.ops.aploss.gather(scores, entry_labels, codes)
         positives, offsets, group, positions, memory_rank = torch.ops.aploss.rank_positives(
@@ -340,18 +343,24 @@ def test_stage_operators(device, grouped):
         )
         fp = torch.ops.aploss.pass1(scores, entry_labels, codes, positives, offsets, group, 1.0,
                                     "sorted")
+        # Each positive's value, in the positives' memory order.
+        in_memory_order = positions.sort().values
         if loss_name == "rank_sort":
-            args = (positives, offsets, group, positions, fp, targets_[positions], 1.0,
-                    torch.float64)
-            opcheck(torch.ops.aploss.rank_sort_stage.default, args)
-            loss = torch.ops.aploss.rank_sort_stage(*args)[0]
+            values = torch.ops.aploss.positive_values("rank_sort_loss", scores, targets_, None,
+                                                      in_memory_order)
+            args = ("rank_sort_loss", positives, offsets, group, positions, memory_rank, fp,
+                    values, 1.0, False, torch.float64, "sorted")
+            opcheck(torch.ops.aploss.positive_stage.default, args)
+            loss = torch.ops.aploss.positive_stage(*args)[0]
             expected = aploss_cuda.rank_sort_loss(scores, targets_, delta=1.0,
                                                   group_ids=codes.long() if grouped else None)
         else:
-            args = (positives, offsets, group, positions, memory_rank, fp, regression[memory_rank],
-                    1.0, torch.float64)
-            opcheck(torch.ops.aploss.alrp_stage.default, args)
-            loss = torch.ops.aploss.alrp_stage(*args)[0]
+            values = torch.ops.aploss.positive_values("alrp_loss", scores, labels, regression,
+                                                      in_memory_order)
+            args = ("alrp_loss", positives, offsets, group, positions, memory_rank, fp, values,
+                    1.0, False, torch.float64, "sorted")
+            opcheck(torch.ops.aploss.positive_stage.default, args)
+            loss = torch.ops.aploss.positive_stage(*args)[0]
             expected = aploss_cuda.alrp_loss(scores, labels, regression, delta=1.0,
                                              group_ids=codes.long() if grouped else None)[0]
         torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)

@@ -18,8 +18,21 @@ from hypothesis import strategies as st
 import aploss_cuda
 from aploss_cuda.reference import ap_loss_reference
 
-FWD = torch.ops.aploss.ap_loss_forward
-BWD = torch.ops.aploss.pass2
+BWD = torch.ops.aploss.loss_backward
+
+
+FWD_OP = torch.ops.aploss.loss_forward.default
+
+
+def fwd_args(scores, labels, group_ids, delta, interpolate, method):
+    """ap_loss's arguments of the forward operator."""
+    return ("ap_loss", scores, labels, None, group_ids, delta, interpolate, method)
+
+
+def FWD(*args):
+    """ap_loss's forward: (loss, state, offsets, codes, positive_grads, classes)."""
+    loss, _, state, offsets, codes, _, positive_grads, classes = FWD_OP(*fwd_args(*args))
+    return loss, state, offsets, codes, positive_grads, classes
 
 # Ids at or above max(2**16, 2 * group_ids.numel()) take the sort-based (non-direct) path
 # of the dense group codes; smaller ids are used as codes directly.
@@ -573,16 +586,17 @@ def test_opcheck_forward(layout, dtype):
     scores, labels = image_class_problem(42, dtype=dtype)
     for requires_grad in (False, True):
         args = (scores.clone().requires_grad_(requires_grad), labels, OPCHECK_IDS[layout](), 1.0, True, "sorted")
-        opcheck(FWD.default, args)
+        opcheck(FWD_OP, fwd_args(*args))
 
 
 def test_opcheck_forward_no_positive_and_empty():
     scores = torch.randn(4, 30, 5, requires_grad=True)
     labels = torch.zeros(4, 30, 5, dtype=torch.int64)
-    opcheck(FWD.default, (scores, labels, torch.arange(C), 1.0, True, "sorted"))
+    opcheck(FWD_OP, fwd_args(scores, labels, torch.arange(C), 1.0, True, "sorted"))
     empty = torch.randn(0, 5, requires_grad=True)
     opcheck(
-        FWD.default, (empty, torch.zeros(0, 5, dtype=torch.int64), torch.arange(C), 1.0, True, "sorted")
+        FWD_OP, fwd_args(empty, torch.zeros(0, 5, dtype=torch.int64), torch.arange(C), 1.0, True,
+                         "sorted")
     )
 
 

@@ -28,7 +28,7 @@ def test_unsupported_label_dtype():
     with pytest.raises(TypeError, match="int16"):
         aploss_cuda.ap_loss(torch.randn(5), torch.zeros(5, dtype=torch.int16))
     with pytest.raises(TypeError, match="Short"):  # the raw op checks too
-        torch.ops.aploss.ap_loss_forward(torch.randn(5), torch.zeros(5, dtype=torch.int16), None, 1.0, True, "sorted")
+        torch.ops.aploss.loss_forward("ap_loss", torch.randn(5), torch.zeros(5, dtype=torch.int16), None, None, 1.0, True, "sorted")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -93,7 +93,7 @@ def test_unknown_method_lists_valid_ones():
     with pytest.raises(ValueError, match="auto.*sorted.*pairwise"):
         aploss_cuda.ap_loss(torch.randn(4), torch.ones(4, dtype=torch.int64), method="fast")
     with pytest.raises(ValueError, match="auto.*sorted.*pairwise"):  # the raw op too
-        torch.ops.aploss.ap_loss_forward(torch.randn(4), torch.ones(4, dtype=torch.int64), None, 1.0, True, "fast")
+        torch.ops.aploss.loss_forward("ap_loss", torch.randn(4), torch.ones(4, dtype=torch.int64), None, None, 1.0, True, "fast")
 
 
 def test_different_devices_name_both():

@@ -11,7 +11,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _forward_args(scores, labels, method="sorted"):
-    return (scores, labels, None, 1.0, True, method)
+    return ("ap_loss", scores, labels, None, None, 1.0, True, method)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -21,29 +21,29 @@ def test_opcheck_forward(device, method, dtype):
     scores, labels = random_problem((6, 50), seed=0, dtype=dtype, device=device)
     for requires_grad in (False, True):
         args = _forward_args(scores.clone().requires_grad_(requires_grad), labels, method)
-        opcheck(torch.ops.aploss.ap_loss_forward.default, args)
+        opcheck(torch.ops.aploss.loss_forward.default, args)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", ["sorted", "pairwise"])
 def test_opcheck_backward(device, method):
     scores, labels = random_problem((6, 50), seed=1, device=device)
-    _, state, offsets, _, positive_grads, classes = torch.ops.aploss.ap_loss_forward(
+    _, _, state, offsets, _, _, positive_grads, classes = torch.ops.aploss.loss_forward(
         *_forward_args(scores, labels, method))
     grad_output = torch.tensor(2.0, device=device)
     args = (grad_output, scores, labels, classes, None, state, offsets, positive_grads, 1.0, method)
-    opcheck(torch.ops.aploss.pass2.default, args)
+    opcheck(torch.ops.aploss.loss_backward.default, args)
 
 
 def test_opcheck_no_positive():
     scores = torch.randn(40, requires_grad=True)
     labels = torch.zeros(40, dtype=torch.int64)
-    opcheck(torch.ops.aploss.ap_loss_forward.default, _forward_args(scores, labels))
+    opcheck(torch.ops.aploss.loss_forward.default, _forward_args(scores, labels))
 
 
 def test_state_is_order_p():
     scores, labels = random_problem((10000,), seed=2, p_pos=0.01)
-    _, state, _, _, positive_grads, classes = torch.ops.aploss.ap_loss_forward(
+    _, _, state, _, _, _, positive_grads, classes = torch.ops.aploss.loss_forward(
         *_forward_args(scores, labels))
     num_pos = int((labels == 1).sum())
     # The CPU's state: five float64 rows of P + 1 (csrc/aploss/kernels.h), as bytes.
@@ -62,14 +62,15 @@ def test_opcheck_stages(device, grouped):
     gathered = torch.ops.aploss.gather(scores, labels, codes)
     opcheck(torch.ops.aploss.gather.default, (scores, labels, codes))
     opcheck(torch.ops.aploss.rank_positives.default, (gathered, num_groups, 1.0))
-    positives, offsets, positive_group, positions, _ = torch.ops.aploss.rank_positives(
+    positives, offsets, positive_group, positions, memory_rank = torch.ops.aploss.rank_positives(
         gathered, num_groups, 1.0)
     args = (scores, labels, codes, positives, offsets, positive_group, 1.0, "sorted")
     opcheck(torch.ops.aploss.pass1.default, args)
     fp = torch.ops.aploss.pass1(*args)
-    args = (positives, offsets, positive_group, positions, fp, 1.0, True, torch.float64, "sorted")
+    args = ("ap_loss", positives, offsets, positive_group, positions, memory_rank, fp, None, 1.0,
+            True, torch.float64, "sorted")
     opcheck(torch.ops.aploss.positive_stage.default, args)
-    loss, _, positive_grads = torch.ops.aploss.positive_stage(*args)
+    loss, _, _, positive_grads = torch.ops.aploss.positive_stage(*args)
     assert torch.equal(positive_grads[:, 0], positions.double())
     expected = aploss_cuda.ap_loss(
         scores, labels, group_ids=codes.long() if grouped else None

@@ -48,7 +48,7 @@ inline std::string element_repr(const at::Tensor& flat, int64_t index) {
   __builtin_unreachable();
 }
 
-// Rank & Sort loss's targets (../family_inputs.cpp has the same rule).
+// Rank & Sort loss's targets (../loss_inputs.cpp has the same rule).
 [[noreturn]] inline void throw_invalid_target(const at::Tensor& targets, int64_t index) {
   TORCH_CHECK_VALUE(false,
                     "targets must be in (0, 1] for a positive, 0 for a negative, < 0 (e.g. -1) "

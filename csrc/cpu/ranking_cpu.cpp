@@ -16,7 +16,7 @@
 #include "../aploss/kernels.h"
 #include "../aploss/math.h"
 #include "../aploss/positive_stages.h"
-#include "../family_inputs.h"
+#include "../loss_inputs.h"
 #include "../aploss/intervals.h"
 #include "cpu_kernels.h"
 #include "interval_index_cpu.h"
