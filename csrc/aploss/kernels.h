@@ -76,88 +76,115 @@ struct RankingOutputs {
   at::Tensor labels;          // Rank & Sort, where pass 2 reads labels: its int8 labels
 };
 
+// Dense int32 codes and how many distinct ids there are (Kernels::dense_codes); a name
+// without a comma, so that it passes through the entry lists' macro arguments.
+using CodesAndCount = std::tuple<at::Tensor, int64_t>;
+
+// The table's entry points, each written once, with its contract:
+// X(return type, name, (parameters)). The Kernels struct below holds a pointer per entry,
+// and each backend declares its functions and fills its table from the same lists (the
+// expansions after them).
+#define APLOSS_KERNEL_ENTRIES(X)                                                                  \
+  /* Validates every label (ValueError naming the first bad value) and every score that           \
+     takes part; returns the positives as (3, P) float64 [score; code; position], in no           \
+     particular order: each positive's score, its group code (`codes` below; 0 when codes         \
+     is undefined, the single ranking) and its index in the flat entries. */                      \
+  X(at::Tensor, gather,                                                                           \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,                 \
+     int64_t code_repeat))                                                                        \
+                                                                                                  \
+  /* Sorted pass 1: (3, P+1) float64 difference arrays d1, da, db summed over the                 \
+     negatives (math.h, negative_contributions). ValueError on a non-finite negative. */          \
+  X(at::Tensor, sorted_pass1,                                                                     \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& positives,             \
+     double delta))                                                                               \
+                                                                                                  \
+  /* Pairwise pass 1: (P,) float64, fp(i) = sum over negatives of H(s_j - q_i). */                \
+  X(at::Tensor, pairwise_pass1,                                                                   \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& positives,             \
+     double delta))                                                                               \
+                                                                                                  \
+  /* Pass 2: writes grad_output * d loss / d s for every negative into `grad` (same               \
+     dtype and memory order as scores), 0 for every other entry: the positives' gradients         \
+     come from the positive stage, by position (../stages.h, pass2). grad_output is a             \
+     0-dim tensor on the device. */                                                               \
+  X(void, sorted_pass2,                                                                           \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,                 \
+     double delta, const at::Tensor& grad_output, at::Tensor& grad))                              \
+  X(void, pairwise_pass2,                                                                         \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,                 \
+     double delta, const at::Tensor& grad_output, at::Tensor& grad))                              \
+                                                                                                  \
+  /* Grouped rankings (grouped_intervals.h). `codes`: 1-D int32 dense group codes in              \
+     [0, U) (other codes: no group), one per entry in the order of scores (code_repeat            \
+     1); or, with broadcast_codes, as code_layout.h lays them out: entry i's code is              \
+     codes[(i / code_repeat) % codes.numel()] (group_ids broadcast over the scores, e.g.          \
+     one per class or one per image). `offsets`: (U+1) int64, group u's positives are             \
+     columns [offsets[u], offsets[u+1]) of `positives` / `state`. */                              \
+                                                                                                  \
+  /* As sorted_pass1, each negative against its own group's segment. */                           \
+  X(at::Tensor, grouped_pass1,                                                                    \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,                 \
+     int64_t code_repeat, const at::Tensor& positives, const at::Tensor& offsets,                 \
+     double delta))                                                                               \
+  /* As sorted_pass2, each entry against its own group's segment. */                              \
+  X(void, grouped_pass2,                                                                          \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,                 \
+     int64_t code_repeat, const at::Tensor& state, const at::Tensor& offsets, double delta,       \
+     const at::Tensor& grad_output, at::Tensor& grad))                                            \
+                                                                                                  \
+  /* Sums among the positives, for the losses whose positive stage weighs positives by a          \
+     value and by a second key (Rank & Sort: the targets; aLRP: the regression losses).           \
+     `offsets` as above ([0, P] for a single ranking); `values` (V, P) float64 and `keys`         \
+     (P,) float64 (undefined: no key condition) are in the columns' order. Returns (V, P)         \
+     float64: for every positive x and row r, the sum over the positives m of x's segment         \
+     with keys[m] < keys[x] (below) or keys[m] >= keys[x] (not below) of                          \
+       H(q_m - q_x) values[r][m]      (transpose false), or                                       \
+       H(q_x - q_m) values[r][m]      (transpose true). */                                        \
+  X(at::Tensor, positive_window_sums,                                                             \
+    (const at::Tensor& positives, const at::Tensor& offsets, const at::Tensor& keys,              \
+     const at::Tensor& values, double delta, bool below, bool transpose))                         \
+                                                                                                  \
+  /* Deterministic pass 1 (segments.h, PassOneRecord): (4, N) float64 rows begin, lo, hi,         \
+     a of every entry. `codes` and `offsets` undefined: the single ranking. */                    \
+  X(at::Tensor, pass1_records,                                                                    \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,                 \
+     const at::Tensor& positives, const at::Tensor& offsets, double delta))                       \
+                                                                                                  \
+  /* Dense int32 codes (shaped like ids, contiguous) of arbitrary non-negative int ids,           \
+     and how many distinct ids there are (../group_codes.cpp uses it for large ids). */           \
+  X(CodesAndCount, dense_codes, (const at::Tensor& ids))                                          \
+                                                                                                  \
+  /* The forward of one ungrouped ranking by the sorted method as a whole, with at most           \
+     one host read (nullptr: the driver strings the stages above). */                             \
+  X(RankingOutputs, ranking_forward, (const RankingInputs& in))
+
+// The backward of a ranking_forward that returns entry classes, from its state,
+// positive_grads and classes. Only such a backend provides these (the others: nullptr).
+#define APLOSS_RANKING_BACKWARD_ENTRIES(X)                                                        \
+  /* Pass 2 from the forward's state: grad (1-D, like scores). */                                 \
+  X(void, ranking_backward,                                                                       \
+    (const at::Tensor& scores, const at::Tensor& classes, const at::Tensor& state,                \
+     const at::Tensor& positive_grads, const at::Tensor& grad_output, at::Tensor& grad))          \
+  /* What ranking_backward requires of its state, classes and positive_grads when they do         \
+     not come straight from ranking_forward (the operators' callers other than the losses'        \
+     autograd, ../op_checks.h): their sizes (raised at once) and their invariants (added          \
+     to `inv`). */                                                                                \
+  X(void, check_ranking_state,                                                                    \
+    (Invariants& inv, const at::Tensor& scores, const at::Tensor& classes,                        \
+     const at::Tensor& state, const at::Tensor& positive_grads))
+
+// The lists' expansions: the table's field; a backend's declaration (in its namespace);
+// a backend's table entry, its function of that name (expanded in its namespace); an
+// entry the backend does not provide.
+#define APLOSS_KERNEL_FIELD(ret, name, params) ret(*name) params;
+#define APLOSS_DECLARE_KERNEL(ret, name, params) ret name params;
+#define APLOSS_KERNEL_POINTER(ret, name, params) &name,
+#define APLOSS_NO_KERNEL(ret, name, params) nullptr,
+
 struct Kernels {
-  // Validates every label (ValueError naming the first bad value) and every score that
-  // takes part; returns the positives as (3, P) float64 [score; code; position], in no
-  // particular order: each positive's score, its group code (`codes` below; 0 when codes
-  // is undefined, the single ranking) and its index in the flat entries.
-  at::Tensor (*gather)(const at::Tensor& scores, const at::Tensor& labels,
-                       const at::Tensor& codes, int64_t code_repeat);
-
-  // Sorted pass 1: (3, P+1) float64 difference arrays d1, da, db summed over the
-  // negatives (math.h, negative_contributions). ValueError on a non-finite negative.
-  at::Tensor (*sorted_pass1)(const at::Tensor& scores, const at::Tensor& labels,
-                             const at::Tensor& positives, double delta);
-
-  // Pairwise pass 1: (P,) float64, fp(i) = sum over negatives of H(s_j - q_i).
-  at::Tensor (*pairwise_pass1)(const at::Tensor& scores, const at::Tensor& labels,
-                               const at::Tensor& positives, double delta);
-
-  // Pass 2: writes grad_output * d loss / d s for every negative into `grad` (same
-  // dtype and memory order as scores), 0 for every other entry: the positives' gradients
-  // come from the positive stage, by position (../stages.h, pass2). grad_output is a
-  // 0-dim tensor on the device.
-  void (*sorted_pass2)(const at::Tensor& scores, const at::Tensor& labels,
-                       const at::Tensor& state, double delta, const at::Tensor& grad_output,
-                       at::Tensor& grad);
-  void (*pairwise_pass2)(const at::Tensor& scores, const at::Tensor& labels,
-                         const at::Tensor& state, double delta, const at::Tensor& grad_output,
-                         at::Tensor& grad);
-
-  // Grouped rankings (grouped_intervals.h). `codes`: 1-D int32 dense group codes in
-  // [0, U) (other codes: no group), one per entry in the order of scores (code_repeat
-  // 1); or, with broadcast_codes, as code_layout.h lays them out: entry i's code is
-  // codes[(i / code_repeat) % codes.numel()] (group_ids broadcast over the scores, e.g.
-  // one per class or one per image). `offsets`: (U+1) int64, group u's positives are
-  // columns [offsets[u], offsets[u+1]) of `positives` / `state`.
-
-  // As sorted_pass1, each negative against its own group's segment.
-  at::Tensor (*grouped_pass1)(const at::Tensor& scores, const at::Tensor& labels,
-                              const at::Tensor& codes, int64_t code_repeat,
-                              const at::Tensor& positives, const at::Tensor& offsets,
-                              double delta);
-  // As sorted_pass2, each entry against its own group's segment.
-  void (*grouped_pass2)(const at::Tensor& scores, const at::Tensor& labels,
-                        const at::Tensor& codes, int64_t code_repeat, const at::Tensor& state,
-                        const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
-                        at::Tensor& grad);
-
-  // Sums among the positives, for the losses whose positive stage weighs positives by a
-  // value and by a second key (Rank & Sort: the targets; aLRP: the regression losses).
-  // `offsets` as above ([0, P] for a single ranking); `values` (V, P) float64 and `keys`
-  // (P,) float64 (undefined: no key condition) are in the columns' order. Returns (V, P)
-  // float64: for every positive x and row r, the sum over the positives m of x's segment
-  // with keys[m] < keys[x] (below) or keys[m] >= keys[x] (not below) of
-  //   H(q_m - q_x) values[r][m]      (transpose false), or
-  //   H(q_x - q_m) values[r][m]      (transpose true).
-  at::Tensor (*positive_window_sums)(const at::Tensor& positives, const at::Tensor& offsets,
-                                     const at::Tensor& keys, const at::Tensor& values,
-                                     double delta, bool below, bool transpose);
-
-  // Deterministic pass 1 (segments.h, PassOneRecord): (4, N) float64 rows begin, lo, hi,
-  // a of every entry. `codes` and `offsets` undefined: the single ranking.
-  at::Tensor (*pass1_records)(const at::Tensor& scores, const at::Tensor& labels,
-                              const at::Tensor& codes, const at::Tensor& positives,
-                              const at::Tensor& offsets, double delta);
-
-  // Dense int32 codes (shaped like ids, contiguous) of arbitrary non-negative int ids,
-  // and how many distinct ids there are (../group_codes.cpp uses it for large ids).
-  std::tuple<at::Tensor, int64_t> (*dense_codes)(const at::Tensor& ids);
-
-  // The forward of one ungrouped ranking by the sorted method as a whole, with at most one
-  // host read (nullptr: the driver strings the stages above), and its pass 2: grad (1-D,
-  // like scores) from the forward's state, positive_grads and classes.
-  RankingOutputs (*ranking_forward)(const RankingInputs& in);
-  void (*ranking_backward)(const at::Tensor& scores, const at::Tensor& classes,
-                           const at::Tensor& state, const at::Tensor& positive_grads,
-                           const at::Tensor& grad_output, at::Tensor& grad);
-  // What ranking_backward requires of its state, classes and positive_grads when they do
-  // not come straight from ranking_forward (the operators' callers other than the losses'
-  // autograd, ../op_checks.h): their sizes (raised at once) and their invariants (added
-  // to `inv`).
-  void (*check_ranking_state)(Invariants& inv, const at::Tensor& scores,
-                              const at::Tensor& classes, const at::Tensor& state,
-                              const at::Tensor& positive_grads);
+  APLOSS_KERNEL_ENTRIES(APLOSS_KERNEL_FIELD)
+  APLOSS_RANKING_BACKWARD_ENTRIES(APLOSS_KERNEL_FIELD)
 
   // Whether sorted_pass1 / grouped_pass1 add with float atomics (order-dependent last
   // bits): under torch.use_deterministic_algorithms(True) pass 1 then sums

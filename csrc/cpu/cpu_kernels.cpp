@@ -7,21 +7,18 @@
 #include "../aploss/kernels.h"
 
 namespace aploss {
+namespace cpu {
 
-const Kernels& cpu_kernels() {
-  static const Kernels table{cpu::gather, cpu::sorted_pass1, cpu::pairwise_pass1,
-                             cpu::sorted_pass2, cpu::pairwise_pass2,
-                             cpu::grouped_pass1, cpu::grouped_pass2,
-                             cpu::positive_window_sums, cpu::pass1_records, cpu::dense_codes,
-                             cpu::ranking_forward, /*ranking_backward=*/nullptr, /*check_ranking_state=*/nullptr,
-                             /*pass1_float_atomics=*/false, /*broadcast_codes=*/true,
-                             /*host_memory=*/true};
-  return table;
-}
+// No ranking_backward: the CPU's ranking_forward returns no entry classes.
+constexpr Kernels kTable{APLOSS_KERNEL_ENTRIES(APLOSS_KERNEL_POINTER)
+                         APLOSS_RANKING_BACKWARD_ENTRIES(APLOSS_NO_KERNEL)
+                         /*pass1_float_atomics=*/false, /*broadcast_codes=*/true,
+                         /*host_memory=*/true};
 
-}  // namespace aploss
+}  // namespace cpu
 
-namespace aploss {
+const Kernels& cpu_kernels() { return cpu::kTable; }
+
 namespace {
 std::atomic<const Kernels*> emulated_table{nullptr};
 }  // namespace

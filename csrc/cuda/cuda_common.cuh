@@ -73,36 +73,10 @@ inline int kernel_device_index(const at::Tensor& t) {
 #define APLOSS_EXTERN_SHARED(type, name) extern __shared__ type name[]
 #endif
 
-// ---- host entry points (one per kernel of the Kernels table) ----------------------------
+// ---- host entry points (signatures and contract: ../aploss/kernels.h) -------------------
 
-at::Tensor gather(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
-                  int64_t code_repeat);
-at::Tensor sorted_pass1(const at::Tensor& scores, const at::Tensor& labels,
-                        const at::Tensor& positives, double delta);
-void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
-                  double delta, const at::Tensor& grad_output, at::Tensor& grad);
-at::Tensor pairwise_pass1(const at::Tensor& scores, const at::Tensor& labels,
-                          const at::Tensor& positives, double delta);
-void pairwise_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& state,
-                    double delta, const at::Tensor& grad_output, at::Tensor& grad);
-at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
-                         const at::Tensor& codes, int64_t code_repeat, const at::Tensor& positives,
-                         const at::Tensor& offsets, double delta);
-void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,
-                   int64_t code_repeat, const at::Tensor& state, const at::Tensor& offsets,
-                   double delta, const at::Tensor& grad_output, at::Tensor& grad);
-at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& offsets,
-                                const at::Tensor& keys, const at::Tensor& values, double delta,
-                                bool below, bool transpose);
-at::Tensor pass1_records(const at::Tensor& scores, const at::Tensor& labels,
-                         const at::Tensor& codes, const at::Tensor& positives,
-                         const at::Tensor& offsets, double delta);
-RankingOutputs ranking_forward(const RankingInputs& in);
-void ranking_backward(const at::Tensor& scores, const at::Tensor& classes,
-                      const at::Tensor& state, const at::Tensor& positive_grads,
-                      const at::Tensor& grad_output, at::Tensor& grad);
-void check_ranking_state(Invariants& inv, const at::Tensor& scores, const at::Tensor& classes,
-                         const at::Tensor& state, const at::Tensor& positive_grads);
+APLOSS_KERNEL_ENTRIES(APLOSS_DECLARE_KERNEL)
+APLOSS_RANKING_BACKWARD_ENTRIES(APLOSS_DECLARE_KERNEL)
 
 // ---- launch configuration (launch_config_cuda.cu) ----------------------------------------
 

@@ -8,7 +8,6 @@
 
 namespace aploss {
 namespace gpu {
-namespace {
 
 // Large ids are rare (retrieval-style groups): ATen's unique is fast enough on a GPU.
 std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
@@ -18,18 +17,14 @@ std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
   return {codes, std::get<0>(unique).numel()};
 }
 
-}  // namespace
+// Pass 1 adds with float atomics: a deterministic run sums pass1_records instead.
+constexpr Kernels kTable{APLOSS_KERNEL_ENTRIES(APLOSS_KERNEL_POINTER)
+                         APLOSS_RANKING_BACKWARD_ENTRIES(APLOSS_KERNEL_POINTER)
+                         /*pass1_float_atomics=*/true, /*broadcast_codes=*/true,
+                         /*host_memory=*/false};
+
 }  // namespace gpu
 
-const Kernels& cuda_kernels() {
-  static const Kernels table{gpu::gather, gpu::sorted_pass1, gpu::pairwise_pass1,
-                             gpu::sorted_pass2, gpu::pairwise_pass2,
-                             gpu::grouped_pass1, gpu::grouped_pass2,
-                             gpu::positive_window_sums, gpu::pass1_records, gpu::dense_codes,
-                             gpu::ranking_forward, gpu::ranking_backward, gpu::check_ranking_state,
-                             /*pass1_float_atomics=*/true, /*broadcast_codes=*/true,
-                             /*host_memory=*/false};
-  return table;
-}
+const Kernels& cuda_kernels() { return gpu::kTable; }
 
 }  // namespace aploss
