@@ -457,49 +457,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_stage(
   return {stage.cls_loss, stage.loc_weights, state_bytes(stage.state), stage.positive_grads};
 }
 
-at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
-                            const std::optional<at::Tensor>& codes, const at::Tensor& positives,
-                            const std::optional<at::Tensor>& offsets, double delta,
-                            bool deterministic) {
-  check_inputs(scores, labels, delta);
-  TORCH_CHECK_VALUE(scores.dim() == 1 && scores.is_contiguous() && labels.is_contiguous(),
-                    "scores and labels must be 1-D and contiguous");
-  TORCH_CHECK_VALUE(codes.has_value() == offsets.has_value(), "codes go with offsets");
-  Invariants inv;
-  checks::expect_tensor(positives, "positives", at::kDouble, 2, scores.device());
-  TORCH_CHECK_VALUE(positives.size(0) == 2 && positives.size(1) >= 1,
-                    "positives must have shape (2, P) with P >= 1, got ", positives.sizes());
-  const int64_t num_pos = positives.size(1);
-  // One group per offset segment; without offsets the single ranking.
-  const at::Tensor segment_offsets =
-      offsets.has_value() ? *offsets
-                          : at::tensor({int64_t(0), num_pos}, scores.options().dtype(at::kLong));
-  if (codes.has_value()) {
-    (void)check_grouping(codes, scores, "sorted");
-    TORCH_CHECK_TYPE(codes->scalar_type() == at::kInt, "codes must be int32, got ",
-                     codes->scalar_type());
-    TORCH_CHECK_VALUE(codes->sizes() == scores.sizes(), "codes must be shaped like scores");
-  }
-  checks::expect_tensor(segment_offsets, "offsets", at::kLong, 1, scores.device());
-  TORCH_CHECK_VALUE(segment_offsets.numel() >= 2, "offsets must hold U + 1 >= 2 values");
-  const at::Tensor group =
-      offsets.has_value()
-          ? at::searchsorted(  // sorted boundaries whatever the offsets (checked below)
-                std::get<0>(segment_offsets.narrow(0, 1, segment_offsets.numel() - 1)
-                                .clamp(0, num_pos)
-                                .cummax(0)),
-                at::arange(num_pos, segment_offsets.options()), /*out_int32=*/false,
-                /*right=*/true)
-          : at::zeros({num_pos}, segment_offsets.options());
-  const Positives pos =
-      checked_positives(inv, positives, segment_offsets, group, delta);
-  inv.raise_if_broken();
-  const Entries in{scores, labels, codes.has_value() ? codes->contiguous() : at::Tensor()};
-  return aploss::pass1_histograms(
-      k, in, {pos.positives, offsets.has_value() ? pos.offsets : at::Tensor(), {}}, delta,
-      deterministic);
-}
-
 }  // namespace ops
 
 TORCH_LIBRARY(aploss, m) {
@@ -537,9 +494,6 @@ TORCH_LIBRARY(aploss, m) {
       " Tensor memory_rank, Tensor false_positives, Tensor regression_losses, float delta,"
       " ScalarType loss_dtype) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("rank_sort_labels(Tensor targets) -> Tensor");
-  m.def(
-      "_pass1_histograms(Tensor scores, Tensor labels, Tensor? codes, Tensor positives,"
-      " Tensor? offsets, float delta, bool deterministic) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(aploss, CPU, m) { ops::register_backend<&cpu_device_kernels>(m); }

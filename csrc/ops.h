@@ -82,13 +82,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> alrp_stage(
     const at::Tensor& false_positives, const at::Tensor& regression_losses, double delta,
     at::ScalarType loss_dtype);
 
-// Test-only: pass 1's difference arrays from the backend's kernel or from the
-// deterministic records, so the tests can hold the two against each other.
-at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
-                            const std::optional<at::Tensor>& codes, const at::Tensor& positives,
-                            const std::optional<at::Tensor>& offsets, double delta,
-                            bool deterministic);
-
 // What the user called, put in front of every ValueError and TypeError an operator raises
 // (the kernels' messages do not know it): the losses' names for their forward operators
 // (the Python API calls those), the operator's own name for the others.
@@ -101,7 +94,6 @@ inline constexpr char kPass1[] = "aploss::pass1";
 inline constexpr char kPositiveStage[] = "aploss::positive_stage";
 inline constexpr char kRankSortStage[] = "aploss::rank_sort_stage";
 inline constexpr char kALRPStage[] = "aploss::alrp_stage";
-inline constexpr char kPass1Histograms[] = "aploss::_pass1_histograms";
 inline constexpr char kRankPositives[] = "aploss::rank_positives";
 inline constexpr char kRankSortLabels[] = "aploss::rank_sort_labels";
 
@@ -141,7 +133,6 @@ void register_backend(torch::Library& m) {
   m.impl("positive_stage", &WithTable<table, kPositiveStage, &positive_stage>::call);
   m.impl("rank_sort_stage", &WithTable<table, kRankSortStage, &rank_sort_stage>::call);
   m.impl("alrp_stage", &WithTable<table, kALRPStage, &alrp_stage>::call);
-  m.impl("_pass1_histograms", &WithTable<table, kPass1Histograms, &pass1_histograms>::call);
 }
 
 }  // namespace ops

@@ -200,11 +200,6 @@ def stage_cases(scores, labels, targets):
         "alrp_stage: regression loss inf": alrp_stage(regression=replaced(regression, 0,
                                                                           float("inf"))),
         "alrp_stage: positives unsorted": alrp_stage(positives=unsorted),
-        "_pass1_histograms: offsets[1] = 10**6": lambda: A._pass1_histograms(
-            scores, labels, torch.zeros(N, dtype=torch.int32), positives,
-            replaced(offsets, 1, 10**6), 1.0, False),
-        "_pass1_histograms: positives unsorted": lambda: A._pass1_histograms(
-            scores, labels, None, unsorted, None, 1.0, False),
     }.items():
         yield what, thunk, (TypeError, ValueError)
 
