@@ -40,18 +40,22 @@ PyMethodDef methods[] = {
 
 }  // namespace
 
-// Catch-all kernels: the probes run on every device the tables do.
 TORCH_LIBRARY(aploss_probes, m) {
   m.def(
       "find_windows(Tensor scores, Tensor positives, float delta, bool indexed)"
-      " -> (Tensor, Tensor, Tensor)",
-      &aploss::probes::find_windows);
-  m.def("find_intervals(Tensor scores, Tensor positives, float delta) -> (Tensor, Tensor)",
-        &aploss::probes::find_intervals);
+      " -> (Tensor, Tensor, Tensor)");
+  m.def("find_intervals(Tensor scores, Tensor positives, float delta) -> (Tensor, Tensor)");
   m.def(
       "pass1_histograms(int table, Tensor scores, Tensor labels, Tensor? codes,"
-      " Tensor positives, Tensor? offsets, float delta, bool deterministic) -> Tensor",
-      &pass1_histograms);
+      " Tensor positives, Tensor? offsets, float delta, bool deterministic) -> Tensor");
+}
+
+// One kernel for every device (the table says whose kernels run), below autograd as the
+// library's operators run.
+TORCH_LIBRARY_IMPL(aploss_probes, CompositeExplicitAutograd, m) {
+  m.impl("find_windows", &aploss::probes::find_windows);
+  m.impl("find_intervals", &aploss::probes::find_intervals);
+  m.impl("pass1_histograms", &pass1_histograms);
 }
 
 #define PROBES_CONCAT_(a, b) a##b
