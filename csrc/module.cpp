@@ -1,7 +1,10 @@
 // The Python module aploss_cuda._C. Importing it runs the TORCH_LIBRARY
-// registrations of the other translation units; it also says what was compiled in, and
-// lets the test suite install its emulated CUDA device (tests/simt).
+// registrations of the other translation units; it also says what was compiled in, lets
+// the test suite install its emulated CUDA device (tests/simt) and hands its kernel tables
+// to the test suite's probes (tests/probes).
 #include <Python.h>
+
+#include <cstring>
 
 #include "aploss/host_reads.h"
 #include "aploss/kernels.h"
@@ -34,6 +37,26 @@ PyObject* set_emulated_device(PyObject*, PyObject* table) {
   aploss::set_emulated_device_kernels(
       static_cast<const aploss::Kernels*>(PyCapsule_GetPointer(table, APLOSS_KERNELS_CAPSULE)));
   Py_RETURN_NONE;
+}
+
+// _kernel_table(device_type): the kernel table that tensors of that device type run (for
+// "cpu", the emulated device's while one is set), as a capsule. The tests' probes
+// (tests/probes) call its kernels directly, against the same kernels' deterministic
+// records.
+PyObject* kernel_table(PyObject*, PyObject* device_type) {
+  const char* name = PyUnicode_AsUTF8(device_type);
+  if (name == nullptr) return nullptr;
+  const aploss::Kernels* table = nullptr;
+  if (std::strcmp(name, "cpu") == 0) table = &aploss::cpu_device_kernels();
+#ifdef APLOSS_WITH_CUDA
+  if (std::strcmp(name, "cuda") == 0) table = &aploss::cuda_kernels();
+#endif
+  if (table == nullptr) {
+    PyErr_Format(PyExc_ValueError, "_kernel_table: no kernels compiled for device type '%s'",
+                 name);
+    return nullptr;
+  }
+  return PyCapsule_New(const_cast<aploss::Kernels*>(table), APLOSS_KERNELS_CAPSULE, nullptr);
 }
 
 // _set_cpu_vector_lanes(bool): whether the CPU passes compute their common case in
@@ -74,6 +97,8 @@ PyMethodDef methods[] = {
     {"cuda_compiled", cuda_compiled, METH_NOARGS, "Whether the CUDA kernels were compiled in."},
     {"_set_emulated_device", set_emulated_device, METH_O,
      "Test suite only: run CPU tensors through the given kernel table (None: the CPU kernels)."},
+    {"_kernel_table", kernel_table, METH_O,
+     "Tests only: the kernel table that tensors of this device type run, as a capsule."},
     {"cpu_vector_lanes", cpu_vector_lanes, METH_NOARGS,
      "'avx2' where the CPU passes run their common case in AVX2 lanes, else None."},
     {"_set_cpu_vector_lanes", set_cpu_vector_lanes, METH_O,

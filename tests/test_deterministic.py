@@ -1,9 +1,11 @@
 """The deterministic pass 1 (csrc/deterministic_pass1.cpp): per-entry records summed
 with ATen's deterministic index_add. CUDA uses it under
 torch.use_deterministic_algorithms(True) instead of float atomics; here it is held
-against the backend's own pass 1 on the CPU (tests/test_devices.py holds the two against
-each other on every target, a GPU included)."""
+against the backend's own pass 1 on the CPU, through the test suite's pass 1 probe
+(tests/probes; tests/test_devices.py holds the two against each other on every target, a
+GPU included)."""
 
+import probes
 import pytest
 import torch
 
@@ -34,8 +36,8 @@ def pass1_pair(device, grouped, n=200_000, seed=0, **kwargs):
     if not grouped:
         codes = offsets = None
     args = (scores, labels, codes, positives, offsets, 1.0)
-    own = torch.ops.aploss._pass1_histograms(*args, False)
-    deterministic = torch.ops.aploss._pass1_histograms(*args, True)
+    own = probes.pass1_histograms(*args, False)
+    deterministic = probes.pass1_histograms(*args, True)
     return own, deterministic
 
 
@@ -62,7 +64,7 @@ def test_deterministic_pass1_spans_several_chunks():
 def test_non_finite_negative_poisons_the_sums(value):
     scores, labels, _, positives, _ = grouped_inputs("cpu", 5000, 4)
     scores[(labels == 0).nonzero()[7]] = value
-    hist = torch.ops.aploss._pass1_histograms(scores, labels, None, positives, None, 1.0, True)
+    hist = probes.pass1_histograms(scores, labels, None, positives, None, 1.0, True)
     assert torch.isnan(hist).any()
 
 

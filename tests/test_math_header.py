@@ -1,13 +1,12 @@
-"""The window searches, through test-only operators: math.h's plain binary search (what the
-CUDA kernels run), its bucket-indexed one (the grouped CPU kernels) and intervals.h's
+"""The window searches, through the test suite's probes (tests/probes): math.h's plain binary
+search (what the CUDA kernels run), its bucket-indexed one and intervals.h's
 threshold count in float32 or float64 keys (the ungrouped CPU kernels) must all equal the
 definition, lo = #{q : s - q >= delta}, hi = #{q : s - q > -delta}, evaluated here in
 float64 exactly as the kernels do."""
 
+import probes
 import pytest
 import torch
-
-import aploss_cuda  # noqa: F401  (loads the operators)
 
 
 def positives_of(q, delta):
@@ -54,7 +53,7 @@ def test_windows_match_definition(indexed, case, delta):
     q, s = CASES[case](torch.Generator().manual_seed(0))
     positives = positives_of(q, delta)
     s = s.double()
-    lo, hi, a = torch.ops.aploss._find_windows(s, positives, delta, indexed)
+    lo, hi, a = probes.find_windows(s, positives, delta, indexed)
     exp_lo, exp_hi, exp_a = expected_windows(s, positives, delta)
     assert torch.equal(lo, exp_lo)
     assert torch.equal(hi, exp_hi)
@@ -90,7 +89,7 @@ def test_intervals_match_definition(key, case, delta, q_in_key):
     positives = positives_of(q, delta)
     s = torch.cat([s.double().to(key), threshold_neighbours(positives[0], delta, key)])
     s = s[torch.isfinite(s)]
-    lo, hi = torch.ops.aploss._find_intervals(s, positives, delta)
+    lo, hi = probes.find_intervals(s, positives, delta)
     exp_lo, exp_hi, _ = expected_windows(s.double(), positives, delta)
     assert torch.equal(lo, exp_lo)
     assert torch.equal(hi, exp_hi)
@@ -106,7 +105,7 @@ def test_intervals_of_crowded_buckets(key):
     positives = positives_of(q, delta)
     s = torch.cat([torch.linspace(-2, 2, 4001, dtype=torch.float64).to(key),
                    threshold_neighbours(positives[0], delta, key)])
-    lo, hi = torch.ops.aploss._find_intervals(s, positives, delta)
+    lo, hi = probes.find_intervals(s, positives, delta)
     exp_lo, exp_hi, _ = expected_windows(s.double(), positives, delta)
     assert torch.equal(lo, exp_lo)
     assert torch.equal(hi, exp_hi)

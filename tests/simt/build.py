@@ -45,23 +45,34 @@ def compile_flags():
     return flags
 
 
+def library_headers():
+    return glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True) + glob.glob(
+        os.path.join(CSRC, "**", "*.cuh"), recursive=True
+    )
+
+
+def fingerprint_of(files, flags):
+    """A build's cache key: the files it reads (paths and contents), its flags and torch's
+    version."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(os.path.relpath(path, ROOT).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    digest.update(" ".join(flags).encode())
+    digest.update(torch.__version__.encode())
+    return digest.hexdigest()[:12]
+
+
 def fingerprint():
-    files = sorted(
-        glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True)
-        + glob.glob(os.path.join(CSRC, "**", "*.cuh"), recursive=True)
+    files = (
+        library_headers()
         + kernel_sources()
         + glob.glob(os.path.join(HERE, "**", "*.h"), recursive=True)
         + layer_sources()
         + [os.path.abspath(__file__)]
     )
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(os.path.relpath(path, ROOT).encode())
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    digest.update(" ".join(compile_flags()).encode())
-    digest.update(torch.__version__.encode())
-    return digest.hexdigest()[:12]
+    return fingerprint_of(files, compile_flags())
 
 
 def check_asan_runtime():

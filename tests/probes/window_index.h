@@ -1,5 +1,5 @@
-// Builds math.h's WindowIndex over the sorted positives on the CPU (the math probes of the
-// tests: csrc/cpu/math_probe_cpu.cpp).
+// Builds math.h's bucket-indexed WindowIndex over the sorted positives, for the window
+// probes (window_probes.cpp).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -7,10 +7,10 @@
 #include <algorithm>
 #include <vector>
 
-#include "../aploss/math.h"
+#include "aploss/math.h"
 
 namespace aploss {
-namespace cpu {
+namespace probes {
 
 inline WindowIndex make_window_index(const double* q, int64_t n, const int32_t* table,
                                      int64_t buckets, double origin, double width) {
@@ -41,5 +41,5 @@ class OwnedWindowIndex {
   WindowIndex index_;
 };
 
-}  // namespace cpu
+}  // namespace probes
 }  // namespace aploss

@@ -1,0 +1,68 @@
+// The Python module of the test suite's probes (built by build.py). The probes are the
+// operators torch.ops.aploss_probes.* (torch's dispatcher converts the tensors: lighter
+// to compile than pybind11); the module itself only turns a kernel table capsule
+// (aploss_cuda._C._kernel_table) into the address that the pass 1 probe takes.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "aploss/kernels.h"
+#include "pass1_probe.h"
+#include "window_probes.h"
+
+namespace {
+
+// table: the address of a Kernels, from table_address.
+at::Tensor pass1_histograms(int64_t table, const at::Tensor& scores, const at::Tensor& labels,
+                            const std::optional<at::Tensor>& codes, const at::Tensor& positives,
+                            const std::optional<at::Tensor>& offsets, double delta,
+                            bool deterministic) {
+  const auto* kernels = reinterpret_cast<const aploss::Kernels*>(static_cast<intptr_t>(table));
+  return aploss::probes::pass1_histograms(*kernels, scores, labels, codes, positives, offsets,
+                                          delta, deterministic);
+}
+
+// table_address(capsule): refused unless the table was built from the same kernels.h and
+// torch as the probes.
+PyObject* table_address(PyObject*, PyObject* capsule) {
+  if (!PyCapsule_IsValid(capsule, APLOSS_KERNELS_CAPSULE)) {
+    PyErr_Format(PyExc_TypeError, "expected a kernel table capsule named '%s'; got %R",
+                 APLOSS_KERNELS_CAPSULE, capsule);
+    return nullptr;
+  }
+  return PyLong_FromVoidPtr(PyCapsule_GetPointer(capsule, APLOSS_KERNELS_CAPSULE));
+}
+
+PyMethodDef methods[] = {
+    {"table_address", table_address, METH_O,
+     "The address of the kernel table in the capsule, for pass1_histograms."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+
+TORCH_LIBRARY(aploss_probes, m) {
+  m.def(
+      "find_windows(Tensor scores, Tensor positives, float delta, bool indexed)"
+      " -> (Tensor, Tensor, Tensor)");
+  m.def("find_intervals(Tensor scores, Tensor positives, float delta) -> (Tensor, Tensor)");
+  m.def(
+      "pass1_histograms(int table, Tensor scores, Tensor labels, Tensor? codes,"
+      " Tensor positives, Tensor? offsets, float delta, bool deterministic) -> Tensor");
+}
+
+// One kernel for every device (the table says whose kernels run), below autograd as the
+// library's operators run.
+TORCH_LIBRARY_IMPL(aploss_probes, CompositeExplicitAutograd, m) {
+  m.impl("find_windows", &aploss::probes::find_windows);
+  m.impl("find_intervals", &aploss::probes::find_intervals);
+  m.impl("pass1_histograms", &pass1_histograms);
+}
+
+#define PROBES_CONCAT_(a, b) a##b
+#define PROBES_CONCAT(a, b) PROBES_CONCAT_(a, b)
+
+extern "C" PyMODINIT_FUNC PROBES_CONCAT(PyInit_, TORCH_EXTENSION_NAME)(void) {
+  static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, APLOSS_STRINGIFY(TORCH_EXTENSION_NAME),
+                                   "aploss test probes", -1, methods};
+  return PyModule_Create(&module_def);
+}
