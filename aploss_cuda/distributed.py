@@ -10,9 +10,10 @@ only P-sized data crosses the network:
    whose input is invalid tells the others, so every rank raises instead of hanging) and
    whether the loss has a value per positive;
 2. all_gather of every rank's positives, in the rank's memory (row-major) order, as rows
-   of one float64 buffer padded to the largest count: the score, the group id and the
-   loss's value (Rank & Sort's target, aLRP's regression loss; 0 for AP-loss). 24 bytes
-   per positive of the largest rank, times the world size;
+   of one float64 buffer padded to the largest count: the score and the group id, plus
+   the loss's value where it has one (Rank & Sort's target, aLRP's regression loss). 16
+   bytes per positive (AP-loss) or 24 (Rank & Sort, aLRP) of the largest rank, times the
+   world size;
 3. all_reduce (sum) of fp(i), the P false-positive sums of pass 1, plus the error flag
    of pass 1 (a non-finite negative): 8 (P + 1) bytes.
 
@@ -131,7 +132,7 @@ def _exchange_positives(name, local, error, device, group):
         empty = torch.empty(0, dtype=torch.float64, device=device)
         return _Exchanged(empty, empty.to(torch.int64), None, 0, 0)
     # One float64 buffer: the scores, the int64 ids bit-cast (exact), the loss's values.
-    packed = torch.zeros((3, width), dtype=torch.float64, device=device)
+    packed = torch.zeros((3 if values else 2, width), dtype=torch.float64, device=device)
     packed[0, :count] = local.positive_scores
     packed[1, :count] = local.positive_ids.view(torch.float64)
     if values:

@@ -108,7 +108,8 @@ ForwardOutputs run_forward(const Kernels& k, const LossDef& loss, const at::Tens
       loss.kind.has_value()) {
     return whole_ranking(k, loss, scores, labels, values, delta, interpolate);
   }
-  const at::Tensor converted = loss.pass_labels != nullptr ? loss.pass_labels(labels) : at::Tensor();
+  const at::Tensor converted =
+      loss.pass_labels != nullptr ? loss.pass_labels(labels) : at::Tensor();
   const at::Tensor& pass_labels = converted.defined() ? converted : labels;
   const Ranking r = rank_entries(k, scores, pass_labels, group_ids, delta, method);
   const at::Tensor no_labels = at::empty({0}, scores.options().dtype(at::kChar));

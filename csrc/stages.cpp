@@ -100,7 +100,7 @@ Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double 
           memory_rank.defined() ? memory_rank.index_select(0, order) : order};
 }
 
-at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives& pos,
+at::Tensor pass1_differences(const Kernels& k, const Entries& in, const Positives& pos,
                             double delta, bool deterministic) {
   if (deterministic) {
     // The records take one code per entry.
@@ -115,12 +115,12 @@ at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives
 
 namespace {
 
-// fp(i) (or sum_k H(q_k - q_i) when the histograms came from the positives themselves)
+// fp(i) (or sum_k H(q_k - q_i) when the differences came from the positives themselves)
 // from pass 1's (3, P+1) difference arrays.
-at::Tensor sums_from_histograms(const at::Tensor& positives, const at::Tensor& histograms,
-                                double delta) {
+at::Tensor sums_from_differences(const at::Tensor& positives, const at::Tensor& differences,
+                                 double delta) {
   const int64_t num_pos = positives.size(1);
-  const at::Tensor prefix = histograms.cumsum(1).narrow(1, 0, num_pos);
+  const at::Tensor prefix = differences.cumsum(1).narrow(1, 0, num_pos);
   // fp(i) = C1(i) + A(i) - B(i) * (q_i - shift_i) / (2 delta)  (math.h, accumulate_negative).
   const at::Tensor local = positives[0] - positives[1];
   return prefix[0] + prefix[1] - prefix[2] * local * (0.5 / delta);
@@ -134,8 +134,8 @@ at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, doub
     return k.pairwise_pass1(in.scores, in.labels, pos.positives, delta);
   }
   const bool deterministic = needs_deterministic_pass1(k);
-  return sums_from_histograms(pos.positives, pass1_histograms(k, in, pos, delta, deterministic),
-                              delta);
+  return sums_from_differences(pos.positives,
+                               pass1_differences(k, in, pos, delta, deterministic), delta);
 }
 
 void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,

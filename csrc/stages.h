@@ -1,9 +1,9 @@
 // The stages of the two-pass evaluation (docs/algorithm.md), each written once for
-// every kind of ranking and every loss (a loss is its positive stage, losses.h). A single ranking is the one-group case: without `codes` the
-// stages call the ungrouped kernels, with them each entry is searched against its own
-// group's segment of the positives (aploss/segments.h). The pipeline (pipeline.cpp)
-// strings the stages together; aploss_cuda/distributed.py calls them as operators with
-// communication between them.
+// every kind of ranking and every loss (a loss is its positive stage, losses.h). A single
+// ranking is the one-group case: without `codes` the stages call the ungrouped kernels,
+// with them each entry is searched against its own group's segment of the positives
+// (aploss/segments.h). The pipeline (pipeline.cpp) strings the stages together;
+// aploss_cuda/distributed.py calls them as operators with communication between them.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -60,7 +60,7 @@ at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, doub
 
 // Pass 1's (3, P+1) difference arrays (sorted method), from the kernel or from the
 // deterministic per-entry records.
-at::Tensor pass1_histograms(const Kernels& k, const Entries& in, const Positives& pos,
+at::Tensor pass1_differences(const Kernels& k, const Entries& in, const Positives& pos,
                             double delta, bool deterministic);
 
 // Pass 2: writes grad_output * the error-driven gradient of every entry into `grad`:

@@ -36,7 +36,7 @@ Two kinds of build are handled:
   over the N entries from its second pass 1 over the P positives. Gather: the kernel
   aploss::cpu::gather_positives (the forward's sort of the positives is left out, as the
   stage build's rank_positives is); pass 1: aploss::cpu::sorted_pass1 (entries call) plus
-  the aploss::sums_from_histograms that follows it (as the stage build's pass1 operator
+  the aploss::sums_from_differences that follows it (as the stage build's pass1 operator
   does); pass 2: aploss::ap_loss_backward. These builds rebuild the index every call.
 
 A second table counts the kernel functions only (aploss::cpu::gather or gather_positives,
@@ -90,7 +90,7 @@ ROLES = {
     "legacy": {
         "gather": ["aploss::cpu::gather_positives"],
         "pass1": ["aploss::cpu::sorted_pass1"],
-        "pass1_sums": ["aploss::sums_from_histograms"],
+        "pass1_sums": ["aploss::sums_from_differences"],
         "pass2": ["aploss::ap_loss_backward"],
         "k_gather": ["aploss::cpu::gather_positives"],
         "k_pass1": ["aploss::cpu::sorted_pass1"],
@@ -492,7 +492,7 @@ def driver(args):
             else:
                 gather = cost(fwd, roles["gather"])
                 pass1 = cost(fwd, roles["pass1"], "first")
-                # sums_from_histograms of the entries call: the dump in which pass 1 ran
+                # sums_from_differences of the entries call: the dump in which pass 1 ran
                 first = next(i for i, (_, inc) in enumerate(fwd)
                              if any(f and roles["pass1"].match(f) for f in inc))
                 pass1 += cost(fwd[first:first + 1], roles["pass1_sums"])

@@ -29,15 +29,15 @@ def grouped_inputs(device, n, seed, groups=None, ties=False, offset=0.0):
 
 
 def pass1_pair(device, grouped, n=200_000, seed=0, **kwargs):
-    """(atomics / own kernel, deterministic reduction) histograms of one problem."""
+    """(atomics / own kernel, deterministic reduction) difference arrays of one problem."""
     scores, labels, codes, positives, offsets = grouped_inputs(
         device, n, seed, groups=7 if grouped else None, **kwargs
     )
     if not grouped:
         codes = offsets = None
     args = (scores, labels, codes, positives, offsets, 1.0)
-    own = probes.pass1_histograms(*args, False)
-    deterministic = probes.pass1_histograms(*args, True)
+    own = probes.pass1_differences(*args, False)
+    deterministic = probes.pass1_differences(*args, True)
     return own, deterministic
 
 
@@ -64,7 +64,7 @@ def test_deterministic_pass1_spans_several_chunks():
 def test_non_finite_negative_poisons_the_sums(value):
     scores, labels, _, positives, _ = grouped_inputs("cpu", 5000, 4)
     scores[(labels == 0).nonzero()[7]] = value
-    hist = probes.pass1_histograms(scores, labels, None, positives, None, 1.0, True)
+    hist = probes.pass1_differences(scores, labels, None, positives, None, 1.0, True)
     assert torch.isnan(hist).any()
 
 

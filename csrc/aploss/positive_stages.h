@@ -101,6 +101,25 @@ APLOSS_HD void positive_rank_sums(const Block& b, const StageArrays& a, double* 
   positive_window_sums<long long>(b, a, out, [](int64_t) { return 1LL; });
 }
 
+// The released codes' gates: Rank & Sort's on FP(i) and on den(i), aLRP's on FP(i).
+constexpr double kRankSortEps = 1e-10;
+constexpr double kALRPEps = 1e-5;
+
+// Rank & Sort's and aLRP's first sums, over every positive k, i included: sum_k H(q_k - q_i)
+// into row 2 (exact counts) and sum_k H(q_k - q_i) term(k) into row 3, term a function of
+// the loss's value per positive (a.value).
+struct RankAndValueSums {
+  double* ranks;
+  double* values;
+};
+APLOSS_HD_TEMPLATE
+template <typename Block, typename Term>
+APLOSS_HD RankAndValueSums rank_and_value_sums(const Block& b, const StageArrays& a, Term term) {
+  positive_rank_sums(b, a, a.row[2]);
+  positive_window_sums<double>(b, a, a.row[3], term);
+  return {a.row[2], a.row[3]};
+}
+
 // ---- AP-loss (docs/algorithm.md) -------------------------------------------------------
 
 APLOSS_HD_TEMPLATE
@@ -133,8 +152,6 @@ APLOSS_HD StageLosses ap_stage(const Block& b, const StageArrays& a, bool interp
 
 // ---- Rank & Sort loss (docs/ranking_family.md): each positive's target is a.value ------
 
-constexpr double kRankSortEps = 1e-10;  // the released code's gate on FP(i) and on den(i)
-
 APLOSS_HD_TEMPLATE
 template <typename Block>
 APLOSS_HD StageLosses rank_sort_stage(const Block& b, const StageArrays& a) {
@@ -142,10 +159,10 @@ APLOSS_HD StageLosses rank_sort_stage(const Block& b, const StageArrays& a) {
   const double* const fp = a.fp;
   const double* const y = a.value;
   const int64_t stride = a.row[3] - a.row[2];
-  double* const rank_pos = a.row[2];  // over every positive, self included
-  positive_rank_sums(b, a, rank_pos);
-  double* const errors_all = a.row[3];  // sum H (1 - y) over every positive
-  positive_window_sums<double>(b, a, errors_all, [y](int64_t k) { return 1.0 - y[k]; });
+  // Over every positive, self included: sum H, sum H (1 - y).
+  const RankAndValueSums all = rank_and_value_sums(b, a, [y](int64_t k) { return 1.0 - y[k]; });
+  double* const rank_pos = all.ranks;
+  double* const errors_all = all.values;
   // Over the positives with a lower target: sum H (den(i)) and sum H (1 - y).
   double* const ones = a.row[4];
   double* const one_minus_y = a.row[5];
@@ -192,18 +209,16 @@ APLOSS_HD StageLosses rank_sort_stage(const Block& b, const StageArrays& a) {
 
 // ---- aLRP loss (docs/ranking_family.md): each positive's regression loss is a.value ----
 
-constexpr double kALRPEps = 1e-5;  // the released code's gate on FP(i)
-
 APLOSS_HD_TEMPLATE
 template <typename Block>
 APLOSS_HD StageLosses alrp_stage(const Block& b, const StageArrays& a) {
+  const double* const l = a.value;  // each positive's regression loss
+  // Over every positive, self included: sum H, sum H l.
+  const RankAndValueSums all = rank_and_value_sums(b, a, [l](int64_t k) { return l[k]; });
   const int64_t num_pos = a.num_pos;
   const double* const fp = a.fp;
-  const double* const l = a.value;
-  double* const rank_sums = a.row[2];
-  positive_rank_sums(b, a, rank_sums);
-  double* const weighted = a.row[3];  // sum H l over every positive, self included
-  positive_window_sums<double>(b, a, weighted, [l](int64_t k) { return l[k]; });
+  double* const rank_sums = all.ranks;
+  double* const weighted = all.values;
   const double weight = 1.0 / static_cast<double>(num_pos);
   double* const per_rank = a.row[4];
   double cls = 0.0;

@@ -143,8 +143,8 @@ RankingOutputs ranking_forward(const RankingInputs& in) {
   }
 
   // fp(i) from pass 1's difference arrays (math.h, accumulate_negative).
-  const at::Tensor histograms = sorted_pass1(scores, labels, positives, in.delta);
-  const double* d1 = histograms.const_data_ptr<double>();
+  const at::Tensor differences = sorted_pass1(scores, labels, positives, in.delta);
+  const double* d1 = differences.const_data_ptr<double>();
   const double* da = d1 + width;
   const double* db = da + width;
   double* fp = rows + 8 * width;

@@ -3,7 +3,7 @@
 
     lo, hi, a = probes.find_windows(scores, positives, delta, indexed)
     lo, hi = probes.find_intervals(scores, positives, delta)
-    hist = probes.pass1_histograms(scores, labels, codes, positives, offsets, delta,
+    hist = probes.pass1_differences(scores, labels, codes, positives, offsets, delta,
                                    deterministic)
 
 See window_probes.h and pass1_probe.h for what each returns.
@@ -35,11 +35,11 @@ def find_intervals(scores, positives, delta):
     return torch.ops.aploss_probes.find_intervals(scores, positives, delta)
 
 
-def pass1_histograms(scores, labels, codes, positives, offsets, delta, deterministic):
+def pass1_differences(scores, labels, codes, positives, offsets, delta, deterministic):
     """Pass 1's (3, P+1) difference arrays by the kernels that tensors on the scores'
     device run (on the CPU, the emulated device's while it is active): the kernel's own,
     or summed from its per-entry records (deterministic)."""
     table = extension().table_address(aploss_cuda._C._kernel_table(scores.device.type))
-    return torch.ops.aploss_probes.pass1_histograms(
+    return torch.ops.aploss_probes.pass1_differences(
         table, scores, labels, codes, positives, offsets, delta, deterministic
     )

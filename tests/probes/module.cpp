@@ -12,12 +12,12 @@
 namespace {
 
 // table: the address of a Kernels, from table_address.
-at::Tensor pass1_histograms(int64_t table, const at::Tensor& scores, const at::Tensor& labels,
+at::Tensor pass1_differences(int64_t table, const at::Tensor& scores, const at::Tensor& labels,
                             const std::optional<at::Tensor>& codes, const at::Tensor& positives,
                             const std::optional<at::Tensor>& offsets, double delta,
                             bool deterministic) {
   const auto* kernels = reinterpret_cast<const aploss::Kernels*>(static_cast<intptr_t>(table));
-  return aploss::probes::pass1_histograms(*kernels, scores, labels, codes, positives, offsets,
+  return aploss::probes::pass1_differences(*kernels, scores, labels, codes, positives, offsets,
                                           delta, deterministic);
 }
 
@@ -34,7 +34,7 @@ PyObject* table_address(PyObject*, PyObject* capsule) {
 
 PyMethodDef methods[] = {
     {"table_address", table_address, METH_O,
-     "The address of the kernel table in the capsule, for pass1_histograms."},
+     "The address of the kernel table in the capsule, for pass1_differences."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -46,7 +46,7 @@ TORCH_LIBRARY(aploss_probes, m) {
       " -> (Tensor, Tensor, Tensor)");
   m.def("find_intervals(Tensor scores, Tensor positives, float delta) -> (Tensor, Tensor)");
   m.def(
-      "pass1_histograms(int table, Tensor scores, Tensor labels, Tensor? codes,"
+      "pass1_differences(int table, Tensor scores, Tensor labels, Tensor? codes,"
       " Tensor positives, Tensor? offsets, float delta, bool deterministic) -> Tensor");
 }
 
@@ -55,7 +55,7 @@ TORCH_LIBRARY(aploss_probes, m) {
 TORCH_LIBRARY_IMPL(aploss_probes, CompositeExplicitAutograd, m) {
   m.impl("find_windows", &aploss::probes::find_windows);
   m.impl("find_intervals", &aploss::probes::find_intervals);
-  m.impl("pass1_histograms", &pass1_histograms);
+  m.impl("pass1_differences", &pass1_differences);
 }
 
 #define PROBES_CONCAT_(a, b) a##b

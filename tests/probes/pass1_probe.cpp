@@ -1,4 +1,4 @@
-// The pass 1 probe (pass1_probe.h): the choice that csrc/stages.cpp's pass1_histograms
+// The pass 1 probe (pass1_probe.h): the choice that csrc/stages.cpp's pass1_differences
 // makes, given the table and the choice.
 #include "pass1_probe.h"
 
@@ -12,7 +12,7 @@
 namespace aploss {
 namespace probes {
 
-at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+at::Tensor pass1_differences(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
                             const std::optional<at::Tensor>& codes, const at::Tensor& positives,
                             const std::optional<at::Tensor>& offsets, double delta,
                             bool deterministic) {

@@ -18,7 +18,7 @@ namespace probes {
 // returns them). With `codes` (int32, one per entry) and `offsets` (int64, U+1): each
 // entry against its own group's segment (grouped_pass1). `deterministic`: summed from
 // k.pass1_records instead.
-at::Tensor pass1_histograms(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
+at::Tensor pass1_differences(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
                             const std::optional<at::Tensor>& codes, const at::Tensor& positives,
                             const std::optional<at::Tensor>& offsets, double delta,
                             bool deterministic);
