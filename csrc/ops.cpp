@@ -60,6 +60,11 @@ Positives checked_positives(Invariants& inv, const at::Tensor& positives,
   return pos;
 }
 
+// The loss named by an operator's `loss` argument; an unknown name is the operator's error.
+const LossDef& loss_of(const char* op, c10::string_view name) {
+  return named(op, [&]() -> const LossDef& { return find_loss(name); });
+}
+
 // Positions fit a float64 exactly (positive_grads keeps them as float64).
 constexpr int64_t kMaxPosition = int64_t(1) << 53;
 
@@ -69,7 +74,7 @@ ForwardTuple loss_forward(const Kernels& k, c10::string_view loss_name, const at
                           const at::Tensor& labels, const std::optional<at::Tensor>& values,
                           const std::optional<at::Tensor>& group_ids, double delta,
                           bool interpolate, c10::string_view method) {
-  const LossDef& loss = find_loss(loss_name);
+  const LossDef& loss = loss_of(kLossForward, loss_name);
   return named(loss.name, [&]() -> ForwardTuple {
     loss.check_inputs(scores, labels, values.value_or(at::Tensor()), delta);
     const Method m = check_grouping(group_ids, scores, loss_method(loss, method));
@@ -191,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> positive_stage(
     const at::Tensor& memory_rank, const at::Tensor& false_positives,
     const std::optional<at::Tensor>& values, double delta, bool interpolate,
     at::ScalarType loss_dtype, c10::string_view method) {
-  const LossDef& loss = find_loss(loss_name);
+  const LossDef& loss = loss_of(kPositiveStage, loss_name);
   const Method m = loss_method(loss, method);
   check_delta(delta);
   TORCH_CHECK_TYPE(at::isFloatingType(loss_dtype), "loss_dtype must be floating, got ",
@@ -289,7 +294,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_posi
 
 // The labels the passes read where they are not `labels` itself (an empty tensor then).
 at::Tensor loss_labels_op(c10::string_view loss_name, const at::Tensor& labels) {
-  const LossDef& loss = find_loss(loss_name);
+  const LossDef& loss = ops::loss_of(ops::kLossLabels, loss_name);
   return ops::named(loss.name, [&] {
     return loss.pass_labels != nullptr ? loss.pass_labels(labels)
                                        : at::empty({0}, labels.options().dtype(at::kChar));
@@ -301,7 +306,7 @@ at::Tensor loss_labels_op(c10::string_view loss_name, const at::Tensor& labels) 
 at::Tensor positive_values_op(c10::string_view loss_name, const at::Tensor& scores,
                               const at::Tensor& labels, const std::optional<at::Tensor>& values,
                               const at::Tensor& positions) {
-  const LossDef& loss = find_loss(loss_name);
+  const LossDef& loss = ops::loss_of(ops::kPositiveValues, loss_name);
   return ops::named(loss.name, [&] {
     loss.check_inputs(scores, labels, values.value_or(at::Tensor()), 1.0);
     checks::expect_tensor(positions, "positions", at::kLong, 1, scores.device());

@@ -62,7 +62,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> positive_stage(
 // What the user called, put in front of every ValueError and TypeError an operator raises
 // (the kernels' messages do not know it): the loss's name for its forward (the Python API
 // calls it), the operator's own name for the others.
+inline constexpr char kLossForward[] = "aploss::loss_forward";  // before the loss is known
 inline constexpr char kLossBackward[] = "aploss::loss_backward";
+inline constexpr char kLossLabels[] = "aploss::loss_labels";
+inline constexpr char kPositiveValues[] = "aploss::positive_values";
 inline constexpr char kGather[] = "aploss::gather";
 inline constexpr char kPass1[] = "aploss::pass1";
 inline constexpr char kPositiveStage[] = "aploss::positive_stage";
