@@ -1,13 +1,13 @@
 """The deterministic pass 1 (csrc/deterministic_pass1.cpp): per-entry records summed
 with ATen's deterministic index_add. CUDA uses it under
 torch.use_deterministic_algorithms(True) instead of float atomics; here it is held
-against the backend's own pass 1 on the CPU (tests/test_devices.py holds the two against
-each other on every target, a GPU included)."""
+against the backend's own pass 1 on every target (the CPU in depth, the emulated device
+and a GPU on one problem each)."""
 
+import operators
 import pytest
 import torch
-
-import aploss_cuda  # noqa: F401  (registers the operators)
+from devices import CPU, CUDA_KERNEL_TARGETS
 
 
 def grouped_inputs(device, n, seed, groups=None, ties=False, offset=0.0):
@@ -21,8 +21,8 @@ def grouped_inputs(device, n, seed, groups=None, ties=False, offset=0.0):
     labels[(u > 0.9)] = -1
     codes = torch.randint(0, groups or 1, (n,), generator=g, dtype=torch.int32)
     scores, labels, codes = (t.to(device) for t in (scores, labels, codes))
-    gathered = torch.ops.aploss.gather(scores, labels, codes)
-    positives, offsets, *_ = torch.ops.aploss.rank_positives(gathered, groups or 1, 1.0)
+    gathered = operators.gather(scores, labels, codes)
+    positives, offsets, *_ = operators.rank_positives(gathered, groups or 1, 1.0)
     return scores, labels, codes, positives, offsets
 
 
@@ -34,18 +34,32 @@ def pass1_pair(device, grouped, n=200_000, seed=0, **kwargs):
     if not grouped:
         codes = offsets = None
     args = (scores, labels, codes, positives, offsets, 1.0)
-    own = torch.ops.aploss._pass1_histograms(*args, False)
-    deterministic = torch.ops.aploss._pass1_histograms(*args, True)
+    own = operators.pass1_histograms(*args, False)
+    deterministic = operators.pass1_histograms(*args, True)
     return own, deterministic
 
 
-@pytest.mark.parametrize("grouped", [False, True])
-@pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("kind", ["plain", "ties", "large"])
-def test_deterministic_pass1_equals_the_kernel(grouped, seed, kind):
+# The CPU over seeds and score kinds; the CUDA kernels (emulated, or a GPU) on one problem.
+PASS1_CASES = [
+    pytest.param(CPU, grouped, seed, kind, id=f"{kind}-{seed}-{grouped}-cpu")
+    for grouped in (False, True) for seed in (0, 1) for kind in ("plain", "ties", "large")
+] + [
+    pytest.param(target, grouped, 0, "plain", id=f"plain-0-{grouped}-{target}")
+    for grouped in (False, True) for target in CUDA_KERNEL_TARGETS
+]
+
+
+@pytest.mark.parametrize("target, grouped, seed, kind", PASS1_CASES)
+def test_deterministic_pass1_equals_the_kernel(target, grouped, seed, kind):
     kwargs = {"ties": kind == "ties", "offset": 1e12 if kind == "large" else 0.0}
-    own, deterministic = pass1_pair("cpu", grouped, n=50_000, seed=seed, **kwargs)
+    n = 200_000 if target.gpu else 50_000 if target is CPU else 20_000
+    with target.running():
+        own, deterministic = pass1_pair(target.tensor_device, grouped, n=n, seed=seed, **kwargs)
+    own, deterministic = own.cpu(), deterministic.cpu()
     assert own.shape == deterministic.shape and own.abs().sum() > 0
+    if target is not CPU:  # float atomics on a GPU; the emulated device is held the same
+        torch.testing.assert_close(deterministic, own, rtol=1e-12, atol=1e-9)
+        return
     # d1 and db are integer counts: exact; da to rounding.
     torch.testing.assert_close(deterministic[0], own[0], rtol=0, atol=0)
     torch.testing.assert_close(deterministic[2], own[2], rtol=0, atol=0)
@@ -62,7 +76,7 @@ def test_deterministic_pass1_spans_several_chunks():
 def test_non_finite_negative_poisons_the_sums(value):
     scores, labels, _, positives, _ = grouped_inputs("cpu", 5000, 4)
     scores[(labels == 0).nonzero()[7]] = value
-    hist = torch.ops.aploss._pass1_histograms(scores, labels, None, positives, None, 1.0, True)
+    hist = operators.pass1_histograms(scores, labels, None, positives, None, 1.0, True)
     assert torch.isnan(hist).any()
 
 
