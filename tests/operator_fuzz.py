@@ -217,7 +217,8 @@ def cases():
     ids = torch.arange(N) % 3
     grouped = operators.saved("ap", operators.forward("ap", scores, labels, ids))
     yield from pass2_cases("pass2 grouped", scores, labels, grouped, True)
-    rank_sort = operators.saved("rank_sort", operators.forward("rank_sort", scores, targets, None, 0.5))
+    rank_sort = operators.saved("rank_sort",
+                                operators.forward("rank_sort", scores, targets, None, 0.5))
     rs_labels = rank_sort.labels
     yield from pass2_cases("pass2 rank_sort", scores, rs_labels if rs_labels.numel() else labels,
                            rank_sort, False)

@@ -12,18 +12,32 @@ import torch
 
 import aploss_cuda  # noqa: F401  (registers the operators)
 
-_OPS = torch.ops.aploss
+# Each operator's name in torch.ops.aploss, by its role.
+NAMES = {
+    "ap_forward": "ap_loss_forward",
+    "rank_sort_forward": "rank_sort_forward",
+    "alrp_forward": "alrp_forward",
+    "backward": "pass2",
+    "gather": "gather",
+    "rank_positives": "rank_positives",
+    "pass1": "pass1",
+    "rank_sort_labels": "rank_sort_labels",
+    "ap_stage": "positive_stage",
+    "rank_sort_stage": "rank_sort_stage",
+    "alrp_stage": "alrp_stage",
+    "pass1_histograms": "_pass1_histograms",
+}
 
-LOSSES = ("ap", "rank_sort", "alrp")
+
+def operator(role):
+    """The OpOverload of the operator with this role, looked up when called: a missing
+    operator fails the tests that call it, not the collection of every module."""
+    return getattr(torch.ops.aploss, NAMES[role]).default
 
 
 def forward_operator(loss):
     """The OpOverload of `loss`'s one-call forward."""
-    return {
-        "ap": _OPS.ap_loss_forward,
-        "rank_sort": _OPS.rank_sort_forward,
-        "alrp": _OPS.alrp_forward,
-    }[loss].default
+    return operator(f"{loss}_forward")
 
 
 def forward_args(loss, scores, second, group_ids=None, delta=1.0, *, regression_losses=None,
@@ -57,7 +71,8 @@ def saved(loss, outputs):
     return types.SimpleNamespace(**{name: outputs[i] for name, i in _SAVED[loss].items()})
 
 
-BACKWARD = _OPS.pass2.default
+def backward_operator():
+    return operator("backward")
 
 
 def backward_call_args(grad_output, scores, labels, classes, codes, state, offsets,
@@ -77,30 +92,25 @@ def backward_args(loss, outputs, grad_output, scores, labels, grouped, delta=1.0
 
 
 def backward(*args, **kwargs):
-    return BACKWARD(*backward_call_args(*args, **kwargs))
+    """The backward operator, called with backward_call_args's arguments."""
+    return backward_operator()(*backward_call_args(*args, **kwargs))
 
 
 # ---- the stages aploss_cuda.distributed composes ------------------------------------------
 
-GATHER = _OPS.gather.default
-RANK_POSITIVES = _OPS.rank_positives.default
-PASS1 = _OPS.pass1.default
-RANK_SORT_LABELS = _OPS.rank_sort_labels.default
-# Each loss's last stage: its loss, state and positive gradients from the ranked positives.
-LOSS_STAGE = {
-    "ap": _OPS.positive_stage.default,
-    "rank_sort": _OPS.rank_sort_stage.default,
-    "alrp": _OPS.alrp_stage.default,
-}
+def loss_stage_operator(loss):
+    """Each loss's last stage: its loss, state and positive gradients from the ranked
+    positives."""
+    return operator(f"{loss}_stage")
 
 
 def gather(scores, labels, codes):
-    return GATHER(scores, labels, codes)
+    return operator("gather")(scores, labels, codes)
 
 
 def rank_positives(gathered, num_groups, delta):
     """(positives, offsets, positive_group, positions, memory_rank)."""
-    return RANK_POSITIVES(gathered, num_groups, delta)
+    return operator("rank_positives")(gathered, num_groups, delta)
 
 
 def pass1_args(scores, labels, codes, positives, offsets, positive_group, delta, method="sorted"):
@@ -108,12 +118,12 @@ def pass1_args(scores, labels, codes, positives, offsets, positive_group, delta,
 
 
 def pass1(*args, **kwargs):
-    return PASS1(*pass1_args(*args, **kwargs))
+    return operator("pass1")(*pass1_args(*args, **kwargs))
 
 
 def rank_sort_labels(targets):
     """The int8 labels Rank & Sort's stages read, from its targets."""
-    return RANK_SORT_LABELS(targets)
+    return operator("rank_sort_labels")(targets)
 
 
 def loss_stage_args(loss, ranked, false_positives, delta, *, per_positive=None, interpolate=True,
@@ -144,11 +154,12 @@ def per_positive(loss, ranked, targets=None, regression_losses=None):
 
 def loss_stage(loss, *args, **kwargs):
     """(loss, ..., positive_grads): the last stage's outputs."""
-    return LOSS_STAGE[loss](*loss_stage_args(loss, *args, **kwargs))
+    return loss_stage_operator(loss)(*loss_stage_args(loss, *args, **kwargs))
 
 
 # ---- the deterministic pass 1's probe -----------------------------------------------------
 
 
 def pass1_histograms(scores, labels, codes, positives, offsets, delta, deterministic):
-    return _OPS._pass1_histograms(scores, labels, codes, positives, offsets, delta, deterministic)
+    return operator("pass1_histograms")(scores, labels, codes, positives, offsets, delta,
+                                        deterministic)

@@ -1,6 +1,7 @@
 """One body per property, run on every target (tests/devices.py): the CPU kernels, the
 CUDA kernels on the emulated device (two profiles, several thread and block orders), and
-a real GPU when present. Expected values come from the float64 reference or, for sizes
+a real GPU when present; where a property holds for every loss or grouping, over a table
+of cases (Case: loss, method, grouping; tests/losses.py, tests/groupings.py). Expected values come from the float64 reference or, for sizes
 it is too slow for, from the CPU kernels run outside the target. Sizes that only a GPU
 runs in a moment are used on the `cuda` target alone (`target.gpu`); what only a GPU can
 show (streams, host syncs, 2^31 entries, ...) is in tests/test_cuda.py."""
@@ -79,7 +80,8 @@ def check_case_against_reference(target, case, scores, second, ids=None, **kwarg
     loss, grad = got
     assert loss.dtype == scores.dtype and loss.dim() == 0
     assert grad.dtype == scores.dtype and grad.shape == scores.shape
-    assert_same_result(got, losses.reference(case.loss, scores, second, ids, **kwargs), scores.dtype)
+    expected = losses.reference(case.loss, scores, second, ids, **kwargs)
+    assert_same_result(got, expected, scores.dtype)
     return got
 
 
@@ -134,7 +136,8 @@ def targets_and_cases(table, argname=None, values=(), *, of=None):
                 continue
             for value in values:
                 if of is None or target.compiles(**{of: value}):
-                    params.append(pytest.param(target, case, value, id=f"{dtype_id(value)}-{case}-{target}"))
+                    name = f"{dtype_id(value)}-{case}-{target}"
+                    params.append(pytest.param(target, case, value, id=name))
     return pytest.mark.parametrize(names, params)
 
 
@@ -220,15 +223,18 @@ def test_ties_and_window_corners(target, method):
                    [torch.float32, torch.float64])
 def test_huge_and_tiny_scores(target, case, dtype):
     big, tiny = 1e30, torch.finfo(dtype).tiny / 4  # tiny: subnormal
-    scores = torch.tensor([big, -big, tiny, -tiny, 0.0, 1.0, big, -big, 3 * tiny, 0.5, big], dtype=dtype)
+    scores = torch.tensor([big, -big, tiny, -tiny, 0.0, 1.0, big, -big, 3 * tiny, 0.5, big],
+                          dtype=dtype)
     targets = torch.tensor([0.5, 0.0, 1.0, 0.0, 0.0, 0.7, 0.0, 0.2, 0.0, 0.0, 0.9], dtype=dtype)
     second = targets if case.loss == "rank_sort" else (targets > 0).long()
-    extra = {"regression_losses": torch.linspace(0.1, 0.5, 5, dtype=dtype)} if case.loss == "alrp" else {}
+    extra = {}
+    if case.loss == "alrp":
+        extra["regression_losses"] = torch.linspace(0.1, 0.5, 5, dtype=dtype)
     loss, grad = check_case_against_reference(target, case, scores, second, **extra)
     assert torch.isfinite(loss).item() and torch.isfinite(grad).all().item()
     # A cluster far from zero: linear terms relative to the cluster shift.
-    scores, second, extra = losses.problem(case.loss, (400,), seed=5, p_pos=0.1, dtype=torch.float64,
-                                           ties=True, loc=1e12)
+    scores, second, extra = losses.problem(case.loss, (400,), seed=5, p_pos=0.1,
+                                           dtype=torch.float64, ties=True, loc=1e12)
     check_case_against_reference(target, case, scores, second, **extra)
 
 
@@ -333,7 +339,8 @@ def test_balance_invariant(target, case, interpolate):
     # -its loss / G (G: the rankings with a positive), on ignored entries 0; in all, +loss
     # and -loss.
     shape = (8, 500, 1)
-    scores, labels = random_problem(shape, seed=11, p_pos=0.05, loc=-4.6, scale=0.5, dtype=torch.float64)
+    scores, labels = random_problem(shape, seed=11, p_pos=0.05, loc=-4.6, scale=0.5,
+                                    dtype=torch.float64)
     ids = group_ids(case.grouping, shape)
     loss, grad = run_case(target, case, scores, labels, ids, interpolate=interpolate)
     if ids is None:
@@ -344,8 +351,9 @@ def test_balance_invariant(target, case, interpolate):
     flat_grad, flat_labels = grad.reshape(-1), labels.reshape(-1)
     for idx, loss_g in rankings.values():
         y, g = flat_labels[idx], flat_grad[idx]
-        assert g[y == 0].sum().item() == pytest.approx(loss_g / len(rankings), rel=1e-10, abs=1e-15)
-        assert g[y == 1].sum().item() == pytest.approx(-loss_g / len(rankings), rel=1e-10, abs=1e-15)
+        share = loss_g / len(rankings)
+        assert g[y == 0].sum().item() == pytest.approx(share, rel=1e-10, abs=1e-15)
+        assert g[y == 1].sum().item() == pytest.approx(-share, rel=1e-10, abs=1e-15)
         assert g[y == -1].abs().sum().item() == 0.0
     assert grad[labels == 0].sum().item() == pytest.approx(loss.item(), rel=1e-10)
     assert grad[labels == 1].sum().item() == pytest.approx(-loss.item(), rel=1e-10)
@@ -359,13 +367,15 @@ GRAD_OUTPUT_CASES = UNGROUPED_AP + cases(
 @targets_and_cases(GRAD_OUTPUT_CASES)
 def test_grad_output_scaling(target, case):
     shape = (4, 100, 5)
-    scores, second, extra = losses.problem(case.loss, shape, seed=12, p_pos=0.1, dtype=torch.float64)
+    scores, second, extra = losses.problem(case.loss, shape, seed=12, p_pos=0.1,
+                                           dtype=torch.float64)
     ids = group_ids(case.grouping, shape)
     _, grad = run_case(target, case, scores, second, ids, **extra)
     for factor in (3.0, -3.0):
         x = target.put(scores).detach().clone().requires_grad_(True)
         with target.running():
-            value = losses.value(case.loss, x, target.put(second), **on_target(target, case, ids, extra))
+            kwargs = on_target(target, case, ids, extra)
+            value = losses.value(case.loss, x, target.put(second), **kwargs)
             (factor * value).backward()
         torch.testing.assert_close(x.grad.cpu(), factor * grad, rtol=1e-12, atol=0)
 
@@ -382,8 +392,11 @@ def test_shift_invariance(target, case):
         shifts["per ranking"] = (ids.double() * 1e5 - 2e5).expand(shape)
     for name, shift in shifts.items():
         loss_s, grad_s = run_case(target, case, scores + shift, labels, ids)
-        torch.testing.assert_close(loss_s, loss, rtol=1e-9, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
-        torch.testing.assert_close(grad_s, grad, rtol=1e-7, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
+        def message(m, name=name):
+            return f"shift {name}: {m}"
+
+        torch.testing.assert_close(loss_s, loss, rtol=1e-9, atol=1e-12, msg=message)
+        torch.testing.assert_close(grad_s, grad, rtol=1e-7, atol=1e-12, msg=message)
 
 
 # ---- sizes: several grid-stride rounds, both sides of the shared-memory limits ------------------

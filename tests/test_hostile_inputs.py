@@ -75,11 +75,11 @@ def test_broken_offsets_name_the_operator_and_the_rule():
     outputs = operators.forward("ap", s, labels, torch.arange(40) % 3)
     kept = operators.saved("ap", outputs)
     kept.offsets[-1] = 10**9
-    name = re.escape(operators.BACKWARD._schema.name)  # e.g. aploss::pass2
+    name = re.escape(operators.backward_operator()._schema.name)  # e.g. aploss::pass2
     with pytest.raises(ValueError, match=rf"^{name}: offsets must end at the number of "
                                          r"positives, 6"):
-        operators.BACKWARD(*operators.backward_args("ap", outputs, torch.tensor(1.0), s, labels,
-                                                    grouped=True))
+        args = operators.backward_args("ap", outputs, torch.tensor(1.0), s, labels, grouped=True)
+        operators.backward_operator()(*args)
 
 
 # ---- finite scores of any magnitude -----------------------------------------------------

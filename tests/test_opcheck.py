@@ -78,7 +78,7 @@ def backward_calls(case, scores, second, extra, ids):
     grad_output = torch.tensor(2.0, device=scores.device)
     args = operators.backward_args(case.loss, outputs, grad_output, scores, second,
                                    grouped=ids is not None, method=case.method)
-    yield operators.BACKWARD, args
+    yield operators.backward_operator(), args
 
 
 def stage_calls(case, scores, second, extra, ids):
@@ -87,7 +87,7 @@ def stage_calls(case, scores, second, extra, ids):
     num_groups = 1 if ids is None else int(ids.max()) + 1
     labels = second
     if case.loss == "rank_sort":
-        yield operators.RANK_SORT_LABELS, (second,)
+        yield operators.operator("rank_sort_labels"), (second,)
         labels = operators.rank_sort_labels(second)
     # aLRP's first stages are AP-loss's, on the same labels
     shared = case.loss != "alrp"
@@ -95,13 +95,13 @@ def stage_calls(case, scores, second, extra, ids):
     ranked = operators.rank_positives(gathered, num_groups, 1.0)
     positives, offsets, group = ranked[:3]
     if shared:
-        yield operators.GATHER, (scores, labels, codes)
-        yield operators.RANK_POSITIVES, (gathered, num_groups, 1.0)
-        yield operators.PASS1, operators.pass1_args(scores, labels, codes, positives, offsets,
-                                                    group, 1.0)
+        yield operators.operator("gather"), (scores, labels, codes)
+        yield operators.operator("rank_positives"), (gathered, num_groups, 1.0)
+        args = operators.pass1_args(scores, labels, codes, positives, offsets, group, 1.0)
+        yield operators.operator("pass1"), args
     fp = operators.pass1(scores, labels, codes, positives, offsets, group, 1.0)
     values = operators.per_positive(case.loss, ranked, second, extra.get("regression_losses"))
-    yield operators.LOSS_STAGE[case.loss], operators.loss_stage_args(
+    yield operators.loss_stage_operator(case.loss), operators.loss_stage_args(
         case.loss, ranked, fp, 1.0, per_positive=values)
 
 

@@ -123,9 +123,10 @@ def check_matches_reference(scores, labels, group_ids, delta, interpolate, metho
         flat_grad, flat_labels = grad.reshape(-1), y.reshape(-1)
         for idx, loss_g in rankings.values():
             labels_g, grad_g = flat_labels[idx], flat_grad[idx]
+            share = loss_g / len(rankings)
             if (labels_g == 0).any():
-                assert grad_g[labels_g == 0].sum().item() == pytest.approx(loss_g / len(rankings), abs=1e-12)
-            assert grad_g[labels_g == 1].sum().item() == pytest.approx(-loss_g / len(rankings), abs=1e-12)
+                assert grad_g[labels_g == 0].sum().item() == pytest.approx(share, abs=1e-12)
+            assert grad_g[labels_g == 1].sum().item() == pytest.approx(-share, abs=1e-12)
 
 
 @SETTINGS

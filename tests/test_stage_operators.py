@@ -15,7 +15,8 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("loss", LOSSES)
 def test_stages_compose_to_the_one_call_loss(loss, grouped, device):
-    scores, second, extra = problem(loss, (6, 50), seed=8, p_pos=0.1, dtype=torch.float64, ties=True)
+    scores, second, extra = problem(loss, (6, 50), seed=8, p_pos=0.1, dtype=torch.float64,
+                                    ties=True)
     scores, second = scores.to(device), second.to(device)
     extra = {k: v.to(device) for k, v in extra.items()}
     codes = (torch.arange(50, device=device) % 3).to(torch.int32) if grouped else None
