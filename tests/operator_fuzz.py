@@ -17,13 +17,11 @@ unbroken calls run first and must succeed. The child prints one line per case,
 
 import sys
 
+import operators
 import torch
 
 from devices import TARGETS
 
-import aploss_cuda  # noqa: F401  (registers the operators)
-
-A = torch.ops.aploss
 N = 240
 
 
@@ -44,16 +42,17 @@ def problem():
 
 
 def pass2_cases(name, scores, labels, outputs, grouped):
-    """pass2 with the forward's outputs (state, offsets, positive_grads, classes), each
-    broken in turn."""
-    _, _, state, offsets, codes, _, positive_grads, classes = outputs
-    codes = codes if grouped else None
+    """The backward with the forward's outputs (operators.saved: state, offsets,
+    positive_grads, classes), each broken in turn."""
+    state, offsets, positive_grads, classes = (outputs.state, outputs.offsets,
+                                               outputs.positive_grads, outputs.classes)
+    codes = outputs.codes if grouped else None
     one = torch.ones(())
 
     def call(state=state, offsets=offsets, positive_grads=positive_grads, classes=classes,
              codes=codes, grad_output=one, delta=1.0):
-        return lambda: A.loss_backward(grad_output, scores, labels, classes, codes, state, offsets,
-                               positive_grads, delta, "sorted")
+        return lambda: operators.backward(grad_output, scores, labels, classes, codes, state,
+                                          offsets, positive_grads, delta, "sorted")
 
     num_pos = positive_grads.shape[0]
     yield f"{name}: valid", call(), None
@@ -126,16 +125,15 @@ def _outcome(result, valid):
 
 
 def stage_cases(scores, labels, targets):
-    gathered = A.gather(scores, labels, None)
-    positives, offsets, group, positions, memory_rank = A.rank_positives(gathered, 1, 1.0)
-    fp = A.pass1(scores, labels, None, positives, offsets, group, 1.0, "sorted")
+    gathered = operators.gather(scores, labels, None)
+    positives, offsets, group, positions, memory_rank = operators.rank_positives(gathered, 1, 1.0)
+    fp = operators.pass1(scores, labels, None, positives, offsets, group, 1.0)
     num_pos = positives.shape[1]
-    # The loss's values come in the positives' memory order.
-    positive_targets = targets.reshape(-1)[positions.sort().values].double()
+    positive_targets = targets[positions].double()
     regression = torch.rand(num_pos, dtype=torch.float64)
     f32 = torch.float32
 
-    yield "rank_positives: valid", lambda: A.rank_positives(gathered, 1, 1.0), None
+    yield "rank_positives: valid", lambda: operators.rank_positives(gathered, 1, 1.0), None
     for what, g, groups in [
         ("code >= num_groups", replaced(gathered, num_pos, 3.0), 1),
         ("code 0.5", replaced(gathered, num_pos, 0.5), 2),
@@ -144,26 +142,28 @@ def stage_cases(scores, labels, targets):
         ("(2, P)", gathered[:2], 1),
         ("num_groups 0", gathered, 0),
     ]:
-        yield f"rank_positives: {what}", (lambda g=g, groups=groups: A.rank_positives(
+        yield f"rank_positives: {what}", (lambda g=g, groups=groups: operators.rank_positives(
             g, groups, 1.0)), (TypeError, ValueError)
 
     def pass1(positives=positives, offsets=offsets, group=group, codes=None):
-        return lambda: A.pass1(scores, labels, codes, positives, offsets, group, 1.0, "sorted")
+        return lambda: operators.pass1(scores, labels, codes, positives, offsets, group, 1.0)
 
     def positive_stage(positives=positives, offsets=offsets, group=group, positions=positions,
                        fp=fp):
-        return lambda: A.positive_stage("ap_loss", positives, offsets, group, positions,
-                                        memory_rank, fp, None, 1.0, True, f32, "sorted")
+        ranked = (positives, offsets, group, positions, memory_rank)
+        return lambda: operators.loss_stage("ap", ranked, fp, 1.0, loss_dtype=f32)
 
     def rank_sort_stage(positions=positions, fp=fp, targets=positive_targets, offsets=offsets):
-        return lambda: A.positive_stage("rank_sort_loss", positives, offsets, group, positions,
-                                        memory_rank, fp, targets, 0.5, False, f32, "sorted")
+        ranked = (positives, offsets, group, positions, memory_rank)
+        return lambda: operators.loss_stage("rank_sort", ranked, fp, 0.5, per_positive=targets,
+                                            loss_dtype=f32)
 
     def alrp_stage(memory_rank=memory_rank, regression=regression, positives=positives):
-        return lambda: A.positive_stage("alrp_loss", positives, offsets, group, positions,
-                                        memory_rank, fp, regression, 1.0, False, f32, "sorted")
+        ranked = (positives, offsets, group, positions, memory_rank)
+        return lambda: operators.loss_stage("alrp", ranked, fp, 1.0, per_positive=regression,
+                                            loss_dtype=f32)
 
-    yield "gather: codes int64", lambda: A.gather(
+    yield "gather: codes int64", lambda: operators.gather(
         scores, labels, torch.zeros(N, dtype=torch.int64)), (TypeError, ValueError)
     yield "pass1: valid", pass1(), None
     yield "positive_stage: valid", positive_stage(), None
@@ -207,13 +207,14 @@ def stage_cases(scores, labels, targets):
 
 def cases():
     scores, labels, targets = problem()
-    ungrouped = A.loss_forward("ap_loss", scores, labels, None, None, 1.0, True, "sorted")
+    ungrouped = operators.saved("ap", operators.forward("ap", scores, labels))
     yield from pass2_cases("pass2 ungrouped", scores, labels, ungrouped, False)
     ids = torch.arange(N) % 3
-    grouped = A.loss_forward("ap_loss", scores, labels, None, ids, 1.0, True, "sorted")
+    grouped = operators.saved("ap", operators.forward("ap", scores, labels, ids))
     yield from pass2_cases("pass2 grouped", scores, labels, grouped, True)
-    rank_sort = A.loss_forward("rank_sort_loss", scores, targets, None, None, 0.5, False, "sorted")
-    rs_labels = rank_sort[5]
+    rank_sort = operators.saved("rank_sort",
+                                operators.forward("rank_sort", scores, targets, None, 0.5))
+    rs_labels = rank_sort.labels
     yield from pass2_cases("pass2 rank_sort", scores, rs_labels if rs_labels.numel() else labels,
                            rank_sort, False)
     yield from stage_cases(scores, labels, targets)

@@ -1,4 +1,4 @@
-"""The CPU passes' vector lanes (csrc/cpu/window_blocks_cpu.h) against the scalar per-entry
+"""The CPU passes' vector lanes (csrc/cpu/interval_lanes_cpu.h) against the scalar per-entry
 functions they restate: the same loss and gradient bit for bit, the same errors. Where the
 CPU has no AVX2 both runs take the scalar path and the comparison still holds."""
 

@@ -1,15 +1,14 @@
 """The deterministic pass 1 (csrc/deterministic_pass1.cpp): per-entry records summed
 with ATen's deterministic index_add. CUDA uses it under
 torch.use_deterministic_algorithms(True) instead of float atomics; here it is held
-against the backend's own pass 1 on the CPU, through the test suite's pass 1 probe
-(tests/probes; tests/test_devices.py holds the two against each other on every target, a
-GPU included)."""
+against the backend's own pass 1 on every target (the CPU in depth, the emulated device
+and a GPU on one problem each), through the test suite's pass 1 probe (tests/probes)."""
 
+import operators
 import probes
 import pytest
 import torch
-
-import aploss_cuda  # noqa: F401  (registers the operators)
+from devices import CPU, CUDA_KERNEL_TARGETS
 
 
 def grouped_inputs(device, n, seed, groups=None, ties=False, offset=0.0):
@@ -23,13 +22,13 @@ def grouped_inputs(device, n, seed, groups=None, ties=False, offset=0.0):
     labels[(u > 0.9)] = -1
     codes = torch.randint(0, groups or 1, (n,), generator=g, dtype=torch.int32)
     scores, labels, codes = (t.to(device) for t in (scores, labels, codes))
-    gathered = torch.ops.aploss.gather(scores, labels, codes)
-    positives, offsets, *_ = torch.ops.aploss.rank_positives(gathered, groups or 1, 1.0)
+    gathered = operators.gather(scores, labels, codes)
+    positives, offsets, *_ = operators.rank_positives(gathered, groups or 1, 1.0)
     return scores, labels, codes, positives, offsets
 
 
 def pass1_pair(device, grouped, n=200_000, seed=0, **kwargs):
-    """(atomics / own kernel, deterministic reduction) difference arrays of one problem."""
+    """(atomics / own kernel, deterministic reduction) histograms of one problem."""
     scores, labels, codes, positives, offsets = grouped_inputs(
         device, n, seed, groups=7 if grouped else None, **kwargs
     )
@@ -41,13 +40,27 @@ def pass1_pair(device, grouped, n=200_000, seed=0, **kwargs):
     return own, deterministic
 
 
-@pytest.mark.parametrize("grouped", [False, True])
-@pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("kind", ["plain", "ties", "large"])
-def test_deterministic_pass1_equals_the_kernel(grouped, seed, kind):
+# The CPU over seeds and score kinds; the CUDA kernels (emulated, or a GPU) on one problem.
+PASS1_CASES = [
+    pytest.param(CPU, grouped, seed, kind, id=f"{kind}-{seed}-{grouped}-cpu")
+    for grouped in (False, True) for seed in (0, 1) for kind in ("plain", "ties", "large")
+] + [
+    pytest.param(target, grouped, 0, "plain", id=f"plain-0-{grouped}-{target}")
+    for grouped in (False, True) for target in CUDA_KERNEL_TARGETS
+]
+
+
+@pytest.mark.parametrize("target, grouped, seed, kind", PASS1_CASES)
+def test_deterministic_pass1_equals_the_kernel(target, grouped, seed, kind):
     kwargs = {"ties": kind == "ties", "offset": 1e12 if kind == "large" else 0.0}
-    own, deterministic = pass1_pair("cpu", grouped, n=50_000, seed=seed, **kwargs)
+    n = 200_000 if target.gpu else 50_000 if target is CPU else 20_000
+    with target.running():
+        own, deterministic = pass1_pair(target.tensor_device, grouped, n=n, seed=seed, **kwargs)
+    own, deterministic = own.cpu(), deterministic.cpu()
     assert own.shape == deterministic.shape and own.abs().sum() > 0
+    if target is not CPU:  # float atomics on a GPU; the emulated device is held the same
+        torch.testing.assert_close(deterministic, own, rtol=1e-12, atol=1e-9)
+        return
     # d1 and db are integer counts: exact; da to rounding.
     torch.testing.assert_close(deterministic[0], own[0], rtol=0, atol=0)
     torch.testing.assert_close(deterministic[2], own[2], rtol=0, atol=0)

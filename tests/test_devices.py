@@ -1,15 +1,20 @@
 """One body per property, run on every target (tests/devices.py): the CPU kernels, the
 CUDA kernels on the emulated device (two profiles, several thread and block orders), and
-a real GPU when present. Expected values come from the float64 reference or, for sizes
+a real GPU when present; where a property holds for every loss or grouping, over a table
+of cases (Case: loss, method, grouping; tests/losses.py, tests/groupings.py). Expected values come from the float64 reference or, for sizes
 it is too slow for, from the CPU kernels run outside the target. Sizes that only a GPU
 runs in a moment are used on the `cuda` target alone (`target.gpu`); what only a GPU can
 show (streams, host syncs, 2^31 entries, ...) is in tests/test_cuda.py."""
 
 import contextlib
+import typing
 
+import losses
 import pytest
 import torch
-from devices import CUDA_KERNEL_TARGETS, SHARED_LIMIT_P, TARGETS
+from devices import CPU, CUDA_KERNEL_TARGETS, SHARED_LIMIT_P, TARGETS
+from family_checks import check_alrp, check_rank_sort
+from groupings import group_ids
 from helpers import (
     KERNEL_METHODS,
     LABEL_DTYPES,
@@ -53,6 +58,33 @@ def run(target, scores, labels, **kwargs):
     return loss.cpu(), grad.cpu()
 
 
+def run_case(target, case, scores, second, ids=None, **kwargs):
+    """(loss, gradient) of `case` computed on the target, returned on the CPU; kwargs:
+    losses.run's."""
+    with target.running():
+        loss, grad = losses.run(case.loss, target.put(scores), target.put(second),
+                                **on_target(target, case, ids, kwargs))
+    assert loss.device == grad.device == target.put(scores).device
+    return loss.cpu(), grad.cpu()
+
+
+def check_case_against_reference(target, case, scores, second, ids=None, **kwargs):
+    """`case` on the target against the float64 reference (Rank & Sort and aLRP: every
+    output, family_checks); returns (loss, gradient)."""
+    if case.loss == "rank_sort":
+        return check_rank_sort(target, scores, second, group_ids=ids, **kwargs)
+    if case.loss == "alrp":
+        regression = kwargs.pop("regression_losses")
+        return check_alrp(target, scores, second, regression, group_ids=ids, **kwargs)
+    got = run_case(target, case, scores, second, ids, **kwargs)
+    loss, grad = got
+    assert loss.dtype == scores.dtype and loss.dim() == 0
+    assert grad.dtype == scores.dtype and grad.shape == scores.shape
+    expected = losses.reference(case.loss, scores, second, ids, **kwargs)
+    assert_same_result(got, expected, scores.dtype)
+    return got
+
+
 def check_against_reference(target, scores, labels, delta=1.0, interpolate=True, method="sorted"):
     got = run(target, scores, labels, delta=delta, interpolate=interpolate, method=method)
     loss, grad = got
@@ -74,6 +106,50 @@ def assert_same_bits(target, got, expected, dtype):
         assert_same_result(got, expected, dtype, rtol=0)
     else:
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+class Case(typing.NamedTuple):
+    """One row of a table: a loss, its method (AP-loss's only) and a grouping (a
+    groupings.py name; None: one ranking)."""
+
+    loss: str
+    method: str = None
+    grouping: str = None
+
+    def __str__(self):
+        return "-".join(p for p in (self.loss, self.method, self.grouping or "ungrouped") if p)
+
+
+def cases(*rows):
+    return [Case(*row) for row in rows]
+
+
+def targets_and_cases(table, argname=None, values=(), *, of=None):
+    """Parametrizes `target` and `case` over TARGETS x table (x values as `argname`,
+    leaving out the dtypes a target does not compile; `of`: "scores" or "labels")."""
+    names = ("target", "case") + ((argname,) if argname else ())
+    params = []
+    for target in TARGETS:
+        for case in table:
+            if not argname:
+                params.append(pytest.param(target, case, id=f"{case}-{target}"))
+                continue
+            for value in values:
+                if of is None or target.compiles(**{of: value}):
+                    name = f"{dtype_id(value)}-{case}-{target}"
+                    params.append(pytest.param(target, case, value, id=name))
+    return pytest.mark.parametrize(names, params)
+
+
+def on_target(target, case, ids, kwargs):
+    """losses.run's keyword arguments for `case` on the target."""
+    kwargs = {k: target.put(v) if torch.is_tensor(v) else v for k, v in kwargs.items()}
+    if case.loss == "ap":
+        kwargs.setdefault("method", case.method)
+    return dict(kwargs, group_ids=target.put(ids))
+
+
+UNGROUPED_AP = cases(("ap", "sorted", None), ("ap", "pairwise", None))
 
 
 @contextlib.contextmanager
@@ -100,21 +176,32 @@ def test_random_cases(target, method, interpolate, delta, seed):
     check_against_reference(target, scores, labels, delta=delta, interpolate=interpolate, method=method)
 
 
-@targets_and_dtypes("dtype", SCORE_DTYPES, of="scores")
-@pytest.mark.parametrize("method", METHODS)
-def test_score_dtypes(target, method, dtype):
-    scores, labels = random_problem((20, 30), seed=1, dtype=dtype, ties=True)
-    check_against_reference(target, scores, labels, method=method)
+# Groupings whose ids are broadcast, full-size, their own codes or numbered through a sort.
+SCORE_DTYPE_CASES = UNGROUPED_AP + cases(
+    ("ap", "sorted", "per-image"), ("ap", "sorted", "per-class"), ("ap", "sorted", "full-size"),
+    ("ap", "sorted", "full-size-huge-ids"))
 
 
-@targets_and_dtypes("label_dtype", LABEL_DTYPES, of="labels")
-@pytest.mark.parametrize("method", METHODS)
-def test_label_dtypes(target, method, label_dtype):
+@targets_and_cases(SCORE_DTYPE_CASES, "dtype", SCORE_DTYPES, of="scores")
+def test_score_dtypes(target, case, dtype):
+    shape = (4, 30, 5)
+    scores, labels = random_problem(shape, seed=1, dtype=dtype, ties=True, p_pos=0.15)
+    for delta, interpolate in ((1.0, True), (0.5, False)):
+        check_case_against_reference(target, case, scores, labels, group_ids(case.grouping, shape),
+                                     delta=delta, interpolate=interpolate)
+
+
+@targets_and_cases(UNGROUPED_AP + cases(("ap", "sorted", "per-image-and-class")),
+                   "label_dtype", LABEL_DTYPES, of="labels")
+def test_label_dtypes(target, case, label_dtype):
     # uint8 and bool cannot hold -1: no ignored entries for them.
     p_ignore = 0.0 if label_dtype in (torch.uint8, torch.bool) else 0.1
-    scores, labels = random_problem((500,), seed=2, label_dtype=label_dtype, p_ignore=p_ignore)
-    got = check_against_reference(target, scores, labels, method=method)
-    assert_same_bits(target, got, run(target, scores, labels.to(torch.int64), method=method), scores.dtype)
+    shape = (4, 25, 5)
+    scores, labels = random_problem(shape, seed=2, label_dtype=label_dtype, p_ignore=p_ignore)
+    ids = group_ids(case.grouping, shape)
+    got = check_case_against_reference(target, case, scores, labels, ids)
+    as_int64 = run_case(target, case, scores, labels.to(torch.int64), ids)
+    assert_same_bits(target, got, as_int64, scores.dtype)
 
 
 @targets
@@ -132,18 +219,23 @@ def test_ties_and_window_corners(target, method):
     check_against_reference(target, torch.zeros(50), (torch.arange(50) % 5 == 0).long(), method=method)
 
 
-@targets
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_huge_and_tiny_scores(target, method, dtype):
+@targets_and_cases(UNGROUPED_AP + cases(("rank_sort",), ("alrp",)), "dtype",
+                   [torch.float32, torch.float64])
+def test_huge_and_tiny_scores(target, case, dtype):
     big, tiny = 1e30, torch.finfo(dtype).tiny / 4  # tiny: subnormal
-    scores = torch.tensor([big, -big, tiny, -tiny, 0.0, 1.0, big, -big, 3 * tiny, 0.5], dtype=dtype)
-    labels = torch.tensor([1, 0, 1, 0, 0, 1, 0, 1, 0, 0])
-    loss, grad = check_against_reference(target, scores, labels, method=method)
+    scores = torch.tensor([big, -big, tiny, -tiny, 0.0, 1.0, big, -big, 3 * tiny, 0.5, big],
+                          dtype=dtype)
+    targets = torch.tensor([0.5, 0.0, 1.0, 0.0, 0.0, 0.7, 0.0, 0.2, 0.0, 0.0, 0.9], dtype=dtype)
+    second = targets if case.loss == "rank_sort" else (targets > 0).long()
+    extra = {}
+    if case.loss == "alrp":
+        extra["regression_losses"] = torch.linspace(0.1, 0.5, 5, dtype=dtype)
+    loss, grad = check_case_against_reference(target, case, scores, second, **extra)
     assert torch.isfinite(loss).item() and torch.isfinite(grad).all().item()
     # A cluster far from zero: linear terms relative to the cluster shift.
-    scores, labels = random_problem((400,), seed=5, dtype=torch.float64, ties=True, loc=1e12)
-    check_against_reference(target, scores, labels, method=method)
+    scores, second, extra = losses.problem(case.loss, (400,), seed=5, p_pos=0.1,
+                                           dtype=torch.float64, ties=True, loc=1e12)
+    check_case_against_reference(target, case, scores, second, **extra)
 
 
 @targets
@@ -240,39 +332,71 @@ def test_sorted_equals_pairwise_at_scale(target, interpolate, seed):
     torch.testing.assert_close(grad_s, grad_p, rtol=1e-9, atol=1e-14)
 
 
-@targets
-@pytest.mark.parametrize("method", METHODS)
+@targets_and_cases(UNGROUPED_AP + cases(("ap", "sorted", "full-size-big-ids")))
 @pytest.mark.parametrize("interpolate", [True, False])
-def test_balance_invariant(target, method, interpolate):
-    # The gradient's mass on negatives is +loss, on positives -loss, on ignored entries 0.
-    scores, labels = random_problem((4000,), seed=11, p_pos=0.05, loc=-4.6, scale=0.5, dtype=torch.float64)
-    loss, grad = run(target, scores, labels, method=method, interpolate=interpolate)
+def test_balance_invariant(target, case, interpolate):
+    # In each ranking the gradient's mass on negatives is +its loss / G, on positives
+    # -its loss / G (G: the rankings with a positive), on ignored entries 0; in all, +loss
+    # and -loss.
+    shape = (8, 500, 1)
+    scores, labels = random_problem(shape, seed=11, p_pos=0.05, loc=-4.6, scale=0.5,
+                                    dtype=torch.float64)
+    ids = group_ids(case.grouping, shape)
+    loss, grad = run_case(target, case, scores, labels, ids, interpolate=interpolate)
+    if ids is None:
+        rankings = {0: (torch.arange(scores.numel()), loss.item())}
+    else:
+        _, _, rankings = losses.ap_grouped_reference(scores, labels, ids, interpolate=interpolate)
+        assert len(rankings) >= 5
+    flat_grad, flat_labels = grad.reshape(-1), labels.reshape(-1)
+    for idx, loss_g in rankings.values():
+        y, g = flat_labels[idx], flat_grad[idx]
+        share = loss_g / len(rankings)
+        assert g[y == 0].sum().item() == pytest.approx(share, rel=1e-10, abs=1e-15)
+        assert g[y == 1].sum().item() == pytest.approx(-share, rel=1e-10, abs=1e-15)
+        assert g[y == -1].abs().sum().item() == 0.0
     assert grad[labels == 0].sum().item() == pytest.approx(loss.item(), rel=1e-10)
     assert grad[labels == 1].sum().item() == pytest.approx(-loss.item(), rel=1e-10)
-    assert grad[labels == -1].abs().sum().item() == 0.0
 
 
-@targets
-@pytest.mark.parametrize("method", METHODS)
-def test_grad_output_scaling(target, method):
-    scores, labels = random_problem((2000,), seed=12, dtype=torch.float64)
-    _, grad = run(target, scores, labels, method=method)
-    x = target.put(scores).requires_grad_(True)
-    with target.running():
-        (3 * aploss_cuda.ap_loss(x, target.put(labels), method=method)).backward()
-    torch.testing.assert_close(x.grad.cpu(), 3 * grad, rtol=1e-12, atol=0)
+GRAD_OUTPUT_CASES = UNGROUPED_AP + cases(
+    ("ap", "sorted", "full-size"), ("rank_sort", None, None), ("rank_sort", None, "full-size"),
+    ("alrp", None, None), ("alrp", None, "full-size"))
 
 
-@targets
-@pytest.mark.parametrize("method", METHODS)
-def test_shift_invariance(target, method):
+@targets_and_cases(GRAD_OUTPUT_CASES)
+def test_grad_output_scaling(target, case):
+    shape = (4, 100, 5)
+    scores, second, extra = losses.problem(case.loss, shape, seed=12, p_pos=0.1,
+                                           dtype=torch.float64)
+    ids = group_ids(case.grouping, shape)
+    _, grad = run_case(target, case, scores, second, ids, **extra)
+    for factor in (3.0, -3.0):
+        x = target.put(scores).detach().clone().requires_grad_(True)
+        with target.running():
+            kwargs = on_target(target, case, ids, extra)
+            value = losses.value(case.loss, x, target.put(second), **kwargs)
+            (factor * value).backward()
+        torch.testing.assert_close(x.grad.cpu(), factor * grad, rtol=1e-12, atol=0)
+
+
+@targets_and_cases(UNGROUPED_AP + cases(("ap", "sorted", "per-image")))
+def test_shift_invariance(target, case):
     # Scores on a coarse grid: shifted, they stay exact, and so does every difference.
-    scores, labels = random_problem((3000,), seed=13, p_pos=0.05, dtype=torch.float64, ties=True)
-    loss, grad = run(target, scores, labels, method=method)
-    for shift in (1000.0, -1e6, 1e9):
-        loss_s, grad_s = run(target, scores + shift, labels, method=method)
-        torch.testing.assert_close(loss_s, loss, rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(grad_s, grad, rtol=1e-7, atol=1e-12)
+    shape = (6, 500, 1)
+    scores, labels = random_problem(shape, seed=13, p_pos=0.05, dtype=torch.float64, ties=True)
+    ids = group_ids(case.grouping, shape)
+    loss, grad = run_case(target, case, scores, labels, ids)
+    shifts = {str(shift): shift for shift in (1000.0, -1e6, 1e9)}
+    if ids is not None:  # rankings are independent: each may move by its own amount
+        shifts["per ranking"] = (ids.double() * 1e5 - 2e5).expand(shape)
+    for name, shift in shifts.items():
+        loss_s, grad_s = run_case(target, case, scores + shift, labels, ids)
+        def message(m, name=name):
+            return f"shift {name}: {m}"
+
+        torch.testing.assert_close(loss_s, loss, rtol=1e-9, atol=1e-12, msg=message)
+        torch.testing.assert_close(grad_s, grad, rtol=1e-7, atol=1e-12, msg=message)
 
 
 # ---- sizes: several grid-stride rounds, both sides of the shared-memory limits ------------------
@@ -432,20 +556,11 @@ def test_grouped_non_finite_negative_raises(target):
 
 
 @targets
-@pytest.mark.parametrize("grouped", [False, True])
-def test_deterministic_pass1_equals_the_kernel(target, grouped):
-    from test_deterministic import pass1_pair
-
-    with target.running():
-        own, deterministic = pass1_pair(target.tensor_device, grouped, n=200_000 if target.gpu else 20_000)
-    torch.testing.assert_close(deterministic.cpu(), own.cpu(), rtol=1e-12, atol=1e-9)
-
-
-@targets
 @pytest.mark.parametrize("grouped, method", [(False, "sorted"), (False, "pairwise"), (True, "sorted")])
 def test_deterministic_mode_is_bitwise_reproducible(target, grouped, method):
-    # On a GPU the sorted pass 1's float atomics race more at scale.
-    n = 300_000 if target.gpu else 30_000
+    # On a GPU the sorted pass 1's float atomics race more at scale; the CPU's sorted
+    # passes split 300,000 entries into several chunks.
+    n = 300_000 if target.gpu or (target is CPU and method == "sorted") else 30_000
     scores, labels = random_problem((n,), seed=3, p_pos=0.002, loc=-4.6, scale=0.5)
     ids = torch.arange(6).repeat_interleave(n // 6) if grouped else None
     # One emulated session: on the random-order target every launch draws a new order.

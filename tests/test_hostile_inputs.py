@@ -6,9 +6,11 @@ unsigned group ids, the function named in every error, sparse and nested tensors
 
 import math
 import os
+import re
 import subprocess
 import sys
 
+import operators
 import pytest
 import torch
 from devices import TARGETS
@@ -70,14 +72,14 @@ def test_operators_refuse_broken_internal_tensors(target):
 def test_broken_offsets_name_the_operator_and_the_rule():
     s = torch.randn(40)
     labels = (torch.arange(40) % 7 == 0).long()
-    _, _, state, offsets, codes, _, positive_grads, classes = torch.ops.aploss.loss_forward(
-        "ap_loss", s, labels, None, torch.arange(40) % 3, 1.0, True, "sorted")
-    offsets = offsets.clone()
-    offsets[-1] = 10**9
-    with pytest.raises(ValueError, match=r"^aploss::loss_backward: offsets must end at the "
-                                         r"number of positives, 6"):
-        torch.ops.aploss.loss_backward(torch.tensor(1.0), s, labels, classes, codes, state, offsets,
-                               positive_grads, 1.0, "sorted")
+    outputs = operators.forward("ap", s, labels, torch.arange(40) % 3)
+    kept = operators.saved("ap", outputs)
+    kept.offsets[-1] = 10**9
+    name = re.escape(operators.backward_operator()._schema.name)  # e.g. aploss::loss_backward
+    with pytest.raises(ValueError, match=rf"^{name}: offsets must end at the number of "
+                                         r"positives, 6"):
+        args = operators.backward_args("ap", outputs, torch.tensor(1.0), s, labels, grouped=True)
+        operators.backward_operator()(*args)
 
 
 # ---- finite scores of any magnitude -----------------------------------------------------
@@ -211,10 +213,9 @@ def test_delta_outside_float64s_normal_range_is_refused(name, delta):
 def test_delta_is_checked_by_the_operators_too():
     s, y = torch.tensor([0.5, 0.1]), torch.tensor([1, 0])
     with pytest.raises(ValueError, match=r"^ap_loss: delta must be finite and >= 2\.22"):
-        torch.ops.aploss.loss_forward("ap_loss", s, y, None, None, 1e-310, True, "sorted")
+        operators.forward("ap", s, y, None, 1e-310)
     with pytest.raises(ValueError, match=r"^rank_sort_loss: delta"):
-        torch.ops.aploss.loss_forward("rank_sort_loss", s, y.float(), None, None, 1e-310, False,
-                                      "sorted")
+        operators.forward("rank_sort", s, y.float(), None, 1e-310)
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=str)

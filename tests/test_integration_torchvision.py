@@ -320,7 +320,7 @@ def test_alrp_tau_scales_the_regression_losses(monkeypatch):
     assert torch.allclose(seen[0].detach(), expected, atol=1e-7)
 
 
-def test_alrp_self_balancing_weight_follows_the_released_rule(monkeypatch):
+def test_alrp_head_self_balancing_weight_updates_every_sb_period_calls(monkeypatch):
     # (cls_loss, loc_loss) of successive calls, as alrp_loss would return them.
     values = iter([(0.9, 0.3), (0.8, 0.2), (0.7, 0.1), (0.6, 0.4), (0.2, 0.2), (0.5, 0.1), (0.4, 0.1),
                    (0.3, 0.1)])

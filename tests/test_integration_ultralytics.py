@@ -267,7 +267,7 @@ def test_targets_above_one_by_rounding_are_clamped():
 
 
 @needs_ultralytics
-def test_alrp_self_balancing_weight_follows_the_released_rule(monkeypatch):
+def test_alrp_self_balancing_weight_updates_at_each_epoch_end(monkeypatch):
     import aploss_cuda.integrations.ultralytics.losses as losses
 
     values = iter([(0.9, 0.3), (0.8, 0.2), (0.7, 0.1), (0.6, 0.4)])

@@ -1,114 +1,50 @@
-"""Operator registration: opcheck, torch.compile, autograd wiring, memory of the forward."""
+"""The losses' autograd wiring and memory: what the forward keeps, what it and the
+backward allocate, no graph without grad, no double backward. (opcheck: tests/test_opcheck.py;
+torch.compile: tests/test_compile.py.)"""
 
+import operators
 import pytest
 import torch
-from helpers import loss_and_grad, opcheck, random_problem
+from groupings import group_ids
+from helpers import loss_and_grad, random_problem
+from losses import LOSSES, problem, run, value
 
 import aploss_cuda
 
-# The operators' registration per dispatch key: each body runs for every backend present.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+SHAPE = (4, 30, 5)  # (images, anchors, classes)
 
 
-def _forward_args(scores, labels, method="sorted"):
-    return ("ap_loss", scores, labels, None, None, 1.0, True, method)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("method", ["sorted", "pairwise"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_opcheck_forward(device, method, dtype):
-    scores, labels = random_problem((6, 50), seed=0, dtype=dtype, device=device)
-    for requires_grad in (False, True):
-        args = _forward_args(scores.clone().requires_grad_(requires_grad), labels, method)
-        opcheck(torch.ops.aploss.loss_forward.default, args)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("method", ["sorted", "pairwise"])
-def test_opcheck_backward(device, method):
-    scores, labels = random_problem((6, 50), seed=1, device=device)
-    _, _, state, offsets, _, _, positive_grads, classes = torch.ops.aploss.loss_forward(
-        *_forward_args(scores, labels, method))
-    grad_output = torch.tensor(2.0, device=device)
-    args = (grad_output, scores, labels, classes, None, state, offsets, positive_grads, 1.0, method)
-    opcheck(torch.ops.aploss.loss_backward.default, args)
-
-
-def test_opcheck_no_positive():
-    scores = torch.randn(40, requires_grad=True)
-    labels = torch.zeros(40, dtype=torch.int64)
-    opcheck(torch.ops.aploss.loss_forward.default, _forward_args(scores, labels))
-
-
-def test_state_is_order_p():
-    scores, labels = random_problem((10000,), seed=2, p_pos=0.01)
-    _, _, state, _, _, _, positive_grads, classes = torch.ops.aploss.loss_forward(
-        *_forward_args(scores, labels))
+@pytest.mark.parametrize("grouping", [None, "per-image", "per-class-big-ids", "full-size-huge-ids"])
+def test_forward_outputs_are_order_p(grouping):
+    # What the forward keeps for the backward is O(P); broadcast ids are never
+    # materialised: the codes are shaped like group_ids.
+    scores, labels = random_problem(SHAPE, seed=40, p_pos=0.1)
+    ids = group_ids(grouping, SHAPE)
+    outputs = operators.forward("ap", scores, labels, ids)
     num_pos = int((labels == 1).sum())
+    kept = operators.saved("ap", outputs)
     # The CPU's state: five float64 rows of P + 1 (csrc/aploss/kernels.h), as bytes.
-    assert state.shape == (5 * 8 * (num_pos + 1),) and state.dtype == torch.uint8
-    assert positive_grads.shape == (num_pos, 2) and positive_grads.dtype == torch.float64
-    assert classes.numel() == 0  # the CPU's pass 2 reads the labels
+    assert kept.state.shape == (5 * 8 * (num_pos + 1),) and kept.state.dtype == torch.uint8
+    assert kept.positive_grads.shape == (num_pos, 2) and kept.positive_grads.dtype == torch.float64
+    assert kept.classes.numel() == 0  # the CPU's pass 2 reads the labels
+    if ids is not None:
+        assert kept.codes.shape == ids.shape and kept.codes.dtype == torch.int32
+        assert kept.offsets.dtype == torch.int64 and kept.offsets.dim() == 1
+        assert int(kept.offsets[-1]) == num_pos
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("grouped", [False, True])
-def test_opcheck_stages(device, grouped):
-    # The stage operators aploss_cuda.distributed composes: each against its fake.
-    scores, labels = random_problem((6, 50), seed=8, dtype=torch.float64, device=device)
-    codes = (torch.arange(50, device=device) % 3).to(torch.int32) if grouped else None
-    num_groups = 3 if grouped else 1
-    gathered = torch.ops.aploss.gather(scores, labels, codes)
-    opcheck(torch.ops.aploss.gather.default, (scores, labels, codes))
-    opcheck(torch.ops.aploss.rank_positives.default, (gathered, num_groups, 1.0))
-    positives, offsets, positive_group, positions, memory_rank = torch.ops.aploss.rank_positives(
-        gathered, num_groups, 1.0)
-    args = (scores, labels, codes, positives, offsets, positive_group, 1.0, "sorted")
-    opcheck(torch.ops.aploss.pass1.default, args)
-    fp = torch.ops.aploss.pass1(*args)
-    args = ("ap_loss", positives, offsets, positive_group, positions, memory_rank, fp, None, 1.0,
-            True, torch.float64, "sorted")
-    opcheck(torch.ops.aploss.positive_stage.default, args)
-    loss, _, _, positive_grads = torch.ops.aploss.positive_stage(*args)
-    assert torch.equal(positive_grads[:, 0], positions.double())
-    expected = aploss_cuda.ap_loss(
-        scores, labels, group_ids=codes.long() if grouped else None
-    )
-    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dynamic", [False, True])
-def test_torch_compile_fullgraph(device, dynamic):
-    torch._dynamo.reset()
-
-    def step(scores, labels):
-        # The default delta too: dynamic=True traces it as a symbolic float.
-        return aploss_cuda.ap_loss(scores.sigmoid().logit(), labels, delta=0.5) * 2.0 + (
-            aploss_cuda.ap_loss(scores, labels)
-        )
-
-    compiled = torch.compile(step, fullgraph=True, dynamic=dynamic)
-    for seed, shape in enumerate([(8, 30), (8, 30), (5, 44)]):
-        scores, labels = random_problem(shape, seed=seed, dtype=torch.float64, device=device)
-        x_eager = scores.clone().requires_grad_(True)
-        x_comp = scores.clone().requires_grad_(True)
-        eager = step(x_eager, labels)
-        got = compiled(x_comp, labels)
-        eager.backward()
-        got.backward()
-        torch.testing.assert_close(got, eager, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(x_comp.grad, x_eager.grad, rtol=1e-10, atol=1e-14)
-
-
-def test_forward_without_grad_keeps_no_graph():
-    scores, labels = random_problem((1000,), seed=3)
+@pytest.mark.parametrize("grouping", [None, "per-class"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_forward_without_grad_keeps_no_graph(loss, grouping):
+    scores, second, extra = problem(loss, SHAPE, seed=38, p_pos=0.1)
+    ids = group_ids(grouping, SHAPE)
+    expected, _ = run(loss, scores, second, group_ids=ids, **extra)
+    assert not scores.requires_grad
+    got = value(loss, scores, second, group_ids=ids, **extra)
+    assert got.grad_fn is None and not got.requires_grad and got.item() == expected.item()
     with torch.no_grad():
-        loss = aploss_cuda.ap_loss(scores.requires_grad_(True), labels)
-    assert loss.grad_fn is None
-    loss = aploss_cuda.ap_loss(scores.detach(), labels)
-    assert loss.grad_fn is None and not loss.requires_grad
+        got = value(loss, scores.clone().requires_grad_(True), second, group_ids=ids, **extra)
+    assert got.grad_fn is None and got.item() == expected.item()
 
 
 def test_forward_allocates_nothing_n_sized():
@@ -133,10 +69,11 @@ def test_backward_allocates_only_the_gradient():
     assert all(s < n for s in sizes[1:] if s != 4 * n)
 
 
-def test_double_backward_is_a_clear_error():
-    scores, labels = random_problem((100,), seed=6, dtype=torch.float64)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_double_backward_is_a_clear_error(loss):
+    scores, second, extra = problem(loss, (100,), seed=6, p_pos=0.1, dtype=torch.float64)
     x = scores.requires_grad_(True)
-    (grad,) = torch.autograd.grad(aploss_cuda.ap_loss(x, labels), x, create_graph=True)
+    (grad,) = torch.autograd.grad(value(loss, x, second, **extra), x, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         grad.sum().backward()
 

@@ -1,15 +1,18 @@
-"""Property tests with hypothesis: generated problems against the float64 reference.
-Together they run more than 500 generated cases per test run."""
+"""Property tests with hypothesis: generated problems, one ranking or grouped, against
+the float64 reference. Together they run more than 1000 generated cases per test run."""
 
 import math
 
 import pytest
 import torch
-from helpers import LABEL_DTYPES, SCORE_DTYPES, TOLERANCE, assert_matches_reference, loss_and_grad
+from groupings import BIG, HUGE
+from helpers import LABEL_DTYPES, SCORE_DTYPES, TOLERANCE, assert_same_result, loss_and_grad
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from losses import ap_grouped_reference
 
 import aploss_cuda
+from aploss_cuda.reference import ap_loss_reference
 
 SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
@@ -39,11 +42,91 @@ def problems(draw):
     return scores.to(dtype), labels.to(label_dtype), delta, interpolate
 
 
-@SETTINGS
-@given(problem=problems(), method=st.sampled_from(["sorted", "pairwise"]))
-def test_matches_reference(problem, method):
-    scores, labels, delta, interpolate = problem
-    assert_matches_reference(scores, labels, delta=delta, interpolate=interpolate, method=method)
+@st.composite
+def grouped_problems(draw):
+    shape = tuple(draw(st.lists(st.integers(0, 12), min_size=0, max_size=3)))
+    numel = math.prod(shape)
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    # group layout: ids vary along a subset of the dimensions, leading ones may be dropped
+    dropped = draw(st.integers(0, len(shape)))
+    id_shape = tuple(
+        s if draw(st.booleans()) else 1 for s in shape[dropped:]
+    )
+    num_ids = draw(st.integers(1, 6))
+    id_map = draw(st.sampled_from(["small", "big", "huge"]))
+    ids = torch.randint(0, num_ids, id_shape, generator=gen)
+    ids = {"small": ids, "big": ids * BIG + 3, "huge": ids * HUGE + 2**40}[id_map]
+    ids = ids.to(draw(st.sampled_from([torch.int64, torch.int32]))) if id_map == "small" else ids
+    # label mix
+    p_pos = draw(st.sampled_from([0.0, 0.1, 0.3, 0.6, 1.0]))
+    p_ignore = draw(st.sampled_from([0.0, 0.15, 0.5]))
+    u = torch.rand(shape, generator=gen)
+    labels = torch.zeros(shape, dtype=torch.int64)
+    labels[u < p_pos] = 1
+    labels[(u >= p_pos) & (u < p_pos + p_ignore)] = -1
+    # scores, with exact ties on a coarse grid
+    grid = draw(st.sampled_from([None, 0.5, 0.25]))
+    scores = torch.randn(shape, generator=gen, dtype=torch.float64) * draw(st.sampled_from([0.3, 1.0, 4.0]))
+    if grid is not None:
+        scores = (scores / grid).round() * grid
+    delta = draw(st.sampled_from([0.1, 0.5, 1.0, 2.5]))
+    interpolate = draw(st.booleans())
+    dtype = draw(st.sampled_from([torch.float64] * 3 + [torch.float32, torch.float16, torch.bfloat16]))
+    return scores.to(dtype), labels, ids, delta, interpolate
+
+
+def ungrouped_problems():
+    """problems() with a method; group_ids None."""
+    return st.tuples(problems(), st.sampled_from(["sorted", "pairwise"])).map(
+        lambda p: (p[0][0], p[0][1], None, p[0][2], p[0][3], p[1]))
+
+
+# Per grouping: the problems and how many of them one run draws.
+GENERATED = {
+    "ungrouped": (ungrouped_problems, 200),
+    "grouped": (lambda: grouped_problems().map(lambda p: p + ("sorted",)), 400),
+}
+
+
+@pytest.mark.parametrize("grouping", GENERATED)
+def test_matches_reference(grouping):
+    strategy, examples = GENERATED[grouping]
+
+    @settings(SETTINGS, max_examples=examples)
+    @given(problem=strategy())
+    def check(problem):
+        check_matches_reference(*problem)
+
+    check()
+
+
+def check_matches_reference(scores, labels, group_ids, delta, interpolate, method):
+    loss, grad = loss_and_grad(scores, labels, group_ids=group_ids, delta=delta,
+                               interpolate=interpolate, method=method)
+    assert loss.dtype == scores.dtype and loss.dim() == 0
+    assert grad.dtype == scores.dtype and grad.shape == scores.shape
+    y = labels.to(torch.int64)
+    if group_ids is None:
+        ref_loss, ref_grad = ap_loss_reference(scores, labels, delta=delta, interpolate=interpolate)
+        flat = torch.arange(scores.numel())
+        rankings = {0: (flat, ref_loss.item())} if (y == 1).any() else {}
+    else:
+        ref_loss, ref_grad, rankings = ap_grouped_reference(scores, labels, group_ids, delta,
+                                                            interpolate)
+    assert_same_result((loss, grad), (ref_loss, ref_grad), scores.dtype)
+    # AP-loss lies in [0, 1]; without a ranking with a positive, loss and gradient are 0
+    assert 0.0 <= loss.item() <= 1.0
+    if not rankings:
+        assert loss.item() == 0.0 and (grad.numel() == 0 or grad.abs().max().item() == 0.0)
+    if scores.dtype == torch.float64:  # each ranking's balance: +loss / G and -loss / G
+        flat_grad, flat_labels = grad.reshape(-1), y.reshape(-1)
+        for idx, loss_g in rankings.values():
+            labels_g, grad_g = flat_labels[idx], flat_grad[idx]
+            share = loss_g / len(rankings)
+            if (labels_g == 0).any():
+                assert grad_g[labels_g == 0].sum().item() == pytest.approx(share, abs=1e-12)
+            assert grad_g[labels_g == 1].sum().item() == pytest.approx(-share, abs=1e-12)
 
 
 @SETTINGS
