@@ -89,8 +89,8 @@ class _Local(NamedTuple):
 def _gather_local(name, inputs, group_ids):
     """Validation and the gather: everything a rank does before it first talks."""
     scores, labels, values = inputs()
-    converted = torch.ops.aploss.loss_labels(name, labels)
-    pass_labels = converted if converted.numel() == labels.numel() else labels
+    converted = torch.ops.aploss.loss_labels(name, labels)  # flat, or empty: labels itself
+    pass_labels = converted.view(labels.shape) if converted.numel() == labels.numel() else labels
     codes, ids = _local_group_codes(scores, group_ids, name)
     gathered = torch.ops.aploss.gather(scores, pass_labels, codes)
     gathered = gathered[:, gathered[2].argsort()]  # memory order (CUDA gathers in none)

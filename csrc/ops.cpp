@@ -292,11 +292,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rank_posi
   });
 }
 
-// The labels the passes read where they are not `labels` itself (an empty tensor then).
+// The labels the passes read, flat, where they are not `labels` itself (an empty tensor
+// then).
 at::Tensor loss_labels_op(c10::string_view loss_name, const at::Tensor& labels) {
   const LossDef& loss = ops::loss_of(ops::kLossLabels, loss_name);
   return ops::named(loss.name, [&] {
-    return loss.pass_labels != nullptr ? loss.pass_labels(labels)
+    return loss.pass_labels != nullptr ? loss.pass_labels(labels).reshape({-1})
                                        : at::empty({0}, labels.options().dtype(at::kChar));
   });
 }

@@ -127,7 +127,7 @@ def positive_values_args(loss, scores, second, regression_losses, positions):
 
 def rank_sort_labels(targets):
     """The int8 labels Rank & Sort's stages read, from its targets."""
-    return operator("loss_labels")(*labels_args("rank_sort", targets))
+    return operator("loss_labels")(*labels_args("rank_sort", targets)).view(targets.shape)
 
 
 def loss_stage_args(loss, ranked, false_positives, delta, *, per_positive=None, interpolate=True,

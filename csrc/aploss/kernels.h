@@ -1,7 +1,7 @@
 // The device-specific layer: each backend (CPU, CUDA) provides this table of kernels
 // and registers the operators with it for its dispatch key (../ops.h). Everything else
-// (input preparation, sorting P values, the positive stage) is device-agnostic ATen
-// code in ../stages.cpp and ../positive_stage.cpp.
+// (input preparation, sorting P values, the losses' positive stages) is device-agnostic
+// ATen code in ../stages.cpp and the losses' files (../losses.h).
 //
 // Conventions for every kernel:
 //   scores, labels: 1-D views of the same N entries in memory order (../flat_inputs.h),
