@@ -18,9 +18,11 @@ const LossDef* const kLosses[] = {&kApLossDef, &kRankSortLossDef, &kALRPLossDef}
 }  // namespace
 
 const LossDef& find_loss(c10::string_view name) {
-  std::string known;
   for (const LossDef* loss : kLosses) {
     if (name == loss->name) return *loss;
+  }
+  std::string known;
+  for (const LossDef* loss : kLosses) {
     known += std::string(known.empty() ? "'" : ", '") + loss->name + "'";
   }
   TORCH_CHECK_VALUE(false, "loss must be one of ", known, "; got '", std::string(name), "'");

@@ -84,7 +84,7 @@ ForwardOutputs whole_ranking(const Kernels& k, const LossDef& loss, const at::Te
       {flat.scores, flat.labels, *loss.kind, delta, interpolate,
        values.defined() ? values.contiguous() : at::Tensor()});
   const at::TensorOptions f64 = scores.options().dtype(at::kDouble);
-  at::Tensor extra = out.parts.defined()         ? out.parts.to(at::kDouble)
+  at::Tensor extra = out.parts.defined()         ? out.parts
                      : out.loc_weights.defined() ? out.loc_weights
                                                  : no_extra(f64);
   return {out.loss,

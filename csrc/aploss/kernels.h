@@ -66,7 +66,7 @@ struct RankingInputs {
 
 struct RankingOutputs {
   at::Tensor loss;            // 0-dim, scores' dtype
-  at::Tensor parts;           // Rank & Sort: (2,) ranking and sorting loss
+  at::Tensor parts;           // Rank & Sort: (2,) float64 ranking and sorting loss
   at::Tensor loc_weights;     // aLRP: (P,) float64, d loc_loss / d regression_losses
   at::Tensor state;           // 1-D uint8: what ranking_backward reads
   at::Tensor offsets;         // (2,) int64: [0, P]

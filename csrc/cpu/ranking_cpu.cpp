@@ -69,7 +69,7 @@ RankingOutputs no_positives(const RankingInputs& in, const at::Tensor& labels) {
   RankingOutputs out;
   if (in.loss == LossKind::kRankSort) out.labels = labels;
   out.loss = at::zeros({}, options);
-  if (in.loss == LossKind::kRankSort) out.parts = at::zeros({2}, options);
+  if (in.loss == LossKind::kRankSort) out.parts = at::zeros({2}, options.dtype(at::kDouble));
   if (in.loss == LossKind::kALRP) {
     check_regression_losses(in.regression_losses, 0, in.scores);
     out.loc_weights = at::empty({0}, options.dtype(at::kDouble));
@@ -190,9 +190,7 @@ RankingOutputs ranking_forward(const RankingInputs& in) {
   out.loss = at::empty({}, options);
   store(out.loss, 0, losses.loss);
   if (in.loss == LossKind::kRankSort) {
-    out.parts = at::empty({2}, options);
-    store(out.parts, 0, losses.parts[0]);
-    store(out.parts, 1, losses.parts[1]);
+    out.parts = at::tensor({losses.parts[0], losses.parts[1]}, options.dtype(at::kDouble));
   }
 
   // Pass 2's state (../aploss/kernels.h): q, shifts, w, and the prefix sums W and Q.

@@ -18,7 +18,7 @@ namespace {
 template <typename loss_t>
 struct StageOut {
   loss_t* loss;             // 0-dim
-  loss_t* parts;            // Rank & Sort: ranking, sorting
+  double* parts;            // Rank & Sort: ranking, sorting
   double* positive_grads;   // (C, 2): [position, gradient]
   double* loc_weights;      // aLRP: (C,) in the positives' memory order
   long long* offsets;       // [0, P]
@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kStageBlock)
     out.offsets[1] = ranked ? num_pos : 0;
     if (!ranked) {
       *out.loss = scalar_t(0);
-      if (out.parts != nullptr) out.parts[0] = out.parts[1] = scalar_t(0);
+      if (out.parts != nullptr) out.parts[0] = out.parts[1] = 0.0;
     }
   }
   if (!ranked) return;  // uniform over the block
@@ -116,8 +116,8 @@ __global__ void __launch_bounds__(kStageBlock)
   if (threadIdx.x == 0) {
     *out.loss = static_cast<scalar_t>(losses_out.loss);
     if (out.parts != nullptr) {
-      out.parts[0] = static_cast<scalar_t>(losses_out.parts[0]);
-      out.parts[1] = static_cast<scalar_t>(losses_out.parts[1]);
+      out.parts[0] = losses_out.parts[0];
+      out.parts[1] = losses_out.parts[1];
     }
   }
   interval_pieces(b, r, num_pos, delta);
@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kStageBlock)
 
 template <typename scalar_t>
 StageOut<scalar_t> stage_out(const StageTensors& t) {
-  return {t.loss.data_ptr<scalar_t>(), t.parts.defined() ? t.parts.data_ptr<scalar_t>() : nullptr,
+  return {t.loss.data_ptr<scalar_t>(), t.parts.defined() ? t.parts.data_ptr<double>() : nullptr,
           t.positive_grads.data_ptr<double>(),
           t.loc_weights.defined() ? t.loc_weights.data_ptr<double>() : nullptr,
           reinterpret_cast<long long*>(t.offsets.data_ptr<int64_t>())};

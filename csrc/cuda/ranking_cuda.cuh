@@ -194,7 +194,7 @@ void launch_rank_positives(const at::Tensor& workspace, at::ScalarType key_dtype
 // What a positive stage writes, sized for the workspace's capacity C (ranking_forward_cuda.cu).
 struct StageTensors {
   at::Tensor loss;            // 0-dim, scores' dtype
-  at::Tensor parts;           // Rank & Sort: (2,)
+  at::Tensor parts;           // Rank & Sort: (2,) float64
   at::Tensor positive_grads;  // (C, 2) float64
   at::Tensor loc_weights;     // aLRP: (C,) float64
   at::Tensor offsets;         // (2,) int64

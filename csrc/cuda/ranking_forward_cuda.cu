@@ -49,7 +49,8 @@ at::Tensor new_workspace(const at::Tensor& scores, int64_t capacity) {
 StageTensors run_stage(const RankingInputs& in, const at::Tensor& workspace, int64_t capacity) {
   const auto options = in.scores.options();
   StageTensors out{at::empty({}, options),
-                   in.loss == LossKind::kRankSort ? at::empty({2}, options) : at::Tensor(),
+                   in.loss == LossKind::kRankSort ? at::empty({2}, options.dtype(at::kDouble))
+                                                  : at::Tensor(),
                    at::empty({capacity, 2}, options.dtype(at::kDouble)),
                    in.loss == LossKind::kALRP ? at::empty({capacity}, options.dtype(at::kDouble))
                                               : at::Tensor(),
