@@ -29,8 +29,9 @@ Method parse_method(c10::string_view method) {
 // The method, which `loss` must support.
 Method loss_method(const LossDef& loss, c10::string_view method) {
   const Method m = parse_method(method);
-  TORCH_CHECK_VALUE(loss.pairwise || m == Method::kSorted, loss.name,
-                    " works with method 'sorted' or 'auto', not '", std::string(method), "'");
+  TORCH_CHECK_VALUE(loss.pairwise || m == Method::kSorted,
+                    "method must be 'sorted' or 'auto' for this loss, got '", std::string(method),
+                    "'");
   return m;
 }
 
@@ -196,15 +197,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> positive_stage(
     const at::Tensor& memory_rank, const at::Tensor& false_positives,
     const std::optional<at::Tensor>& values, double delta, bool interpolate,
     at::ScalarType loss_dtype, c10::string_view method) {
-  const LossDef& loss = loss_of(kPositiveStage, loss_name);
+  const LossDef& loss = find_loss(loss_name);  // errors named by register_backend
   const Method m = loss_method(loss, method);
   check_delta(delta);
   TORCH_CHECK_TYPE(at::isFloatingType(loss_dtype), "loss_dtype must be floating, got ",
                    loss_dtype);
-  TORCH_CHECK_VALUE(values.has_value() == (loss.values_name != nullptr), loss.name,
-                    loss.values_name != nullptr ? "'s stage needs its values ("
-                                                : "'s stage takes no values (",
-                    loss.values_name != nullptr ? loss.values_name : "", ")");
+  if (loss.values_name != nullptr) {
+    TORCH_CHECK_VALUE(values.has_value(), loss.name, "'s stage needs its values (",
+                      loss.values_name, "), one per positive");
+  } else {
+    TORCH_CHECK_VALUE(!values.has_value(), loss.name, "'s stage takes no values");
+  }
   Invariants inv;
   Positives pos = checked_positives(inv, positives, offsets, positive_group, delta);
   const int64_t num_pos = positives.size(1);
