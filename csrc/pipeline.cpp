@@ -112,16 +112,18 @@ ForwardOutputs run_forward(const Kernels& k, const LossDef& loss, const at::Tens
       loss.pass_labels != nullptr ? loss.pass_labels(labels) : at::Tensor();
   const at::Tensor& pass_labels = converted.defined() ? converted : labels;
   const Ranking r = rank_entries(k, scores, pass_labels, group_ids, delta, method);
-  const at::Tensor no_labels = at::empty({0}, scores.options().dtype(at::kChar));
-  const at::Tensor out_labels = converted.defined() ? converted.view({-1}) : no_labels;
+  const at::Tensor out_labels = converted.defined()
+                                    ? converted.view({-1})
+                                    : at::empty({0}, scores.options().dtype(at::kChar));
   const at::Tensor no_classes = at::empty({0}, scores.options().dtype(at::kLong));
   const at::TensorOptions f64 = scores.options().dtype(at::kDouble);
   at::Tensor values_sorted;
-  if (loss.positive_values != nullptr) {
+  if (loss.positive_values != nullptr && r.has_positives()) {
+    values_sorted =
+        loss.positive_values(labels, values, r.pos.positions, r.pos.memory_rank, scores);
+  } else if (loss.positive_values != nullptr) {  // checks its input against P = 0
     const at::Tensor none = at::empty({0}, scores.options().dtype(at::kLong));
-    values_sorted = r.has_positives() ? loss.positive_values(labels, values, r.pos.positions,
-                                                             r.pos.memory_rank, scores)
-                                      : loss.positive_values(labels, values, none, none, scores);
+    loss.positive_values(labels, values, none, none, scores);
   }
   if (!r.has_positives()) {
     return {at::zeros({}, scores.options()),
