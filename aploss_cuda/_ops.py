@@ -1,7 +1,7 @@
 """Fake (meta) and vmap implementations of the aploss operators (csrc/ops.cpp), the
-pattern of PyTorch's custom C++/CUDA operator tutorial; loss_forward's autograd is in C++
-(csrc/autograd.cpp), loss_backward's (no derivative) here, with the switch that lets pass
-2 trust the forward's outputs."""
+pattern of PyTorch's custom C++/CUDA operator tutorial; the autograd of loss and
+loss_forward is in C++ (csrc/autograd.cpp), loss_backward's (no derivative) here, with the
+switch that lets pass 2 trust the forward's outputs."""
 
 import contextlib
 
@@ -29,6 +29,11 @@ def _loss_forward_fake(loss, scores, labels, values, group_ids, delta, interpola
         _positive_grads_fake(scores),
         _dynamic_1d(scores, torch.int64),  # the entries' packed classes, or empty
     )
+
+
+@torch.library.register_fake("aploss::loss")
+def _loss_fake(*args):
+    return _loss_forward_fake(*args)[:2]
 
 
 def _dynamic_1d(like, dtype):
@@ -129,8 +134,9 @@ def _positive_stage_fake(loss, positives, offsets, positive_group, positions, me
             state, positives.new_empty((positives.shape[1], 2)))
 
 
-# loss_forward's autograd (pass 2 as its backward) is registered in C++, for the Autograd
-# dispatch key (csrc/autograd.cpp): a call then runs no Python between its operators.
+# The autograd of loss and loss_forward (pass 2 as its backward) is registered in C++, for
+# the Autograd dispatch key (csrc/autograd.cpp): a call then runs no Python between its
+# operators.
 
 
 def no_vmap_error(loss):
@@ -142,6 +148,9 @@ def no_vmap_error(loss):
     )
 
 
-@torch.library.register_vmap("aploss::loss_forward")
 def _no_vmap(info, in_dims, loss, *args):
     raise no_vmap_error(loss)
+
+
+torch.library.register_vmap("aploss::loss", _no_vmap)
+torch.library.register_vmap("aploss::loss_forward", _no_vmap)

@@ -1,5 +1,5 @@
 """The one code path of every loss: ``forward(loss, ...)`` runs the operator
-``aploss::loss_forward`` (csrc/pipeline.h), or, with a process group, the same stages
+``aploss::loss`` (csrc/pipeline.h), or, with a process group, the same stages
 across ranks (distributed.py). A loss's Python function supplies only what is its own:
 its inputs (validated and prepared by ``inputs()``) and what it makes of ``extra``."""
 
@@ -26,9 +26,12 @@ def forward(loss, scores, inputs, *, group_ids=None, delta, interpolate=False, m
         )
     scores, labels, values = inputs()
     args = (loss, scores, labels, values, group_ids, float(delta), bool(interpolate), method)
-    # Under a torch.func transform or forward-mode AD: the Python autograd path.
-    if _transforms.active():
+    if torch.compiler.is_compiling():
+        # Every output in the graph: the sizes of what the backward reads are data-dependent
+        # symbols, which torch.compile must see returned.
+        out = torch.ops.aploss.loss_forward(*args)
+    elif _transforms.active():  # a torch.func transform or forward-mode AD
         out = _transforms.forward(*args)
     else:
-        out = torch.ops.aploss.loss_forward(*args)
+        out = torch.ops.aploss.loss(*args)
     return out[0], out[1]

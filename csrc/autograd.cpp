@@ -1,7 +1,8 @@
-// The losses' autograd, registered in C++ for the Autograd dispatch key: loss_forward
-// saves its O(P) state and the backward is pass 2 (ops.h, loss_backward). In C++,
-// so that a call pays no Python between the operators: at small N the autograd glue is
-// most of a call's cost. torch.compile traces through it (opcheck's aot_dispatch tests).
+// The losses' autograd, registered in C++ for the Autograd dispatch key: loss and
+// loss_forward save loss_forward's O(P) state and the backward is pass 2 (ops.h,
+// loss_backward). In C++, so that a call pays no Python between the operators: at small N
+// the autograd glue is most of a call's cost. torch.compile traces through it (opcheck's
+// aot_dispatch tests).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -70,29 +71,43 @@ using ForwardSignature = ForwardTuple(c10::string_view, const at::Tensor&, const
                                       const std::optional<at::Tensor>&, double, bool,
                                       c10::string_view);
 
+const c10::TypedOperatorHandle<ForwardSignature>& forward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("aploss::loss_forward", "")
+                             .typed<ForwardSignature>();
+  return op;
+}
+
 // loss_forward -> (loss, extra, state, offsets, codes, labels, positive_grads, classes);
 // the loss is differentiable to scores. aLRP's localisation component is differentiated
-// outside the operator, from extra (loss.py).
-struct LossFunction : public torch::autograd::Function<LossFunction> {
+// outside the operator, from extra (loss.py). Returns every output for loss_forward, or
+// (loss, extra) for loss: each output costs the caller a Python object and autograd
+// bookkeeping, a measurable share of a small call.
+template <bool kEveryOutput>
+struct LossFunction : public torch::autograd::Function<LossFunction<kEveryOutput>> {
   static variable_list forward(AutogradContext* ctx, c10::string_view loss,
                                const at::Tensor& scores, const at::Tensor& labels,
                                const std::optional<at::Tensor>& values,
                                const std::optional<at::Tensor>& ids, double delta,
                                bool interpolate, c10::string_view method) {
     at::AutoDispatchBelowADInplaceOrView below;
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("aploss::loss_forward", "")
-                               .typed<ForwardSignature>();
     auto [out, extra, state, offsets, codes, pass_labels, positive_grads, classes] =
-        op.call(loss, scores, labels, values, ids, delta, interpolate, method);
+        forward_op().call(loss, scores, labels, values, ids, delta, interpolate, method);
     // The labels pass 2 reads: the forward's where the loss converts its labels input.
     const at::Tensor& read = find_loss(loss).pass_labels != nullptr ? pass_labels : labels;
     save(ctx, scores, {read, classes, codes, state, offsets, positive_grads}, ids.has_value(),
          delta, method);
-    ctx->mark_non_differentiable(
-        {extra, state, offsets, codes, pass_labels, positive_grads, classes});
-    return {out, extra, state, offsets, codes, pass_labels, positive_grads, classes};
+    if constexpr (kEveryOutput) {
+      ctx->mark_non_differentiable(
+          {extra, state, offsets, codes, pass_labels, positive_grads, classes});
+      return {out, extra, state, offsets, codes, pass_labels, positive_grads, classes};
+    } else {
+      ctx->mark_non_differentiable({extra});
+      return {out, extra};
+    }
   }
+  // One gradient per input: the loss's name, scores, labels, values, ids, delta,
+  // interpolate, method.
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     return {{}, run_pass2(ctx, grads[0]), {}, {}, {}, {}, {}, {}};
   }
@@ -133,19 +148,45 @@ at::Tensor run_pass2(AutogradContext* ctx, const at::Tensor& grad_loss) {
   });
 }
 
-ForwardTuple loss_autograd(c10::string_view loss, const at::Tensor& scores,
-                          const at::Tensor& labels, const std::optional<at::Tensor>& values,
-                          const std::optional<at::Tensor>& ids, double delta, bool interpolate,
-                          c10::string_view method) {
-  const variable_list out =
-      LossFunction::apply(loss, scores, labels, values, ids, delta, interpolate, method);
+ForwardTuple loss_forward_autograd(c10::string_view loss, const at::Tensor& scores,
+                                   const at::Tensor& labels,
+                                   const std::optional<at::Tensor>& values,
+                                   const std::optional<at::Tensor>& ids, double delta,
+                                   bool interpolate, c10::string_view method) {
+  const variable_list out = LossFunction<true>::apply(loss, scores, labels, values, ids, delta,
+                                                      interpolate, method);
   return {out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]};
+}
+
+std::tuple<at::Tensor, at::Tensor> loss_autograd(c10::string_view loss, const at::Tensor& scores,
+                                                 const at::Tensor& labels,
+                                                 const std::optional<at::Tensor>& values,
+                                                 const std::optional<at::Tensor>& ids,
+                                                 double delta, bool interpolate,
+                                                 c10::string_view method) {
+  const variable_list out = LossFunction<false>::apply(loss, scores, labels, values, ids, delta,
+                                                       interpolate, method);
+  return {out[0], out[1]};
+}
+
+// loss below autograd (inference mode, a traced graph): loss_forward's first two outputs.
+std::tuple<at::Tensor, at::Tensor> loss_without_autograd(
+    c10::string_view loss, const at::Tensor& scores, const at::Tensor& labels,
+    const std::optional<at::Tensor>& values, const std::optional<at::Tensor>& ids, double delta,
+    bool interpolate, c10::string_view method) {
+  auto out = forward_op().call(loss, scores, labels, values, ids, delta, interpolate, method);
+  return {std::get<0>(out), std::get<1>(out)};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(aploss, Autograd, m) {
-  m.impl("loss_forward", &loss_autograd);
+  m.impl("loss", &loss_autograd);
+  m.impl("loss_forward", &loss_forward_autograd);
+}
+
+TORCH_LIBRARY_IMPL(aploss, CompositeExplicitAutograd, m) {
+  m.impl("loss", &loss_without_autograd);
 }
 
 }  // namespace aploss

@@ -239,6 +239,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> positive_stage(
 TORCH_LIBRARY(aploss, m) {
   // Every loss: `loss` names it (losses.h); labels are its labels input (Rank & Sort: the
   // targets), values its per-positive input (aLRP: the regression losses).
+  // loss -> (loss, extra): what a loss's Python function calls in eager mode. Its autograd
+  // keeps the rest of loss_forward's outputs for loss_backward (csrc/autograd.cpp), so a
+  // call hands Python two tensors, not eight. Under torch.compile the losses call
+  // loss_forward: a graph must return the data-dependent sizes of what the backward reads.
+  m.def(
+      "loss(str loss, Tensor scores, Tensor labels, Tensor? values, Tensor? group_ids,"
+      " float delta, bool interpolate, str method) -> (Tensor, Tensor)");
+  // The same forward with everything its backward reads (torch.func transforms and
+  // aploss_cuda.distributed call it): (loss, extra, state, offsets, codes, labels,
+  // positive_grads, classes).
   m.def(
       "loss_forward(str loss, Tensor scores, Tensor labels, Tensor? values, Tensor? group_ids,"
       " float delta, bool interpolate, str method)"

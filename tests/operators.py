@@ -13,8 +13,11 @@ import torch
 import aploss_cuda  # noqa: F401  (registers the operators)
 
 # Each operator's name in torch.ops.aploss, by its role: one forward, one backward and
-# one last stage for every loss, which takes the loss's name.
+# one last stage for every loss, which takes the loss's name. "loss" is the forward as the
+# losses' Python functions call it: its first two outputs (loss, extra), the rest kept
+# for the backward by its autograd.
 NAMES = {
+    "loss": "loss",
     "forward": "loss_forward",
     "backward": "loss_backward",
     "loss_labels": "loss_labels",

@@ -67,10 +67,12 @@ def inputs(case, device):
 
 
 def forward_calls(case, scores, second, extra, ids):
+    """The forward with every output, and as the losses call it (loss, extra)."""
     for requires_grad in (False, True):
         x = scores.clone().requires_grad_(requires_grad)
         args = operators.forward_args(case.loss, x, second, ids, 1.0, method=case.method, **extra)
         yield operators.forward_operator(case.loss), args
+        yield operators.operator("loss"), args
 
 
 def backward_calls(case, scores, second, extra, ids):
