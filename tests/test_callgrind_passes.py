@@ -1,5 +1,6 @@
-"""scripts/callgrind_passes.py: instructions per entry of each CPU pass under callgrind, on
-the installed build, small enough for CI (about half a minute)."""
+"""scripts/callgrind_passes.py and callgrind_call.py: instructions per entry of each CPU pass
+and per call of each loss under callgrind, on the installed build, small enough for CI
+(about half a minute each)."""
 
 import json
 import os
@@ -34,3 +35,23 @@ def test_counts_each_pass_per_entry(tmp_path):
     # The index is built in the first pass 1 only: reused by the second and by pass 2.
     assert row["index_build"] > 0
     assert row["index_in_pass1_cached"] == 0 and row["index_in_pass2"] == 0
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("cc") is None,
+                    reason="needs valgrind and a C compiler")
+def test_counts_each_call(tmp_path):
+    """scripts/callgrind_call.py: instructions per call of each loss at N = 1,000."""
+    script = os.path.join(ROOT, "scripts", "callgrind_call.py")
+    run = subprocess.run([sys.executable, script], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = {}
+    for line in run.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 2 and cells[1].replace(",", "").isdigit():
+            rows[cells[0]] = int(cells[1].replace(",", ""))
+    assert set(rows) == {"ap_loss", "rank_sort_loss", "alrp_loss", "ap_loss, no_grad"}, run.stdout
+    # About 350k per forward + backward and 170k per forward: a count of the wrong region
+    # (the whole process, or nothing) would be far off.
+    assert all(100_000 < rows[p] < 3_000_000 for p in ("ap_loss", "rank_sort_loss", "alrp_loss"))
+    assert 30_000 < rows["ap_loss, no_grad"] < rows["ap_loss"]
