@@ -27,18 +27,19 @@ at::Tensor positives_as_entries(const at::Tensor& q, at::ScalarType scores_dtype
   return at::equal(in_dtype.to(at::kDouble), q) ? in_dtype : q;
 }
 
-// Running maximum within each run of equal `group` (sorted): Hillis-Steele doubling,
-// log2(P) rounds of P-sized ATen ops, since ATen has no segmented scan.
+// Running maximum within each group of `values` (non-negative float64; `group` ascending),
+// in a constant number of ATen ops (ATen has no segmented scan): each value's rank among
+// all of them, offset by its group times P, so that one cummax over the whole sequence
+// carries no maximum into the next group. Exact: the ranks index the sorted values. A
+// non-negative double's bits sort as an int64, which takes a radix sort.
 at::Tensor segmented_cummax(const at::Tensor& values, const at::Tensor& group) {
-  at::Tensor out = values.clone();
   const int64_t n = values.numel();
-  for (int64_t step = 1; step < n; step *= 2) {
-    at::Tensor head = out.narrow(0, step, n - step);
-    const at::Tensor prev = out.narrow(0, 0, n - step);
-    const at::Tensor same = group.narrow(0, step, n - step) == group.narrow(0, 0, n - step);
-    head.copy_(at::where(same, at::maximum(head, prev), head));  // built before it is written
-  }
-  return out;
+  const auto [sorted_bits, order] = values.view(at::kLong).sort(/*stable=*/true, 0, false);
+  const at::Tensor rank =
+      at::empty_like(order).scatter_(0, order, at::arange(n, order.options()));
+  const at::Tensor base = group.to(at::kLong) * n;
+  const at::Tensor top = std::get<0>((base + rank).cummax(0)) - base;
+  return sorted_bits.view(at::kDouble).index_select(0, top);
 }
 
 StageOutputs stage(const StageInputs& in) {

@@ -79,9 +79,10 @@ def _aten_launches(events):
         if name in MULTI_LAUNCH and not inside_multi:
             counted[name] += MULTI_LAUNCH[name]
             inside_multi = True
-        children = [c for c in event.cpu_children if c.name.startswith("aten::")]
         found = False
-        for child in children:
+        # Through every child: an ATen op may sit under one of ours (aploss::loss_forward
+        # under aploss::loss) or under the autograd engine's events.
+        for child in event.cpu_children:
             found = visit(child, inside_multi) or found
         if counts_here and not found and not inside_multi:
             counted[name] += 1
