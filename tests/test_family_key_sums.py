@@ -1,9 +1,13 @@
 """Rank & Sort's sums under a second key (the targets): the CPU's sweep in key order over
 blocks of columns and the GPU's merge sort of the columns by key, against the float64
-reference on every target. Sizes on both sides of the emulated small GPU's one-block sort
-(512 positives), of a power of two (the merge's runs) and of the CPU's column blocks;
-ties in scores and in targets; every target equal; groups with one positive."""
+reference on every target, through the losses and (keys of either sign, in both
+directions) through the kernel table. Sizes on both sides of the emulated small GPU's
+one-block sort (512 positives), of a power of two (the merge's runs) and of the CPU's
+column blocks; ties in scores and in targets; every target equal; groups with one
+positive."""
 
+import operators
+import probes
 import pytest
 import torch
 from devices import TARGETS
@@ -89,3 +93,53 @@ def test_grouped_many_positives_with_ties(target, num_pos):
     check_rank_sort(target, scores.view(b, n), targets_.view(b, n), group_ids=ids)
     check_alrp(target, scores.view(b, n), labels.view(b, n), regression,
                group_ids=ids)
+
+
+def window_sums_reference(positives, offsets, keys, values, delta, below, transpose):
+    """kernels.h's positive_window_sums in float64, pair by pair, segment by segment."""
+    q = positives[0]
+    out = torch.zeros_like(values)
+    for u in range(offsets.numel() - 1):
+        begin, end = int(offsets[u]), int(offsets[u + 1])
+        seg = slice(begin, end)
+        diff = q[seg][None, :] - q[seg][:, None]  # [x, m] = q_m - q_x
+        h = (diff.T if transpose else diff) / (2 * delta) + 0.5
+        h = h.clamp(0.0, 1.0)
+        k = keys[seg]
+        passes = k[None, :] < k[:, None] if below else k[None, :] >= k[:, None]
+        out[:, seg] = ((h * passes)[None] * values[:, None, seg]).sum(-1)
+    return out
+
+
+KEY_KINDS = ["mixed", "non-negative", "non-positive", "zero"]
+
+
+@targets
+@pytest.mark.parametrize("kind", KEY_KINDS)
+@pytest.mark.parametrize("groups", [1, 3])
+def test_sums_under_any_key(target, kind, groups):
+    # Keys of either sign, on few levels (ties), in every direction; Rank & Sort passes only
+    # its targets (non-negative) and their negatives.
+    g = torch.Generator().manual_seed(groups)
+    n, num_pos = 3000, 1500
+    scores = (torch.randn(n, generator=g, dtype=torch.float64) * 4).round() / 8
+    labels = torch.zeros(n, dtype=torch.int64)
+    labels[torch.randperm(n, generator=g)[:num_pos]] = 1
+    codes = torch.randint(0, groups, (n,), generator=g, dtype=torch.int32)
+    keys = (torch.randint(-3, 4, (num_pos,), generator=g) / 3).to(torch.float64)
+    keys = {"mixed": keys, "non-negative": keys.abs(), "non-positive": -keys.abs(),
+            "zero": keys * 0}[kind]
+    values = torch.rand(2, num_pos, generator=g, dtype=torch.float64)
+    with target.running():
+        put = target.put
+        gathered = operators.gather(put(scores), put(labels), put(codes) if groups > 1 else None)
+        positives, offsets, *_ = operators.rank_positives(gathered, groups, 1.0)
+        for below in (True, False):
+            for transpose in (False, True):
+                for rows in (1, 2):
+                    got = probes.positive_window_sums(positives, offsets, put(keys),
+                                                      put(values[:rows]), 0.5, below, transpose)
+                    want = window_sums_reference(positives.cpu(), offsets.cpu(), keys,
+                                                 values[:rows], 0.5, below, transpose)
+                    torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-9,
+                                               msg=f"below={below} transpose={transpose}")

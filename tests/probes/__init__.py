@@ -5,8 +5,11 @@
     lo, hi = probes.find_intervals(scores, positives, delta)
     hist = probes.pass1_differences(scores, labels, codes, positives, offsets, delta,
                                    deterministic)
+    sums = probes.positive_window_sums(positives, offsets, keys, values, delta, below,
+                                       transpose)
 
-See window_probes.h and pass1_probe.h for what each returns.
+See window_probes.h, pass1_probe.h and csrc/aploss/kernels.h (positive_window_sums) for
+what each returns.
 """
 
 import functools
@@ -42,4 +45,13 @@ def pass1_differences(scores, labels, codes, positives, offsets, delta, determin
     table = extension().table_address(aploss_cuda._C._kernel_table(scores.device.type))
     return torch.ops.aploss_probes.pass1_differences(
         table, scores, labels, codes, positives, offsets, delta, deterministic
+    )
+
+
+def positive_window_sums(positives, offsets, keys, values, delta, below, transpose):
+    """The kernel table's sums among the positives (csrc/aploss/kernels.h) of the
+    positives' device, with any keys."""
+    table = extension().table_address(aploss_cuda._C._kernel_table(positives.device.type))
+    return torch.ops.aploss_probes.positive_window_sums(
+        table, positives, offsets, keys, values, delta, below, transpose
     )

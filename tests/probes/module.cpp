@@ -21,6 +21,23 @@ at::Tensor pass1_differences(int64_t table, const at::Tensor& scores, const at::
                                           delta, deterministic);
 }
 
+// Kernels::positive_window_sums with any keys (the losses pass only their own: Rank &
+// Sort's targets, of one sign).
+at::Tensor positive_window_sums(int64_t table, const at::Tensor& positives,
+                                const at::Tensor& offsets, const std::optional<at::Tensor>& keys,
+                                const at::Tensor& values, double delta, bool below,
+                                bool transpose) {
+  const auto* kernels = reinterpret_cast<const aploss::Kernels*>(static_cast<intptr_t>(table));
+  TORCH_CHECK(positives.dim() == 2 && positives.size(0) == 2 &&
+                  positives.scalar_type() == at::kDouble && positives.is_contiguous(),
+              "positives: (2, P) float64, contiguous");
+  TORCH_CHECK(values.dim() == 2 && values.size(1) == positives.size(1),
+              "values: (V, P), one column per positive");
+  return kernels->positive_window_sums(positives, offsets.contiguous(),
+                                       keys.has_value() ? keys->contiguous() : at::Tensor(),
+                                       values.contiguous(), delta, below, transpose);
+}
+
 // table_address(capsule): refused unless the table was built from the same kernels.h and
 // torch as the probes.
 PyObject* table_address(PyObject*, PyObject* capsule) {
@@ -34,7 +51,7 @@ PyObject* table_address(PyObject*, PyObject* capsule) {
 
 PyMethodDef methods[] = {
     {"table_address", table_address, METH_O,
-     "The address of the kernel table in the capsule, for pass1_differences."},
+     "The address of the kernel table in the capsule, for the probes that take one."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -48,6 +65,9 @@ TORCH_LIBRARY(aploss_probes, m) {
   m.def(
       "pass1_differences(int table, Tensor scores, Tensor labels, Tensor? codes,"
       " Tensor positives, Tensor? offsets, float delta, bool deterministic) -> Tensor");
+  m.def(
+      "positive_window_sums(int table, Tensor positives, Tensor offsets, Tensor? keys,"
+      " Tensor values, float delta, bool below, bool transpose) -> Tensor");
 }
 
 // One kernel for every device (the table says whose kernels run), below autograd as the
@@ -56,6 +76,7 @@ TORCH_LIBRARY_IMPL(aploss_probes, CompositeExplicitAutograd, m) {
   m.impl("find_windows", &aploss::probes::find_windows);
   m.impl("find_intervals", &aploss::probes::find_intervals);
   m.impl("pass1_differences", &pass1_differences);
+  m.impl("positive_window_sums", &positive_window_sums);
 }
 
 #define PROBES_CONCAT_(a, b) a##b
