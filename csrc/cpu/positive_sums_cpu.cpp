@@ -98,7 +98,8 @@ class KeyedColumnSums {
   static constexpr int kWidth = 2 * kRows;  // v and (q - shift) v of each row
 
   KeyedColumnSums(const Values& values, const double* keys, bool below)
-      : keys_(keys),
+      : num_pos_(values.num_pos),
+        keys_(keys),
         below_(below),
         terms_(static_cast<size_t>(values.num_pos * kWidth)),
         tree_(static_cast<size_t>((values.num_pos / kColumnBlock + 2) * kWidth), 0.0) {
@@ -115,6 +116,7 @@ class KeyedColumnSums {
   // Column m passes the key condition from now on.
   void add(int64_t m) {
     const double* term = terms_.data() + m * kWidth;
+    for (int c = 0; c < kWidth; ++c) total_[c] += term[c];
     const int64_t nodes = static_cast<int64_t>(tree_.size()) / kWidth;
     for (int64_t i = m / kColumnBlock + 1; i < nodes; i += i & -i) {
       double* node = tree_.data() + i * kWidth;
@@ -132,8 +134,10 @@ class KeyedColumnSums {
     }
   }
 
-  // Sums over the columns [0, k) that pass the key condition against `key`.
+  // Sums over the columns [0, k) that pass the key condition against `key`: over every
+  // column (one ranking's edge), what has been added.
   ColumnSums prefix(int64_t k, double key) const {
+    if (k == num_pos_) return as_sums(total_);
     double s[kWidth] = {};
     for (int64_t i = k / kColumnBlock; i > 0; i -= i & -i) {
       const double* node = tree_.data() + i * kWidth;
@@ -145,6 +149,11 @@ class KeyedColumnSums {
       const double* term = terms_.data() + m * kWidth;
       for (int c = 0; c < kWidth; ++c) s[c] += take * term[c];
     }
+    return as_sums(s);
+  }
+
+ private:
+  static ColumnSums as_sums(const double* s) {
     ColumnSums out{};
     for (int r = 0; r < kRows; ++r) {
       out.v[r] = s[2 * r];
@@ -153,7 +162,8 @@ class KeyedColumnSums {
     return out;
   }
 
- private:
+  int64_t num_pos_;
+  double total_[kWidth] = {};  // over every added column
   const double* keys_;
   bool below_;
   std::vector<double> terms_;  // per column: v and (q - shift) v of every row, interleaved
