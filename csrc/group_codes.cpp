@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <mutex>
 
@@ -29,42 +30,57 @@ void check_group_ids(const at::Tensor& group_ids, const at::Tensor& scores) {
 
 namespace {
 
-// The backend's numbering of the distinct ids.
-GroupCodes numbered_codes(const Kernels& k, const at::Tensor& ids) {
-  auto [codes, num_groups] = k.dense_codes(ids);
-  TORCH_CHECK_VALUE(num_groups <= std::numeric_limits<int32_t>::max(),
-                    "at most 2^31 - 1 distinct group ids, got ", num_groups);
-  return {codes, num_groups};
+// The backend's numbering of the distinct ids; with refuse_negative, a negative id is a
+// ValueError naming the lowest (found by the backend's pass, or read).
+GroupCodes numbered_codes(const Kernels& k, const at::Tensor& ids, bool refuse_negative) {
+  const CodesAndCount numbered = k.dense_codes(ids);
+  if (refuse_negative && numbered.lowest.has_value()) {
+    TORCH_CHECK_VALUE(*numbered.lowest >= 0, "group_ids must be >= 0, found ", *numbered.lowest);
+  } else if (refuse_negative) {
+    check_group_ids_non_negative(ids);
+  }
+  TORCH_CHECK_VALUE(numbered.count <= std::numeric_limits<int32_t>::max(),
+                    "at most 2^31 - 1 distinct group ids, got ", numbered.count);
+  return {numbered.codes, numbered.count};
 }
 
 // Host memory: the ids' int32 narrowing and their bounds in one parallel pass (where the
-// bounds allow direct codes, the narrowing is the codes).
+// bounds allow direct codes, the narrowing is the codes). The pass stops at the first id
+// outside [0, limit), which direct codes cannot take (`direct` false): those ids are
+// numbered instead, so narrowing them would be a wasted pass over N ids.
 struct NarrowedIds {
   at::Tensor codes;
   int64_t lowest, highest;
+  bool direct;
 };
 
 template <typename id_t>
-NarrowedIds narrow_on_host(const at::Tensor& ids) {
+NarrowedIds narrow_on_host(const at::Tensor& ids, int64_t limit) {
   const at::Tensor values = ids.contiguous();
   at::Tensor codes = at::empty(ids.sizes(), ids.options().dtype(at::kInt));
   const id_t* v = values.const_data_ptr<id_t>();
   int32_t* c = codes.data_ptr<int32_t>();
   std::mutex mutex;
+  std::atomic<bool> outside{false};
   int64_t lowest = std::numeric_limits<int64_t>::max();
   int64_t highest = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kStride = int64_t(1) << 12;  // how often a chunk looks at the others
   at::parallel_for(0, values.numel(), int64_t(1) << 16, [&](int64_t begin, int64_t end) {
     id_t lo = v[begin], hi = v[begin];
-    for (int64_t i = begin; i < end; ++i) {
-      lo = std::min(lo, v[i]);
-      hi = std::max(hi, v[i]);
-      c[i] = static_cast<int32_t>(v[i]);
+    for (int64_t from = begin; from < end && !outside.load(std::memory_order_relaxed);
+         from += kStride) {
+      for (int64_t i = from, to = std::min(end, from + kStride); i < to; ++i) {
+        lo = std::min(lo, v[i]);
+        hi = std::max(hi, v[i]);
+        c[i] = static_cast<int32_t>(v[i]);
+      }
+      if (lo < 0 || hi >= limit) outside.store(true, std::memory_order_relaxed);
     }
     const std::lock_guard<std::mutex> lock(mutex);
     lowest = std::min<int64_t>(lowest, lo);
     highest = std::max<int64_t>(highest, hi);
   });
-  return {codes, lowest, highest};
+  return {codes, lowest, highest, !outside.load()};
 }
 
 // Ids broadcast over the scores, off host memory: at most ids.numel() distinct values, so
@@ -121,10 +137,16 @@ GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids,
   // Large int32 / int64 ids in host memory: bounds and codes from one pass.
   const bool narrow_here = k.host_memory && ids.numel() >= (int64_t(1) << 16) &&
                            (ids.scalar_type() == at::kLong || ids.scalar_type() == at::kInt);
+  // Direct codes cost O(max id) per pass (each code owns a group frame), so sparse ids
+  // beyond the numel/8 of the ids get the backend's numbering instead.
+  const int64_t direct_limit = std::min<int64_t>(
+      std::max<int64_t>(int64_t(1) << 16, group_ids.numel() / 8),
+      std::numeric_limits<int32_t>::max());
   NarrowedIds narrowed;
   if (narrow_here) {
-    narrowed = ids.scalar_type() == at::kLong ? narrow_on_host<int64_t>(ids)
-                                              : narrow_on_host<int32_t>(ids);
+    narrowed = ids.scalar_type() == at::kLong ? narrow_on_host<int64_t>(ids, direct_limit)
+                                              : narrow_on_host<int32_t>(ids, direct_limit);
+    if (!narrowed.direct) return numbered_codes(k, ids, /*refuse_negative=*/!unsigned_64);
   } else {
     const auto [lowest, highest] = at::aminmax(ids);
     // One read of both bounds; then plain host memory.
@@ -134,16 +156,12 @@ GroupCodes dense_group_codes(const Kernels& k, const at::Tensor& group_ids,
     narrowed.highest = bounds.const_data_ptr<int64_t>()[1];
   }
   const int64_t min_id = narrowed.lowest, max_id = narrowed.highest;
-  if (unsigned_64 && min_id < 0) return numbered_codes(k, ids);
+  if (unsigned_64 && min_id < 0) return numbered_codes(k, ids, /*refuse_negative=*/false);
   TORCH_CHECK_VALUE(min_id >= 0, "group_ids must be >= 0, found ", min_id);
-  // Direct codes cost O(max id) per pass (each code owns a group frame), so sparse ids
-  // beyond the numel/8 of the ids get the backend's numbering instead.
-  const int64_t direct_limit = std::max<int64_t>(int64_t(1) << 16, group_ids.numel() / 8);
-  constexpr int64_t kMaxCode = std::numeric_limits<int32_t>::max();
-  if (max_id < std::min(direct_limit, kMaxCode)) {
+  if (max_id < direct_limit) {
     return {narrowed.codes.defined() ? narrowed.codes : as_codes(ids), max_id + 1};
   }
-  return numbered_codes(k, ids);
+  return numbered_codes(k, ids, /*refuse_negative=*/false);
 }
 
 void check_group_ids_non_negative(const at::Tensor& group_ids) {

@@ -440,6 +440,32 @@ def test_errors():
         operators.forward("ap", scores, labels, torch.tensor([0, -2, 1, 1, 1]))
 
 
+def test_large_ids_numbered_or_refused_after_an_early_stop():
+    # From 2^16 full-size ids on the CPU, the pass that narrows ids to codes stops at the
+    # first id outside what direct codes take; the ids are then numbered, and a negative
+    # signed id is refused with the lowest id, wherever it lies.
+    n = 1 << 17
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(n, generator=g, dtype=torch.float64)
+    labels = (torch.rand(n, generator=g) < 0.02).long()
+    ids = torch.randint(0, 300, (n,), generator=g)
+    expected = loss_and_grad(scores, labels, group_ids=ids)
+    for sparse in (ids * 1_000_003, (ids * 1_000_003).to(torch.int32) // 2,
+                   (ids + 2**63 - 150).to(torch.uint64)):  # the last half negative as int64
+        got = loss_and_grad(scores, labels, group_ids=sparse)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for early in (False, True):  # a large id first: the stop comes before the negative one
+        bad = ids.clone()
+        bad[n - 3] = -5
+        bad[n - 9] = -7
+        if early:
+            bad[0] = 2**40
+        with pytest.raises(ValueError, match=r"group_ids must be >= 0, found -7$"):
+            aploss_cuda.ap_loss(scores, labels, group_ids=bad)
+        with pytest.raises(ValueError, match=r">= 0, found -7$"):
+            aploss_cuda.ap_loss(scores, labels, group_ids=bad.to(torch.int32))
+
+
 # ------------------------------------------------------------------------- broadcast ids on a GPU
 
 

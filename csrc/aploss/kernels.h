@@ -13,6 +13,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
+
 #include <tuple>
 
 namespace aploss {
@@ -76,9 +78,14 @@ struct RankingOutputs {
   at::Tensor labels;          // Rank & Sort, where pass 2 reads labels: its int8 labels
 };
 
-// Dense int32 codes and how many distinct ids there are (Kernels::dense_codes); a name
-// without a comma, so that it passes through the entry lists' macro arguments.
-using CodesAndCount = std::tuple<at::Tensor, int64_t>;
+// Dense int32 codes and how many distinct ids there are (Kernels::dense_codes), and the
+// lowest id where the backend found it on the way (the CPU's pass reads every id; a GPU
+// would need one more host read), else nullopt.
+struct CodesAndCount {
+  at::Tensor codes;
+  int64_t count;
+  std::optional<int64_t> lowest;
+};
 
 // The table's entry points, each written once, with its contract:
 // X(return type, name, (parameters)). The Kernels struct below holds a pointer per entry,
@@ -151,8 +158,9 @@ using CodesAndCount = std::tuple<at::Tensor, int64_t>;
     (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,                 \
      const at::Tensor& positives, const at::Tensor& offsets, double delta))                       \
                                                                                                   \
-  /* Dense int32 codes (shaped like ids, contiguous) of arbitrary non-negative int ids,           \
-     and how many distinct ids there are (../group_codes.cpp uses it for large ids). */           \
+  /* Dense int32 codes (shaped like ids, contiguous) of arbitrary int64 ids, how many           \
+     distinct ids there are, and optionally the lowest (../group_codes.cpp uses it for           \
+     large ids and refuses negative signed ids). */                                               \
   X(CodesAndCount, dense_codes, (const at::Tensor& ids))                                          \
                                                                                                   \
   /* The forward of one ungrouped ranking by the sorted method as a whole, with at most           \

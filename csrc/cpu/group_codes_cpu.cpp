@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -73,23 +74,29 @@ class IdTable {
 // Each chunk numbers its ids in its own table (in order of first appearance within the
 // chunk); the chunks' tables are then merged in chunk order, which gives every id its
 // code in order of first appearance overall (as one sequential pass would), and each
-// chunk maps its local codes to those.
-std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
+// chunk but the first (whose codes are already the merged ones) maps its local codes to
+// those. The lowest id comes with the pass.
+CodesAndCount dense_codes(const at::Tensor& ids) {
   const at::Tensor values = ids.to(at::kLong).contiguous();
   at::Tensor codes = at::empty(ids.sizes(), ids.options().dtype(at::kInt));
   const int64_t* v = values.const_data_ptr<int64_t>();
   int32_t* c = codes.data_ptr<int32_t>();
   const int64_t n = values.numel();
+  if (n == 0) return {codes, 0, std::nullopt};
   constexpr int64_t kMinChunk = int64_t(1) << 16;
   const int64_t count =
       std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kMinChunk));
   const int64_t size = (n + count - 1) / count;
   std::vector<IdTable> local(count);
+  std::vector<int64_t> lowest(count, std::numeric_limits<int64_t>::max());
   at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
     for (int64_t k = first; k < last; ++k) {
+      int64_t low = lowest[k];
       for (int64_t i = k * size, end = std::min(n, (k + 1) * size); i < end; ++i) {
+        low = std::min(low, v[i]);
         c[i] = local[k].code_of(v[i]);
       }
+      lowest[k] = low;
     }
   });
   IdTable global;
@@ -98,13 +105,13 @@ std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
     for (const int64_t id : local[k].ids_in_order()) to_global[k].push_back(global.code_of(id));
   }
   TORCH_CHECK_VALUE(global.size() < (int64_t(1) << 31), "at most 2^31 - 1 distinct group ids");
-  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
+  at::parallel_for(1, count, 1, [&](int64_t first, int64_t last) {
     for (int64_t k = first; k < last; ++k) {
       const int32_t* map = to_global[k].data();
       for (int64_t i = k * size, end = std::min(n, (k + 1) * size); i < end; ++i) c[i] = map[c[i]];
     }
   });
-  return {codes, global.size()};
+  return {codes, global.size(), *std::min_element(lowest.begin(), lowest.end())};
 }
 
 }  // namespace cpu

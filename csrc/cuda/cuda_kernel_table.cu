@@ -10,11 +10,12 @@ namespace aploss {
 namespace gpu {
 
 // Large ids are rare (retrieval-style groups): ATen's unique is fast enough on a GPU.
-std::tuple<at::Tensor, int64_t> dense_codes(const at::Tensor& ids) {
+// The lowest id is not read back: the driver has read the ids' bounds already.
+CodesAndCount dense_codes(const at::Tensor& ids) {
   const auto unique = at::_unique(ids, /*sorted=*/true, /*return_inverse=*/true);
   const at::Tensor codes =
       at::empty(ids.sizes(), ids.options().dtype(at::kInt)).copy_(std::get<1>(unique));
-  return {codes, std::get<0>(unique).numel()};
+  return {codes, std::get<0>(unique).numel(), std::nullopt};
 }
 
 // Pass 1 adds with float atomics: a deterministic run sums pass1_records instead.
