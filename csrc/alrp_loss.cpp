@@ -62,7 +62,7 @@ StageOutputs stage(const StageInputs& in) {
   const at::Tensor loc_weights =
       at::empty_like(loc_sorted).index_put_({pos.memory_rank}, loc_sorted);
 
-  return {((1.0 - prec) * inv_num_pos).sum().to(in.loss_dtype), loc_weights,
+  return {(at::rsub(prec, 1.0) * inv_num_pos).sum().to(in.loss_dtype), loc_weights,
           pass2_state(pos.positives, w), positive_gradients(pos.positions, -error)};
 }
 

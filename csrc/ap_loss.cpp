@@ -60,8 +60,9 @@ StageOutputs stage(const StageInputs& in) {
   const at::Tensor ip = !in.interpolate ? prec
                         : pos.grouped() ? segmented_cummax(prec, pos.positive_group)
                                         : std::get<0>(prec.cummax(0));
-  const at::Tensor one_minus_ip = 1.0 - ip;
-  const at::Tensor c = at::where(ip > prec, one_minus_ip / (1.0 - prec), at::ones_like(prec));
+  // at::rsub: one kernel, where `1.0 - t` fills a tensor with 1 first.
+  const at::Tensor one_minus_ip = at::rsub(ip, 1.0);
+  const at::Tensor c = at::where(ip > prec, one_minus_ip / at::rsub(prec, 1.0), 1.0);
   const at::Tensor w = c / rank * inv_num_pos;
 
   const at::Tensor loss =

@@ -34,7 +34,7 @@ StageOutputs stage(const StageInputs& in) {
   const at::Tensor& fp = in.false_positives;
   const at::Tensor& targets = in.values;
   const at::Tensor inv_num_pos = loss_weights(pos);
-  const at::Tensor one_minus_y = 1.0 - targets;
+  const at::Tensor one_minus_y = at::rsub(targets, 1.0);
   const at::Tensor counts_and_errors = at::stack({at::ones_like(targets), one_minus_y});
   // Over every positive k (self included), then over those with y_k < y_i:
   //   sum H(s_k - s_i) and sum H(s_k - s_i) (1 - y_k).

@@ -111,7 +111,7 @@ def test_more_positives_than_the_one_block_sort(target, loss):
 # syncs: no more than the ungrouped stage path's (method 'pairwise'), one more for full-size
 # ids; nothing N-sized is allocated but the gradient.
 GROUPED_OWN_LAUNCHES = 16
-GROUPED_LAUNCHES = 140
+GROUPED_LAUNCHES = 136
 GROUPED_SHAPE = (8, 2500, 5)  # (images, anchors, classes): N = 100,000
 
 

@@ -14,7 +14,6 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
-
 #include <tuple>
 
 namespace aploss {
