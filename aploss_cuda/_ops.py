@@ -15,13 +15,18 @@ def _positives_fakes(like, width):
     return positives, like.new_empty((width,), dtype=torch.int64)
 
 
+@torch.library.register_fake("aploss::loss")
+def _loss_fake(loss, scores, labels, values, group_ids, delta, interpolate, method):
+    torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
+    return scores.new_empty(()), _dynamic_1d(scores, torch.float64)  # loss, extra
+
+
 @torch.library.register_fake("aploss::loss_forward")
 def _loss_forward_fake(loss, scores, labels, values, group_ids, delta, interpolate, method):
-    torch._check(scores.shape == labels.shape, lambda: "labels.shape must equal scores.shape")
+    out = _loss_fake(loss, scores, labels, values, group_ids, delta, interpolate, method)
     state, offsets = _state_and_offsets_fakes(scores)
     return (
-        scores.new_empty(()),
-        _dynamic_1d(scores, torch.float64),  # extra
+        *out,
         state,
         offsets,
         _codes_fake(scores, group_ids),
@@ -29,11 +34,6 @@ def _loss_forward_fake(loss, scores, labels, values, group_ids, delta, interpola
         _positive_grads_fake(scores),
         _dynamic_1d(scores, torch.int64),  # the entries' packed classes, or empty
     )
-
-
-@torch.library.register_fake("aploss::loss")
-def _loss_fake(*args):
-    return _loss_forward_fake(*args)[:2]
 
 
 def _dynamic_1d(like, dtype):

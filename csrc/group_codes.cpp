@@ -50,8 +50,8 @@ GroupCodes numbered_codes(const Kernels& k, const at::Tensor& ids, bool refuse_n
 // numbered instead, so narrowing them would be a wasted pass over N ids.
 struct NarrowedIds {
   at::Tensor codes;
-  int64_t lowest, highest;
-  bool direct;
+  int64_t lowest = 0, highest = 0;
+  bool direct = true;
 };
 
 template <typename id_t>

@@ -101,7 +101,7 @@ Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double 
 }
 
 at::Tensor pass1_differences(const Kernels& k, const Entries& in, const Positives& pos,
-                            double delta, bool deterministic) {
+                             double delta, bool deterministic) {
   if (deterministic) {
     // The records take one code per entry.
     return deterministic_pass1(k, in.scores, in.labels, in.codes_per_entry(), pos.positives,

@@ -61,7 +61,7 @@ at::Tensor pass1(const Kernels& k, const Entries& in, const Positives& pos, doub
 // Pass 1's (3, P+1) difference arrays (sorted method), from the kernel or from the
 // deterministic per-entry records.
 at::Tensor pass1_differences(const Kernels& k, const Entries& in, const Positives& pos,
-                            double delta, bool deterministic);
+                             double delta, bool deterministic);
 
 // Pass 2: writes grad_output * the error-driven gradient of every entry into `grad`:
 // the kernels give every negative its gradient from the state and every other entry 0,

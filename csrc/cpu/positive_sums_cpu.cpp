@@ -195,9 +195,12 @@ void sums_without_keys(const std::vector<PositiveWindow>& windows, const Values&
 std::vector<int64_t> key_order(const double* keys, int64_t n, bool below) {
   constexpr int64_t kFewKeys = 512;
   std::vector<int64_t> order(static_cast<size_t>(n));
-  const bool non_negative = std::all_of(keys, keys + n, [](double k) { return k >= 0.0; });
-  const bool non_positive = std::all_of(keys, keys + n, [](double k) { return k <= 0.0; });
-  if (n < kFewKeys || (!non_negative && !non_positive)) {
+  bool non_negative = n >= kFewKeys, non_positive = n >= kFewKeys;  // one sign: radix
+  for (int64_t m = 0; m < n && (non_negative || non_positive); ++m) {
+    non_negative = non_negative && keys[m] >= 0.0;
+    non_positive = non_positive && keys[m] <= 0.0;
+  }
+  if (!non_negative && !non_positive) {
     std::vector<std::pair<double, int64_t>> by_key(static_cast<size_t>(n));
     for (int64_t m = 0; m < n; ++m) by_key[m] = {below ? keys[m] : -keys[m], m};
     std::sort(by_key.begin(), by_key.end());  // ties by column
