@@ -143,3 +143,31 @@ def test_sums_under_any_key(target, kind, groups):
                                                  values[:rows], 0.5, below, transpose)
                     torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-9,
                                                msg=f"below={below} transpose={transpose}")
+
+
+@targets
+@pytest.mark.parametrize("num_pos", [1, 2, 3, 4, 1024])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_sums_at_any_tree_size(target, num_pos, groups):
+    # The GPU's tree over the columns has a root of 2^levels > P: P a power of two (a root
+    # twice as wide), tiny P, and groups without positives.
+    g = torch.Generator().manual_seed(num_pos)
+    n = 2 * num_pos + 5
+    scores = (torch.randn(n, generator=g, dtype=torch.float64) * 4).round() / 8
+    labels = torch.zeros(n, dtype=torch.int64)
+    labels[torch.randperm(n, generator=g)[:num_pos]] = 1
+    codes = torch.randint(0, groups, (n,), generator=g, dtype=torch.int32)
+    keys = (torch.randint(-3, 4, (num_pos,), generator=g) / 3).to(torch.float64)
+    values = torch.rand(2, num_pos, generator=g, dtype=torch.float64)
+    with target.running():
+        put = target.put
+        gathered = operators.gather(put(scores), put(labels), put(codes) if groups > 1 else None)
+        positives, offsets, *_ = operators.rank_positives(gathered, groups, 1.0)
+        for below in (True, False):
+            for transpose in (False, True):
+                got = probes.positive_window_sums(positives, offsets, put(keys), put(values),
+                                                  0.5, below, transpose)
+                want = window_sums_reference(positives.cpu(), offsets.cpu(), keys, values, 0.5,
+                                             below, transpose)
+                torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-9,
+                                           msg=f"below={below} transpose={transpose}")

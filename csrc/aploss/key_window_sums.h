@@ -7,9 +7,12 @@
 //                            + (G_qv(hi) - G_qv(lo)) / (2 delta)
 //   sum_m H(q_x - q_m) v_m = (1 - a) G_v(lo) + a G_v(hi) - (G_qv(hi) - G_qv(lo)) / (2 delta)
 //
-// (H is 1 below the window, linear in it, 0 above it). The GPU's one-block stage gets
-// each G(c) from a merge sort of the columns by key: after level l every run of 2^l
-// columns is sorted by key, and [0, c) is the union of one such run per bit of c.
+// (H is 1 below the window, linear in it, 0 above it). The GPU gets each G(c) from a
+// tree over the columns (a wavelet tree): at level l the columns of every node of 2^l
+// columns are sorted by key, and [0, c) is the union of one node per set bit of c, the
+// left halves on the path from the root down to c. Going down, a query carries the count
+// of its node's keys below its own; the part of it in the left half is a difference of the
+// level's counts of left-half columns, so a query costs O(1) per level, O(P log P) in all.
 #pragma once
 
 #include <cstdint>
@@ -72,6 +75,45 @@ APLOSS_HD RunRange passing_columns(const int32_t* order, int64_t first, int64_t 
                                    const double* keys, double key, bool below) {
   const int64_t under = first + keys_before(order + first, length, keys, key, false);
   return below ? RunRange{first, under} : RunRange{under, first + length};
+}
+
+// Levels of the tree over n columns: the root (level key_levels(n)) holds 2^level > n.
+APLOSS_HD int key_levels(int64_t n) {
+  int levels = 0;
+  while ((int64_t(1) << levels) <= n) ++levels;
+  return levels;
+}
+
+// Whether a column is in the left half of its node at `level` (>= 1).
+APLOSS_HD bool in_left_half(int64_t column, int level) {
+  return ((column >> (level - 1)) & 1) == 0;
+}
+
+// Where the column at position i of level `level` (>= 1) goes at level - 1: its node split
+// stably into its halves. left_before[i]: the left-half columns at the level's positions
+// [0, i).
+APLOSS_HD int64_t split_position(int64_t i, int64_t column, int level,
+                                 const int32_t* left_before) {
+  const int64_t node = (i >> level) << level;
+  const int64_t lefts = left_before[i] - left_before[node];
+  return in_left_half(column, level) ? node + lefts
+                                     : node + (int64_t(1) << (level - 1)) + (i - node - lefts);
+}
+
+// One level down for the query at column bound c: `count` (the keys of c's node at `level`
+// below the query's key) becomes that of c's node at level - 1. Returns the positions, at
+// level - 1, of the left half's passing columns where [0, c) holds that half (else empty):
+// keys[m] < key (below) or keys[m] >= key, as passing_columns.
+APLOSS_HD RunRange descend(int64_t c, int level, const int32_t* left_before, bool below,
+                           int64_t& count) {
+  const int64_t node = (c >> level) << level, half = int64_t(1) << (level - 1);
+  const int64_t left = left_before[node + count] - left_before[node];
+  if ((c & half) == 0) {
+    count = left;
+    return {node, node};
+  }
+  count -= left;
+  return below ? RunRange{node, node + left} : RunRange{node + left, node + half};
 }
 
 // Where column order[i] goes in the merge of its run (of 2^level at most) with the other

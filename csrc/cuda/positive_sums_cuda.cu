@@ -2,10 +2,11 @@
 // of range sums (../aploss/key_window_sums.h) over the columns of every segment at once: a
 // positive's segment [begin, end) and its window [lo, hi) in it are global columns, and
 // G counts from column 0. Without keys, G is one prefix sum of the terms; with keys, a
-// merge sort of the columns by key, one level at a time: ATen's cumsum of the terms along
-// the level's order, a kernel that adds each query's run of the level (its sums over the
-// keys that pass, by a binary search), and a kernel that merges the runs pairwise.
-// O(P log^2 P) work in log2(P) levels, no float64 work per pair of positives.
+// tree over the columns walked top down (key_window_sums.h): ATen's stable sort of the
+// keys for the root, then per level ATen's cumsum of the left-half flags, a kernel that
+// splits every node into its halves, ATen's cumsum of the terms in the new order, and a
+// kernel that moves every query one level down. O(P log P) work in log2(P) + 1 levels, no
+// float64 work per pair of positives.
 #include <ATen/ATen.h>
 
 #include "../aploss/key_window_sums.h"
@@ -56,29 +57,78 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// Adds to every positive's sums what its column bounds take from this level's runs
-// (order: the columns, each run of 2^level sorted by key); without keys (order null),
-// G(c) is prefix[c]. prefix: (2V, P + 1), rows v then (q - shift) v of each value row,
-// prefix[i] over order[0, i).
+// Without keys: adds to every positive's sums G(c) = prefix[c] at its column bounds.
+// prefix: (2V, P + 1), rows v then (q - shift) v of each value row, prefix[i] over [0, i).
 __global__ void __launch_bounds__(kBlock)
-    add_level_kernel(const int64_t* __restrict__ bounds, const double* __restrict__ a,
-                     int64_t num_pos, const double* __restrict__ keys,
-                     const int32_t* __restrict__ order, int level,
-                     const double* __restrict__ prefix, int rows, double inv_2delta, bool below,
-                     bool transpose, double* __restrict__ out) {
+    add_prefix_sums_kernel(const int64_t* __restrict__ bounds, const double* __restrict__ a,
+                           int64_t num_pos, const double* __restrict__ prefix, int rows,
+                           double inv_2delta, bool transpose, double* __restrict__ out) {
+  const int64_t row = num_pos + 1;
+  for (int64_t x = global_thread_index(); x < num_pos; x += grid_threads()) {
+    const KeyQueries queries =
+        key_queries(bounds[x], bounds[num_pos + x], bounds[2 * num_pos + x],
+                    bounds[3 * num_pos + x], a[x], inv_2delta, transpose);
+    for (int r = 0; r < rows; ++r) {
+      const double* const v = prefix + r * row;
+      const double* const qv = prefix + (rows + r) * row;
+      double add = 0.0;
+      for (const KeyQuery& c : queries.at) add += c.v * v[c.column] + c.qv * qv[c.column];
+      out[r * num_pos + x] = add;
+    }
+  }
+}
+
+// The root of the tree (key_window_sums.h): every query's count of keys below its own (by
+// a search in the sorted keys; the three bounds of a positive start with the same), and
+// the root's left-half flags.
+__global__ void __launch_bounds__(kBlock)
+    tree_root_kernel(const int32_t* __restrict__ order, int64_t num_pos, int levels,
+                     const double* __restrict__ keys, int32_t* __restrict__ left_flags,
+                     int32_t* __restrict__ counts) {
+  for (int64_t x = global_thread_index(); x < num_pos; x += grid_threads()) {
+    const int32_t below = static_cast<int32_t>(keys_before(order, num_pos, keys, keys[x], false));
+    for (int k = 0; k < 3; ++k) counts[k * num_pos + x] = below;
+    left_flags[x] = in_left_half(order[x], levels) ? 1 : 0;
+  }
+}
+
+// One level down the tree: every node split into its halves (the next order), the terms
+// gathered in that order, and the next level's left-half flags (levels above 1).
+// left_before: (P + 1), the exclusive prefix sums of this level's flags.
+__global__ void __launch_bounds__(kBlock)
+    split_level_kernel(const int32_t* __restrict__ order, int64_t num_pos, int level,
+                       const int32_t* __restrict__ left_before, const double* __restrict__ terms,
+                       int term_rows, int32_t* __restrict__ next,
+                       double* __restrict__ next_terms, int32_t* __restrict__ next_flags) {
+  for (int64_t i = global_thread_index(); i < num_pos; i += grid_threads()) {
+    const int32_t column = order[i];
+    const int64_t to = split_position(i, column, level, left_before);
+    next[to] = column;
+    for (int t = 0; t < term_rows; ++t) next_terms[t * num_pos + to] = terms[t * num_pos + column];
+    if (level > 1) next_flags[to] = in_left_half(column, level - 1) ? 1 : 0;
+  }
+}
+
+// Every query one level down (key_window_sums.h, descend), adding the left half it takes:
+// prefix: (2V, P + 1) over the next level's order, as in add_prefix_sums_kernel.
+__global__ void __launch_bounds__(kBlock)
+    descend_level_kernel(const int64_t* __restrict__ bounds, const double* __restrict__ a,
+                         int64_t num_pos, int level, const int32_t* __restrict__ left_before,
+                         const double* __restrict__ prefix, int rows, double inv_2delta,
+                         bool below, bool transpose, int32_t* __restrict__ counts,
+                         double* __restrict__ out) {
   const int64_t row = num_pos + 1;
   for (int64_t x = global_thread_index(); x < num_pos; x += grid_threads()) {
     const KeyQueries queries =
         key_queries(bounds[x], bounds[num_pos + x], bounds[2 * num_pos + x],
                     bounds[3 * num_pos + x], a[x], inv_2delta, transpose);
     double add[kMaxRows] = {0.0, 0.0, 0.0, 0.0};
-    for (const KeyQuery& c : queries.at) {
-      RunRange run{0, c.column};
-      if (order != nullptr) {
-        const int64_t first = run_below(c.column, level);
-        if (first < 0) continue;
-        run = passing_columns(order, first, int64_t(1) << level, keys, keys[x], below);
-      }
+    for (int k = 0; k < 3; ++k) {
+      const KeyQuery& c = queries.at[k];
+      int64_t count = counts[k * num_pos + x];
+      const RunRange run = descend(c.column, level, left_before, below, count);
+      counts[k * num_pos + x] = static_cast<int32_t>(count);
+      if (run.from == run.to) continue;
 #pragma unroll
       for (int r = 0; r < kMaxRows; ++r) {
         if (r >= rows) continue;
@@ -91,15 +141,6 @@ __global__ void __launch_bounds__(kBlock)
     for (int r = 0; r < kMaxRows; ++r) {
       if (r < rows) out[r * num_pos + x] += add[r];
     }
-  }
-}
-
-// The next level's order: every run merged with the other run of its pair.
-__global__ void __launch_bounds__(kBlock)
-    merge_runs_kernel(const int32_t* __restrict__ order, int64_t num_pos, int level,
-                      const double* __restrict__ keys, int32_t* __restrict__ next) {
-  for (int64_t i = global_thread_index(); i < num_pos; i += grid_threads()) {
-    next[merged_position(order, num_pos, i, level, keys)] = order[i];
   }
 }
 
@@ -142,37 +183,57 @@ at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& o
 
   // The terms: v, then (q - shift) v, of every value row.
   const int rows = static_cast<int>(values.size(0));
+  const int64_t term_rows = 2 * rows;
   const at::Tensor terms = at::cat({values, values * (positives[0] - positives[1])}, 0);
-  at::Tensor prefix = at::zeros({2 * rows, num_pos + 1}, positives.options());
+  at::Tensor prefix = at::zeros({term_rows, num_pos + 1}, positives.options());
   at::Tensor prefix_tail = prefix.narrow(1, 1, num_pos);
-  out.zero_();
-  const unsigned add_grid = grid_of(reinterpret_cast<const void*>(add_level_kernel));
-  const auto add_level = [&](const at::Tensor& order, int level) {
-    APLOSS_LAUNCH(add_level_kernel, add_grid, kBlock, 0, stream)(
-        bounds.const_data_ptr<int64_t>(), a.const_data_ptr<double>(), num_pos,
-        keys.defined() ? keys.const_data_ptr<double>() : nullptr,
-        order.defined() ? order.const_data_ptr<int32_t>() : nullptr, level,
-        prefix.const_data_ptr<double>(), rows, 0.5 / delta, below, transpose,
-        out.data_ptr<double>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  };
+  const double inv_2delta = 0.5 / delta;
   if (!keys.defined()) {
     at::cumsum_out(prefix_tail, terms, 1);
-    add_level({}, 0);
+    APLOSS_LAUNCH(add_prefix_sums_kernel,
+                  grid_of(reinterpret_cast<const void*>(add_prefix_sums_kernel)), kBlock, 0,
+                  stream)(bounds.const_data_ptr<int64_t>(), a.const_data_ptr<double>(), num_pos,
+                          prefix.const_data_ptr<double>(), rows, inv_2delta, transpose,
+                          out.data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
     return out;
   }
-  at::Tensor order = at::arange(num_pos, offsets.options().dtype(at::kInt));
+
+  // The tree, top down: the root's order is the columns sorted by key (ties in column
+  // order); each level splits it, and every query descends one level.
+  const at::TensorOptions ints = offsets.options().dtype(at::kInt);
+  const int levels = key_levels(num_pos);
+  at::Tensor order = at::argsort(keys, /*stable=*/true).to(at::kInt);
   at::Tensor next = at::empty_like(order);
-  const unsigned merge_grid = grid_of(reinterpret_cast<const void*>(merge_runs_kernel));
-  for (int level = 0; (int64_t(1) << level) <= num_pos; ++level) {
-    at::cumsum_out(prefix_tail, terms.index_select(1, order), 1);
-    add_level(order, level);
-    if ((int64_t(2) << level) > num_pos) break;
-    APLOSS_LAUNCH(merge_runs_kernel, merge_grid, kBlock, 0, stream)(
-        order.const_data_ptr<int32_t>(), num_pos, level, keys.const_data_ptr<double>(),
-        next.data_ptr<int32_t>());
+  at::Tensor flags = at::empty({num_pos}, ints);
+  at::Tensor next_flags = at::empty_like(flags);
+  const at::Tensor counts = at::empty({3, num_pos}, ints);
+  const at::Tensor left_before = at::zeros({num_pos + 1}, ints);
+  at::Tensor left_before_tail = left_before.narrow(0, 1, num_pos);
+  const at::Tensor gathered = at::empty_like(terms);
+  APLOSS_LAUNCH(tree_root_kernel, grid_of(reinterpret_cast<const void*>(tree_root_kernel)),
+                kBlock, 0, stream)(order.const_data_ptr<int32_t>(), num_pos, levels,
+                                   keys.const_data_ptr<double>(), flags.data_ptr<int32_t>(),
+                                   counts.data_ptr<int32_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  out.zero_();
+  const unsigned split_grid = grid_of(reinterpret_cast<const void*>(split_level_kernel));
+  const unsigned descend_grid = grid_of(reinterpret_cast<const void*>(descend_level_kernel));
+  for (int level = levels; level >= 1; --level) {
+    at::cumsum_out(left_before_tail, flags, 0, at::kInt);
+    APLOSS_LAUNCH(split_level_kernel, split_grid, kBlock, 0, stream)(
+        order.const_data_ptr<int32_t>(), num_pos, level, left_before.const_data_ptr<int32_t>(),
+        terms.const_data_ptr<double>(), static_cast<int>(term_rows), next.data_ptr<int32_t>(),
+        gathered.data_ptr<double>(), next_flags.data_ptr<int32_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    at::cumsum_out(prefix_tail, gathered, 1);
+    APLOSS_LAUNCH(descend_level_kernel, descend_grid, kBlock, 0, stream)(
+        bounds.const_data_ptr<int64_t>(), a.const_data_ptr<double>(), num_pos, level,
+        left_before.const_data_ptr<int32_t>(), prefix.const_data_ptr<double>(), rows,
+        inv_2delta, below, transpose, counts.data_ptr<int32_t>(), out.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     std::swap(order, next);
+    std::swap(flags, next_flags);
   }
   return out;
 }
