@@ -13,10 +13,50 @@
 namespace aploss {
 namespace gpu {
 
-// Rows of key_window_sums' scratch: prefix sums of two terms per value row, and two
-// orders of the columns.
+// Rows of key_window_sums' scratch: prefix sums of two terms per value row, two orders of
+// the columns (int32, one row), the left-half counts of a level and three counts per
+// query (int32, two rows).
 constexpr int kMaxKeyRows = 2;
-constexpr int kKeyScratchRows = 2 * kMaxKeyRows + 1;
+constexpr int kKeyScratchRows = 2 * kMaxKeyRows + 3;
+
+// Outputs of a merge (of the root's sort) that one thread writes after one search.
+constexpr int32_t kMergeChunk = 16;
+
+// Outputs [d, d + kMergeChunk) of the merge of order's runs of `width` (sorted by key) in
+// pairs into runs of 2 width, written to next: where each pair's part of the chunk starts
+// by a merge-path search (ties: the left run's columns first, so the sort is stable), then
+// a sequential merge.
+__device__ __forceinline__ void merge_chunk(const int32_t* order, int32_t n, int32_t width,
+                                            int32_t d, const double* keys, int32_t* next) {
+  // int32 (P < 2^31): the stage's block runs at 64 registers a thread.
+  const int32_t stop = n - d > kMergeChunk ? d + kMergeChunk : n;
+  while (d < stop) {
+    const int32_t first = d - d % (2 * width);
+    const int32_t left_len = n - first < width ? n - first : width;
+    const int32_t right_len = n - first - left_len < width ? n - first - left_len : width;
+    const int32_t* const left = order + first;
+    const int32_t* const right = left + left_len;
+    const int32_t at = d - first;
+    int32_t lo = at > right_len ? at - right_len : 0;
+    int32_t hi = at < left_len ? at : left_len;
+    while (lo < hi) {
+      const int32_t mid = (lo + hi) / 2;
+      if (keys[left[mid]] <= keys[right[at - 1 - mid]]) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    int32_t i = lo, j = at - lo;
+    const int32_t end =
+        stop - first < left_len + right_len ? stop - first : left_len + right_len;
+    for (int32_t k = at; k < end; ++k) {
+      const bool take_left = j >= right_len || (i < left_len && keys[left[i]] <= keys[right[j]]);
+      next[first + k] = take_left ? left[i++] : right[j++];
+    }
+    d = first + end;
+  }
+}
 
 struct CudaBlock {
   long long* ints;  // shared scan scratch (kScanScratch each)
@@ -84,14 +124,13 @@ struct CudaBlock {
                  [a](int64_t k, double v) { a[k] = v; });
   }
 
-  // Sums under a second key (../aploss/key_window_sums.h) from a merge sort of the columns
-  // by key, one level at a time: at level l every run of 2^l columns is sorted (ties in
-  // column order), the prefix sums of the terms along that order give each run's sums
-  // over a prefix of its keys, and every column bound c of a query adds, from the run of
-  // this level that [0, c) holds, the sums over the keys below its own (a binary search).
-  // The next level's runs are merges of pairs: each column's place is its place in its
-  // run plus the number of keys before it in the other run (a binary search). O(P log^2 P)
-  // in all, no float64 work per pair of positives; in key_scratch (kKeyScratchRows rows).
+  // Sums under a second key (../aploss/key_window_sums.h) from the tree over the columns,
+  // walked top down. Its root, the columns sorted by key (ties in column order), comes from
+  // a merge sort whose every merge is split into chunks of kMergeChunk outputs by one
+  // merge-path search each; then per level the left-half counts (a scan), the split of
+  // every node, the prefix sums of the terms in the new order, and one step down for
+  // every query. O(P log P) in all, no float64 work per pair of positives; in key_scratch
+  // (kKeyScratchRows rows).
   __device__ void key_window_sums(const StageArrays& s, const double* keys, const double* values,
                                   int rows, int64_t stride, bool transpose, double* out) const {
     const int64_t n = s.num_pos;
@@ -105,12 +144,37 @@ struct CudaBlock {
     double* const sums = key_scratch;  // per value row: the prefix sums of v, then of (q - shift) v
     int32_t* order = reinterpret_cast<int32_t*>(key_scratch + 2 * kMaxKeyRows * row);
     int32_t* next = order + row;  // a row of doubles holds two of int32
+    int32_t* const left_before = reinterpret_cast<int32_t*>(key_scratch + (2 * kMaxKeyRows + 1) * row);
+    int32_t* const counts = left_before + row;  // three per positive, in 1.5 rows
     for_each(n, [=](int64_t i) {
       order[i] = static_cast<int32_t>(i);
       for (int r = 0; r < rows; ++r) out[r * stride + i] = 0.0;
     });
-    for (int level = 0; (int64_t(1) << level) <= n; ++level) {
-      const int64_t width = int64_t(1) << level;
+    const int levels = key_levels(n);
+    for (int32_t width = 1; width < n; width *= 2) {
+      const int64_t chunks = (n + kMergeChunk - 1) / kMergeChunk;
+      for_each(chunks, [=](int64_t chunk) {
+        merge_chunk(order, static_cast<int32_t>(n), width,
+                    static_cast<int32_t>(chunk) * kMergeChunk, keys, next);
+      });
+      int32_t* const sorted = next;
+      next = order;
+      order = sorted;
+    }
+    for_each(n, [=](int64_t x) {
+      const int32_t below = static_cast<int32_t>(keys_before(order, n, keys, keys[x], false));
+      for (int k = 0; k < 3; ++k) counts[k * n + x] = below;
+    });
+    for (int level = levels; level >= 1; --level) {
+      if (threadIdx.x == 0) left_before[0] = 0;
+      scan<long long>(
+          n, [](long long x, long long y) { return x + y; }, 0LL, true,
+          [=](int64_t i) { return in_left_half(order[i], level) ? 1LL : 0LL; },
+          [=](int64_t i, long long sum) { left_before[i + 1] = static_cast<int32_t>(sum); });
+      for_each(n, [=](int64_t i) { next[split_position(i, order[i], level, left_before)] = order[i]; });
+      int32_t* const split = next;
+      next = order;
+      order = split;
       for (int t = 0; t < 2 * rows; ++t) {
         double* const prefix = sums + t * row;  // prefix[i]: over order[0, i)
         const double* const v = values + (t / 2) * stride;
@@ -129,12 +193,13 @@ struct CudaBlock {
         const KeyQueries queries = key_queries(0, lo, hi, n, window_offset(q[x], lo, hi, params),
                                                inv_2delta, transpose);
         double add[kMaxKeyRows] = {0.0, 0.0};
-        // One bound at a time: three searches unrolled side by side spill at 64 registers.
 #pragma unroll 1
-        for (const KeyQuery& c : queries.at) {
-          const int64_t first = run_below(c.column, level);
-          if (first < 0) continue;
-          const RunRange run = passing_columns(order, first, width, keys, keys[x], true);
+        for (int k = 0; k < 3; ++k) {
+          const KeyQuery& c = queries.at[k];
+          int64_t count = counts[k * n + x];
+          const RunRange run = descend(c.column, level, left_before, true, count);
+          counts[k * n + x] = static_cast<int32_t>(count);
+          if (run.from == run.to) continue;
           for (int r = 0; r < rows; ++r) {
             const double* const prefix = sums + 2 * r * row;
             add[r] += c.v * (prefix[run.to] - prefix[run.from]) +
@@ -143,11 +208,6 @@ struct CudaBlock {
         }
         for (int r = 0; r < rows; ++r) out[r * stride + x] += add[r];
       });
-      if (2 * width > n) break;
-      for_each(n, [=](int64_t i) { next[merged_position(order, n, i, level, keys)] = order[i]; });
-      int32_t* const sorted = next;
-      next = order;
-      order = sorted;
     }
   }
 

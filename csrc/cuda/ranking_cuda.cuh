@@ -56,9 +56,9 @@ struct FixedPoint<double> {
   static constexpr int kBits = 52;
 };
 
-// Rows of P + 1 doubles that a positive stage works in: 9 for its arrays, 5 for the sums
+// Rows of P + 1 doubles that a positive stage works in: 9 for its arrays, 7 for the sums
 // under a second key (cuda_block.cuh, kKeyScratchRows).
-constexpr int kStageRows = 14;
+constexpr int kStageRows = 16;
 
 // Byte offsets of the workspace's parts for a capacity of C positives and keys of
 // `key_bytes` (4 or 8).
