@@ -155,6 +155,35 @@ def test_grouped_call_within_budget(target, grouping):
     assert more.launches == measured.launches, f"P = 8,000: {more}; P = 1,000: {measured}"
 
 
+# Grouped Rank & Sort: AP-loss's stage path plus three window sums, two of them under a key
+# (the targets). Each keyed one walks a tree over the positives (key_window_sums.h), one
+# cumsum and one kernel per level: P = 8,000 has three levels more than P = 1,000.
+GROUPED_RANK_SORT_LAUNCHES = 232
+KEYED_SUMS_LAUNCHES_PER_LEVEL = 3  # a cumsum (as CUB: 2) and tree_level_kernel
+
+
+def grouped_rank_sort_problem(num_pos, device):
+    B, A, C = GROUPED_SHAPE
+    g = torch.Generator().manual_seed(num_pos)
+    targets = torch.zeros(B * A * C)
+    targets[torch.randperm(B * A * C, generator=g)[:num_pos]] = torch.rand(num_pos, generator=g)
+    targets = targets.clamp(min=0.05).where(targets > 0, 0.0).view(GROUPED_SHAPE).to(device)
+    scores = (torch.randn(GROUPED_SHAPE, generator=g) * 0.5 - 4.6).to(device).requires_grad_(True)
+    ids = torch.arange(B, device=device)[:, None, None]
+    seed = torch.ones((), device=device)
+    return lambda: aploss_cuda.rank_sort_loss(scores, targets, group_ids=ids).backward(seed)
+
+
+@pytest.mark.parametrize("target", [t for t in EMULATED if t.profile == "h100"], ids=str)
+def test_grouped_rank_sort_launches_per_level(target):
+    measured = cost(target, grouped_rank_sort_problem(1000, target.tensor_device))
+    assert measured.launches <= GROUPED_RANK_SORT_LAUNCHES, str(measured)
+    more = cost(target, grouped_rank_sort_problem(8000, target.tensor_device))
+    assert more.launches - measured.launches <= 2 * 3 * KEYED_SUMS_LAUNCHES_PER_LEVEL, (
+        f"P = 8,000: {more}; P = 1,000: {measured}")
+    assert more.host_syncs == measured.host_syncs
+
+
 @pytest.mark.parametrize("target", [t for t in EMULATED if t.profile == "h100"], ids=str)
 @pytest.mark.parametrize("grouping", ["per-image", "per-class"])
 def test_grouped_call_allocates_nothing_n_sized_but_the_gradient(target, grouping):

@@ -92,10 +92,10 @@ APLOSS_HD bool in_left_half(int64_t column, int level) {
 // Where the column at position i of level `level` (>= 1) goes at level - 1: its node split
 // stably into its halves. left_before[i]: the left-half columns at the level's positions
 // [0, i).
-APLOSS_HD int64_t split_position(int64_t i, int64_t column, int level,
-                                 const int32_t* left_before) {
+template <typename Count>  // int32_t, or double (exact below 2^53)
+APLOSS_HD int64_t split_position(int64_t i, int64_t column, int level, const Count* left_before) {
   const int64_t node = (i >> level) << level;
-  const int64_t lefts = left_before[i] - left_before[node];
+  const int64_t lefts = static_cast<int64_t>(left_before[i] - left_before[node]);
   return in_left_half(column, level) ? node + lefts
                                      : node + (int64_t(1) << (level - 1)) + (i - node - lefts);
 }
@@ -104,10 +104,11 @@ APLOSS_HD int64_t split_position(int64_t i, int64_t column, int level,
 // below the query's key) becomes that of c's node at level - 1. Returns the positions, at
 // level - 1, of the left half's passing columns where [0, c) holds that half (else empty):
 // keys[m] < key (below) or keys[m] >= key, as passing_columns.
-APLOSS_HD RunRange descend(int64_t c, int level, const int32_t* left_before, bool below,
+template <typename Count>
+APLOSS_HD RunRange descend(int64_t c, int level, const Count* left_before, bool below,
                            int64_t& count) {
   const int64_t node = (c >> level) << level, half = int64_t(1) << (level - 1);
-  const int64_t left = left_before[node + count] - left_before[node];
+  const int64_t left = static_cast<int64_t>(left_before[node + count] - left_before[node]);
   if ((c & half) == 0) {
     count = left;
     return {node, node};

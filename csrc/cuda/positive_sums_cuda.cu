@@ -3,10 +3,10 @@
 // positive's segment [begin, end) and its window [lo, hi) in it are global columns, and
 // G counts from column 0. Without keys, G is one prefix sum of the terms; with keys, a
 // tree over the columns walked top down (key_window_sums.h): ATen's stable sort of the
-// keys for the root, then per level ATen's cumsum of the left-half flags, a kernel that
-// splits every node into its halves, ATen's cumsum of the terms in the new order, and a
-// kernel that moves every query one level down. O(P log P) work in log2(P) + 1 levels, no
-// float64 work per pair of positives.
+// keys for the root, then per level ATen's cumsum of the level's terms and left-half flags
+// (in its order) and one kernel that moves every query one level down and splits every
+// node into its halves for the next level. O(P log P) work in log2(P) + 2 levels of two
+// launches, no float64 work per pair of positives.
 #include <ATen/ATen.h>
 
 #include "../aploss/key_window_sums.h"
@@ -78,68 +78,77 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// The root of the tree (key_window_sums.h): every query's count of keys below its own (by
-// a search in the sorted keys; the three bounds of a positive start with the same), and
-// the root's left-half flags.
+// The level's terms in its order, then its left-half flags, as rows of `gathered`
+// ((2V + 1, P)): one cumsum gives both the terms' prefix sums and the left-half counts
+// (exact in float64).
+__device__ __forceinline__ void gather_level(int64_t to, int32_t column, int level,
+                                             const double* __restrict__ terms, int term_rows,
+                                             int64_t num_pos, double* __restrict__ gathered) {
+  for (int t = 0; t < term_rows; ++t) gathered[t * num_pos + to] = terms[t * num_pos + column];
+  gathered[term_rows * num_pos + to] = level >= 1 && in_left_half(column, level) ? 1.0 : 0.0;
+}
+
+// The root of the tree (key_window_sums.h): its order gathered, and every query's count
+// of keys below its own (a search in the sorted keys; a positive's three bounds start
+// with the same).
 __global__ void __launch_bounds__(kBlock)
     tree_root_kernel(const int32_t* __restrict__ order, int64_t num_pos, int levels,
-                     const double* __restrict__ keys, int32_t* __restrict__ left_flags,
-                     int32_t* __restrict__ counts) {
+                     const double* __restrict__ keys, const double* __restrict__ terms,
+                     int term_rows, double* __restrict__ gathered, int32_t* __restrict__ counts) {
   for (int64_t x = global_thread_index(); x < num_pos; x += grid_threads()) {
     const int32_t below = static_cast<int32_t>(keys_before(order, num_pos, keys, keys[x], false));
     for (int k = 0; k < 3; ++k) counts[k * num_pos + x] = below;
-    left_flags[x] = in_left_half(order[x], levels) ? 1 : 0;
+    gather_level(x, order[x], levels, terms, term_rows, num_pos, gathered);
   }
 }
 
-// One level down the tree: every node split into its halves (the next order), the terms
-// gathered in that order, and the next level's left-half flags (levels above 1).
-// left_before: (P + 1), the exclusive prefix sums of this level's flags.
+// Every query from level + 1 down to `level` (key_window_sums.h, descend; with
+// level_sums, the prefix sums of this level's order, and left_above, the left-half counts
+// of the level above), adding the left half it takes; then (level >= 1) this level's
+// nodes split into their halves: the next order, gathered. Sums: (2V + 1, P + 1), row t
+// over [0, i) of the order, rows v then (q - shift) v of each value row, then the flags.
 __global__ void __launch_bounds__(kBlock)
-    split_level_kernel(const int32_t* __restrict__ order, int64_t num_pos, int level,
-                       const int32_t* __restrict__ left_before, const double* __restrict__ terms,
-                       int term_rows, int32_t* __restrict__ next,
-                       double* __restrict__ next_terms, int32_t* __restrict__ next_flags) {
-  for (int64_t i = global_thread_index(); i < num_pos; i += grid_threads()) {
-    const int32_t column = order[i];
-    const int64_t to = split_position(i, column, level, left_before);
-    next[to] = column;
-    for (int t = 0; t < term_rows; ++t) next_terms[t * num_pos + to] = terms[t * num_pos + column];
-    if (level > 1) next_flags[to] = in_left_half(column, level - 1) ? 1 : 0;
-  }
-}
-
-// Every query one level down (key_window_sums.h, descend), adding the left half it takes:
-// prefix: (2V, P + 1) over the next level's order, as in add_prefix_sums_kernel.
-__global__ void __launch_bounds__(kBlock)
-    descend_level_kernel(const int64_t* __restrict__ bounds, const double* __restrict__ a,
-                         int64_t num_pos, int level, const int32_t* __restrict__ left_before,
-                         const double* __restrict__ prefix, int rows, double inv_2delta,
-                         bool below, bool transpose, int32_t* __restrict__ counts,
-                         double* __restrict__ out) {
+    tree_level_kernel(const int64_t* __restrict__ bounds, const double* __restrict__ a,
+                      int64_t num_pos, int level, int levels,
+                      const double* __restrict__ level_sums,
+                      const double* __restrict__ above_sums, int rows, double inv_2delta,
+                      bool below, bool transpose, int32_t* __restrict__ counts,
+                      double* __restrict__ out, const int32_t* __restrict__ order,
+                      const double* __restrict__ terms, int32_t* __restrict__ next,
+                      double* __restrict__ gathered) {
   const int64_t row = num_pos + 1;
+  const int term_rows = 2 * rows;
   for (int64_t x = global_thread_index(); x < num_pos; x += grid_threads()) {
-    const KeyQueries queries =
-        key_queries(bounds[x], bounds[num_pos + x], bounds[2 * num_pos + x],
-                    bounds[3 * num_pos + x], a[x], inv_2delta, transpose);
-    double add[kMaxRows] = {0.0, 0.0, 0.0, 0.0};
-    for (int k = 0; k < 3; ++k) {
-      const KeyQuery& c = queries.at[k];
-      int64_t count = counts[k * num_pos + x];
-      const RunRange run = descend(c.column, level, left_before, below, count);
-      counts[k * num_pos + x] = static_cast<int32_t>(count);
-      if (run.from == run.to) continue;
+    if (level < levels) {
+      const double* const left_above = above_sums + term_rows * row;
+      const KeyQueries queries =
+          key_queries(bounds[x], bounds[num_pos + x], bounds[2 * num_pos + x],
+                      bounds[3 * num_pos + x], a[x], inv_2delta, transpose);
+      double add[kMaxRows] = {0.0, 0.0, 0.0, 0.0};
+      for (int k = 0; k < 3; ++k) {
+        const KeyQuery& c = queries.at[k];
+        int64_t count = counts[k * num_pos + x];
+        const RunRange run = descend(c.column, level + 1, left_above, below, count);
+        counts[k * num_pos + x] = static_cast<int32_t>(count);
+        if (run.from == run.to) continue;
+#pragma unroll
+        for (int r = 0; r < kMaxRows; ++r) {
+          if (r >= rows) continue;
+          const double* const v = level_sums + r * row;
+          const double* const qv = level_sums + (rows + r) * row;
+          add[r] += c.v * (v[run.to] - v[run.from]) + c.qv * (qv[run.to] - qv[run.from]);
+        }
+      }
 #pragma unroll
       for (int r = 0; r < kMaxRows; ++r) {
-        if (r >= rows) continue;
-        const double* const v = prefix + r * row;
-        const double* const qv = prefix + (rows + r) * row;
-        add[r] += c.v * (v[run.to] - v[run.from]) + c.qv * (qv[run.to] - qv[run.from]);
+        if (r < rows) out[r * num_pos + x] += add[r];
       }
     }
-#pragma unroll
-    for (int r = 0; r < kMaxRows; ++r) {
-      if (r < rows) out[r * num_pos + x] += add[r];
+    if (level >= 1) {
+      const int32_t column = order[x];
+      const int64_t to = split_position(x, column, level, level_sums + term_rows * row);
+      next[to] = column;
+      gather_level(to, column, level - 1, terms, term_rows, num_pos, gathered);
     }
   }
 }
@@ -199,41 +208,38 @@ at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& o
     return out;
   }
 
-  // The tree, top down: the root's order is the columns sorted by key (ties in column
-  // order); each level splits it, and every query descends one level.
-  const at::TensorOptions ints = offsets.options().dtype(at::kInt);
+  // The tree, top down (key_window_sums.h): the root's order is the columns sorted by key
+  // (ties in column order). Per level, one cumsum of the level's gathered terms and flags,
+  // and one kernel: every query one level down, and the level's split for the next.
   const int levels = key_levels(num_pos);
   at::Tensor order = at::argsort(keys, /*stable=*/true).to(at::kInt);
-  at::Tensor next = at::empty_like(order);
-  at::Tensor flags = at::empty({num_pos}, ints);
-  at::Tensor next_flags = at::empty_like(flags);
-  const at::Tensor counts = at::empty({3, num_pos}, ints);
-  const at::Tensor left_before = at::zeros({num_pos + 1}, ints);
-  at::Tensor left_before_tail = left_before.narrow(0, 1, num_pos);
-  const at::Tensor gathered = at::empty_like(terms);
+  const at::Tensor next_and_counts = at::empty({4, num_pos}, order.options());
+  at::Tensor next = next_and_counts[0];
+  const at::Tensor counts = next_and_counts.narrow(0, 1, 3);
+  const at::Tensor gathered = at::empty({term_rows + 1, num_pos}, positives.options());
+  const at::Tensor both_sums = at::zeros({2, term_rows + 1, num_pos + 1}, positives.options());
+  at::Tensor sums = both_sums[0];
+  at::Tensor above = both_sums[1];
   APLOSS_LAUNCH(tree_root_kernel, grid_of(reinterpret_cast<const void*>(tree_root_kernel)),
                 kBlock, 0, stream)(order.const_data_ptr<int32_t>(), num_pos, levels,
-                                   keys.const_data_ptr<double>(), flags.data_ptr<int32_t>(),
+                                   keys.const_data_ptr<double>(), terms.const_data_ptr<double>(),
+                                   static_cast<int>(term_rows), gathered.data_ptr<double>(),
                                    counts.data_ptr<int32_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   out.zero_();
-  const unsigned split_grid = grid_of(reinterpret_cast<const void*>(split_level_kernel));
-  const unsigned descend_grid = grid_of(reinterpret_cast<const void*>(descend_level_kernel));
-  for (int level = levels; level >= 1; --level) {
-    at::cumsum_out(left_before_tail, flags, 0, at::kInt);
-    APLOSS_LAUNCH(split_level_kernel, split_grid, kBlock, 0, stream)(
-        order.const_data_ptr<int32_t>(), num_pos, level, left_before.const_data_ptr<int32_t>(),
-        terms.const_data_ptr<double>(), static_cast<int>(term_rows), next.data_ptr<int32_t>(),
-        gathered.data_ptr<double>(), next_flags.data_ptr<int32_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    at::cumsum_out(prefix_tail, gathered, 1);
-    APLOSS_LAUNCH(descend_level_kernel, descend_grid, kBlock, 0, stream)(
-        bounds.const_data_ptr<int64_t>(), a.const_data_ptr<double>(), num_pos, level,
-        left_before.const_data_ptr<int32_t>(), prefix.const_data_ptr<double>(), rows,
-        inv_2delta, below, transpose, counts.data_ptr<int32_t>(), out.data_ptr<double>());
+  const unsigned level_grid = grid_of(reinterpret_cast<const void*>(tree_level_kernel));
+  for (int level = levels; level >= 0; --level) {
+    at::Tensor sums_tail = sums.narrow(1, 1, num_pos);
+    at::cumsum_out(sums_tail, gathered, 1);
+    APLOSS_LAUNCH(tree_level_kernel, level_grid, kBlock, 0, stream)(
+        bounds.const_data_ptr<int64_t>(), a.const_data_ptr<double>(), num_pos, level, levels,
+        sums.const_data_ptr<double>(), above.const_data_ptr<double>(), rows, inv_2delta, below,
+        transpose, counts.data_ptr<int32_t>(), out.data_ptr<double>(),
+        order.const_data_ptr<int32_t>(), terms.const_data_ptr<double>(),
+        next.data_ptr<int32_t>(), gathered.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     std::swap(order, next);
-    std::swap(flags, next_flags);
+    std::swap(sums, above);
   }
   return out;
 }
