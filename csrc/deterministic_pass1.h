@@ -1,5 +1,5 @@
 // Pass 1 with a deterministic reduction, for torch.use_deterministic_algorithms(True) on
-// backends whose pass 1 adds with float atomics (CUDA).
+// backends whose sorted_pass1 adds with float atomics (CUDA's stage path of one ranking).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -10,13 +10,6 @@
 
 namespace aploss {
 
-at::Tensor Entries::codes_per_entry() const {
-  const int64_t n = scores.numel();
-  if (!codes.defined() || codes.numel() == n) return codes;
-  const int64_t cycle = codes.numel() * code_repeat;
-  return codes.repeat_interleave(code_repeat).repeat({(n + cycle - 1) / cycle}).narrow(0, 0, n);
-}
-
 at::Tensor gather(const Kernels& k, const Entries& in) {
   return k.gather(in.scores, in.labels, in.codes, in.code_repeat);
 }
@@ -102,10 +95,10 @@ Positives rank_positives(const at::Tensor& gathered, int64_t num_groups, double 
 
 at::Tensor pass1_differences(const Kernels& k, const Entries& in, const Positives& pos,
                              double delta, bool deterministic) {
-  if (deterministic) {
-    // The records take one code per entry.
-    return deterministic_pass1(k, in.scores, in.labels, in.codes_per_entry(), pos.positives,
-                               in.codes.defined() ? pos.offsets : at::Tensor(), delta);
+  // Only the single ranking's pass 1 may add with float atomics (kernels.h).
+  if (deterministic && !in.codes.defined()) {
+    return deterministic_pass1(k, in.scores, in.labels, at::Tensor(), pos.positives,
+                               at::Tensor(), delta);
   }
   return in.codes.defined()
              ? k.grouped_pass1(in.scores, in.labels, in.codes, in.code_repeat, pos.positives,

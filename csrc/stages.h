@@ -23,9 +23,6 @@ struct Entries {
   at::Tensor codes;  // int32 dense group codes, one per entry or broadcast (kernels.h);
                      // undefined: the single ranking
   int64_t code_repeat = 1;  // broadcast codes: entry i's is codes[(i / repeat) % numel]
-
-  // One code per entry (an N-sized tensor when the codes are broadcast).
-  at::Tensor codes_per_entry() const;
 };
 
 // The positives, sorted by (group, score, position), and where each group's segment lies.

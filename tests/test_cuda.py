@@ -5,11 +5,12 @@ Skipped without a GPU. Every other property runs on the GPU too: tests/test_devi
 parametrizes its bodies over a `cuda` target when one is present, and
 tests/test_op.py (opcheck, torch.compile) over a `cuda` device, and
 tests/test_launch_budget.py counts its launches, syncs and allocations. Difference from
-the CPU backend, by design (csrc/cuda/*.cu): a single ranking's pass 1 sums integers in
-any order (reproducible), but the grouped pass 1 accumulates with float64 atomics, so its
-results may differ between runs in the last bits; under
-torch.use_deterministic_algorithms(True) that pass 1 is replaced by a deterministic
-reduction (csrc/deterministic_pass1.cpp), bitwise reproducible.
+the CPU backend, by design (csrc/cuda/*.cu): a single ranking's pass 1 and the grouped
+pass 1 sum integers in any order and gather in a fixed one (reproducible), but the stage
+path's sorted pass 1 (process_group) accumulates with float64 atomics, so its results may
+differ between runs in the last bits; under torch.use_deterministic_algorithms(True) that
+pass 1 is replaced by a deterministic reduction (csrc/deterministic_pass1.cpp), bitwise
+reproducible.
 """
 
 import warnings

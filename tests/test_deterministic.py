@@ -1,8 +1,9 @@
 """The deterministic pass 1 (csrc/deterministic_pass1.cpp): per-entry records summed
-with ATen's deterministic index_add. CUDA uses it under
+with ATen's deterministic index_add. CUDA uses it for the single ranking's stage path under
 torch.use_deterministic_algorithms(True) instead of float atomics; here it is held
 against the backend's own pass 1 on every target (the CPU in depth, the emulated device
-and a GPU on one problem each), through the test suite's pass 1 probe (tests/probes)."""
+and a GPU on one problem each), through the test suite's pass 1 probe (tests/probes).
+CUDA's grouped pass 1 needs no such path: it is the same in every thread order."""
 
 import operators
 import probes
@@ -84,3 +85,19 @@ def test_non_finite_negative_poisons_the_sums(value):
 def test_deterministic_pass1_is_bitwise_reproducible():
     runs = [pass1_pair("cpu", True, n=100_000, seed=5)[1] for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
+
+
+def test_cuda_grouped_pass1_same_in_every_thread_order():
+    # CUDA's grouped pass 1 sums fixed-point offsets per interval and gathers each column of
+    # the difference arrays in a fixed order, without float atomics: bitwise the same
+    # whatever order the threads and blocks run in (the emulated targets differ in both).
+    results = []
+    for target in [t for t in CUDA_KERNEL_TARGETS if t.emulated]:
+        with target.running():
+            scores, labels, codes, positives, offsets = grouped_inputs("cpu", 20_000, 6,
+                                                                       groups=7, ties=True)
+            results.append(probes.pass1_differences(scores, labels, codes, positives, offsets,
+                                                    1.0, False))
+    assert results[0].abs().sum() > 0
+    for other in results[1:]:
+        assert torch.equal(other, results[0])

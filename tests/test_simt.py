@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import operators
 import pytest
 import torch
 from devices import EMULATED
@@ -178,8 +179,13 @@ ALL_LAUNCHES = {
     ("grouped_index_cuda.cu", "merge"),
     ("grouped_index_cuda.cu", "fill"),
     ("grouped_cuda.cu", "pass1"),
-    ("grouped_cuda.cu", "accumulate"),
+    ("grouped_cuda.cu", "gather"),
     ("grouped_cuda.cu", "pass2"),
+    # the stage path of one ranking (process_group's pass 1), and its deterministic form
+    ("interval_index_cuda.cu", "find_thresholds"),
+    ("interval_index_cuda.cu", "bucket_thresholds"),
+    ("interval_index_cuda.cu", "fill_records"),
+    ("old_sorted_pass1_cuda.cu", "shared_kernel"),
     ("records_cuda.cu", "kernel"),
 }
 
@@ -187,7 +193,8 @@ ALL_LAUNCHES = {
 def every_entry_workload(device, profile):
     """A forward and backward through every kernel-table entry: single rankings (sorted
     and pairwise, the three losses) with P on both sides of the profile's shared-memory
-    limits and of its one-block sort, grouped rankings, and the deterministic pass 1."""
+    limits and of its one-block sort, grouped rankings, and the stage path's pass 1 of one
+    ranking, plain and deterministic."""
     sizes = {"h100": [100, 9700], "small": [100, 400, 600]}[profile]
     for num_pos in sizes:
         n = 4 * num_pos + 1000
@@ -204,10 +211,16 @@ def every_entry_workload(device, profile):
             aploss_cuda.alrp_loss(x, labels, torch.rand(num_pos, generator=g))[0].backward()
     scores, labels = random_problem((4, 300, 5), seed=2, p_pos=0.02)
     loss_and_grad(scores, labels, group_ids=torch.arange(4)[:, None, None])
+    # The stage path's pass 1 of one ranking (process_group's), whose float atomics the
+    # deterministic mode replaces by per-entry records.
+    scores, labels = scores.reshape(-1), labels.reshape(-1)
+    positives, offsets, positive_group, *_ = operators.rank_positives(
+        operators.gather(scores, labels, None), 1, 1.0)
+    operators.pass1(scores, labels, None, positives, offsets, positive_group, 1.0)
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        loss_and_grad(scores, labels, group_ids=torch.arange(4)[:, None, None])
+        operators.pass1(scores, labels, None, positives, offsets, positive_group, 1.0)
     finally:
         torch.use_deterministic_algorithms(previous)
 

@@ -193,9 +193,9 @@ struct Kernels {
   APLOSS_KERNEL_ENTRIES(APLOSS_KERNEL_FIELD)
   APLOSS_RANKING_BACKWARD_ENTRIES(APLOSS_KERNEL_FIELD)
 
-  // Whether sorted_pass1 / grouped_pass1 add with float atomics (order-dependent last
-  // bits): under torch.use_deterministic_algorithms(True) pass 1 then sums
-  // pass1_records instead (../deterministic_pass1.cpp).
+  // Whether sorted_pass1 adds with float atomics (order-dependent last bits): under
+  // torch.use_deterministic_algorithms(True) pass 1 then sums pass1_records instead
+  // (../deterministic_pass1.cpp). grouped_pass1 must be the same in every run.
   bool pass1_float_atomics;
 
   // Whether gather / grouped_pass1 / grouped_pass2 read broadcast codes (above);

@@ -6,10 +6,9 @@
 //
 //   pass 1   per interval, the count of its negatives and the sum of their offsets from
 //            its left end in fixed point, as integers (sorted_pass1_cuda.cu: the same in
-//            every run); then one step over the intervals adds each one's negatives into
-//            the (3, P+1) float64 difference arrays (accumulate_interval) with float64
-//            atomics: d1 and db are integer counts (exact), da's last bits may depend on
-//            the order (alertNotDeterministic)
+//            every run); then each column of the (3, P+1) float64 difference arrays gathers
+//            what the intervals add there (accumulate_interval), in a fixed order: the same
+//            in every run, without atomics
 //   pass 2   each negative's gradient from its interval's piece (interval_gradient with
 //            W at its segment's first positive), in the key type
 //
@@ -35,7 +34,7 @@ namespace {
 
 constexpr int kPass1Block = 1024;
 constexpr int kPass2Block = 256;
-constexpr int kAccumulateBlock = 256;
+constexpr int kGatherBlock = 256;
 
 template <typename scalar_t, typename label_t, typename K = typename ScoreKey<scalar_t>::type>
 __global__ void __launch_bounds__(kPass1Block)
@@ -64,32 +63,81 @@ __global__ void __launch_bounds__(kPass1Block)
   sums.flush();
 }
 
-// Each interval's negatives into the difference arrays (3, P+1).
+// The first interval m in [1, intervals) with of[m] >= k (of: monotone over the intervals,
+// which run group by group, each group's by threshold).
+__device__ __forceinline__ int64_t first_interval(const int32_t* of, int64_t intervals,
+                                                  int64_t k) {
+  int64_t lo = 1, count = intervals - 1;
+  while (count > 0) {
+    const int64_t half = count / 2;
+    if (of[lo + half] < k) {
+      lo += half + 1;
+      count -= half + 1;
+    } else {
+      count = half;
+    }
+  }
+  return lo;
+}
+
+// The sum of interval m's window offsets a = (s - shift) / (2 delta) + 1/2 (math.h): each
+// fixed-point offset is (s - left) / (2 delta).
 template <typename K>
-__global__ void __launch_bounds__(kAccumulateBlock)
-    accumulate_kernel(GroupedBuffers<K> g, double delta, double* __restrict__ out) {
+__device__ __forceinline__ double interval_sum_a(const GroupedBuffers<K>& g, int64_t m,
+                                                 double count, double inv_2delta) {
+  const double left = static_cast<double>(interval_anchor(g.thresholds[m - 1]));
+  return count * (scaled_difference(left, g.shift[m], inv_2delta) + 0.5) +
+         fixed_sum(g.sums[m], FixedPoint<K>::kBits);
+}
+
+// The difference arrays (3, P+1) from the intervals' negatives, one warp per column k:
+// what accumulate_interval adds at k, gathered from the runs of intervals whose window
+// starts (lo), ends (hi) or whose segment starts (begin) at k, each summed by the warp's
+// lanes in a fixed order: the same sums in every run, without atomics.
+template <typename K>
+__global__ void __launch_bounds__(kGatherBlock)
+    gather_differences_kernel(GroupedBuffers<K> g, double delta, double* __restrict__ out) {
   const int64_t width = g.size.num_pos + 1;
   const int64_t intervals = g.meta[kGroupedIntervals];
   const double inv_2delta = 0.5 / delta;
-  const auto add = [out, width](int array, int64_t at, double value) {
-    atomicAdd(out + array * width + at, value);
-  };
-  const int64_t stride = grid_threads();
-  for (int64_t m = 1 + global_thread_index(); m < intervals; m += stride) {
-    const IntervalSums& sums = g.sums[m];
-    if (sums.count == 0) continue;
-    const int64_t lo = g.lo[m], hi = g.hi[m];
-    const double count = static_cast<double>(sums.count);
-    double sum_a = 0.0;
-    if (hi > lo) {
-      // Each offset is (s - left) / (2 delta); a = (s - shift) / (2 delta) + 1/2 (math.h).
-      const double left = static_cast<double>(interval_anchor(g.thresholds[m - 1]));
-      sum_a = count * (scaled_difference(left, g.shift[m], inv_2delta) + 0.5) +
-              fixed_sum(sums, FixedPoint<K>::kBits);
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const int64_t warps = grid_threads() >> 5;
+  for (int64_t k = global_thread_index() >> 5; k < width; k += warps) {
+    double d1 = 0.0, da = 0.0, db = 0.0;
+    // Windows that start at k: +a and +1 inside, -1 in the segment's full part.
+    const int64_t lo_end = first_interval(g.lo, intervals, k + 1);
+    for (int64_t m = first_interval(g.lo, intervals, k) + lane; m < lo_end; m += 32) {
+      const double count = static_cast<double>(g.sums[m].count);
+      if (count == 0.0) continue;
+      if (g.hi[m] > g.lo[m]) {
+        da += interval_sum_a(g, m, count, inv_2delta);
+        db += count;
+      }
+      if (g.lo[m] > g.begin[m]) d1 -= count;
     }
-    accumulate_interval(g.begin[m], lo, hi, count, sum_a, add);
+    // Windows that end at k.
+    const int64_t hi_end = first_interval(g.hi, intervals, k + 1);
+    for (int64_t m = first_interval(g.hi, intervals, k) + lane; m < hi_end; m += 32) {
+      const double count = static_cast<double>(g.sums[m].count);
+      if (count == 0.0 || g.hi[m] <= g.lo[m]) continue;
+      da -= interval_sum_a(g, m, count, inv_2delta);
+      db -= count;
+    }
+    // Segments that start at k: their negatives above a window's full part.
+    const int64_t begin_end = first_interval(g.begin, intervals, k + 1);
+    for (int64_t m = first_interval(g.begin, intervals, k) + lane; m < begin_end; m += 32) {
+      if (g.lo[m] > g.begin[m]) d1 += static_cast<double>(g.sums[m].count);
+    }
+    d1 = warp_sum(d1);
+    da = warp_sum(da);
+    db = warp_sum(db);
+    if (lane == 0) {
+      if (k == 0 && g.meta[kGroupedNonFinite] != 0) d1 = CUDART_NAN;
+      out[kD1 * width + k] = d1;
+      out[kDA * width + k] = da;
+      out[kDB * width + k] = db;
+    }
   }
-  if (global_thread_index() == 0 && g.meta[kGroupedNonFinite] != 0) atomicAdd(out, CUDART_NAN);
 }
 
 template <typename scalar_t, typename label_t, typename K = typename ScoreKey<scalar_t>::type>
@@ -161,7 +209,6 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
   check_positives(positives, scores, "aploss grouped_pass1");
   const CodeLayout layout =
       check_groups(codes, code_repeat, offsets, scores, "aploss grouped_pass1");
-  at::globalContext().alertNotDeterministic("ap_loss (CUDA, group_ids): pass 1");
   const c10::cuda::CUDAGuard guard(scores.device());
   const int device = kernel_device_index(scores);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
@@ -181,8 +228,6 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
     using K = typename ScoreKey<scalar_t>::type;
     const GroupedBuffers<K> g = grouped_buffers<K>(workspace, num_pos, num_groups);
     GroupedExtras extras;
-    extras.zero = out.data_ptr<double>();
-    extras.zero_count = out.numel();
     extras.pass1_sums = true;
     build_grouped_index<K>(g, pos, delta, extras, device, stream);
 
@@ -197,12 +242,12 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
         static_cast<K>(1.0 / delta), smem > 0);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-    const auto accumulate = accumulate_kernel<K>;
-    const int accumulate_per_sm =
-        blocks_per_sm(reinterpret_cast<const void*>(accumulate), kAccumulateBlock, 0);
-    const int64_t accumulate_grid =
-        grid_size(device, accumulate_per_sm, g.size.intervals, kAccumulateBlock);
-    APLOSS_LAUNCH(accumulate, static_cast<unsigned>(accumulate_grid), kAccumulateBlock, 0,
+    const auto gather = gather_differences_kernel<K>;
+    const int gather_per_sm =
+        blocks_per_sm(reinterpret_cast<const void*>(gather), kGatherBlock, 0);
+    const int64_t gather_grid =
+        grid_size(device, gather_per_sm, 32 * (num_pos + 1), kGatherBlock);
+    APLOSS_LAUNCH(gather, static_cast<unsigned>(gather_grid), kGatherBlock, 0,
                   stream)(g, delta, out.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

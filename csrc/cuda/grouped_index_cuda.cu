@@ -108,7 +108,6 @@ __global__ void __launch_bounds__(kIndexBlock)
       g.sums[m] = IntervalSums{0, 0, 0};
     }
   }
-  for (int64_t k = global_thread_index(); k < extras.zero_count; k += stride) extras.zero[k] = 0.0;
 }
 
 template <typename K>
@@ -145,7 +144,9 @@ __global__ void __launch_bounds__(kIndexBlock)
       set_interval(g, base, b, b, b, pos.shift, e - 1);
       for (int64_t m = 2 * n; m < threshold_block(n); ++m) {
         g.thresholds[base + m] = infinity_key<K>();
-        if (m > 2 * n) set_interval(g, base + m, b, b, b, pos.shift, e - 1);
+        // Empty windows at the segment's end: lo, hi and begin stay monotone over all
+        // intervals (pass 1 gathers by them, grouped_cuda.cu).
+        if (m > 2 * n) set_interval(g, base + m, e, e, b, pos.shift, e - 1);
       }
     }
   }
@@ -247,8 +248,7 @@ void build_grouped_index(const GroupedBuffers<K>& g, const GroupedPositives& pos
   static_assert(sizeof(GroupFrame<K>) == 2 * sizeof(K) + 8, "a frame is two keys and two words");
   const GroupedSizes& s = g.size;
   const auto bases = bases_kernel<K>;
-  const int64_t zeroed = std::max({s.num_pos, extras.pass1_sums ? s.intervals : 0,
-                                   extras.zero_count});
+  const int64_t zeroed = std::max(s.num_pos, extras.pass1_sums ? s.intervals : int64_t(0));
   APLOSS_LAUNCH(bases, static_cast<unsigned>(index_grid(bases, device, zeroed)), kIndexBlock, 0,
                 stream)(g, pos, delta, extras);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

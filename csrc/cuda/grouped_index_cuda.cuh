@@ -81,11 +81,9 @@ struct GroupedPositives {
   const int64_t* offsets;  // U + 1, on the device
 };
 
-// What the build adds for a pass: pass 1 zeroes the sums and `zero` (doubles); pass 2 fills
-// the pieces from the state's prefix sums, times grad_output (on the device).
+// What the build adds for a pass: pass 1 zeroes the sums; pass 2 fills the pieces from the
+// state's prefix sums, times grad_output (on the device).
 struct GroupedExtras {
-  double* zero = nullptr;
-  int64_t zero_count = 0;
   bool pass1_sums = false;
   const double* prefix_w = nullptr;  // pass 2: W and Q (kernels.h, StateRow)
   const double* prefix_q = nullptr;
