@@ -42,8 +42,9 @@ def child(checkout, num_pos, helper):
     with EMULATED[0].running():  # the h100 profile
         positives, offsets, *_ = operators.rank_positives(
             operators.gather(scores, labels, None), 1, 1.0)
-        call = lambda: probes.positive_window_sums(positives, offsets, keys, values, 0.5,  # noqa: E731
-                                                   True, False)
+        def call():
+            probes.positive_window_sums(positives, offsets, keys, values, 0.5, True, False)
+
         call()
         lib.cg_start()
         lib.cg_zero()

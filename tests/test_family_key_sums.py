@@ -1,10 +1,10 @@
 """Rank & Sort's sums under a second key (the targets): the CPU's sweep in key order over
-blocks of columns and the GPU's tree over the columns (key_window_sums.h), against the float64
-reference on every target, through the losses and (keys of either sign, in both
+blocks of columns and the GPU's tree over the columns (key_window_sums.h), against the
+float64 reference on every target, through the losses and (keys of either sign, in both
 directions) through the kernel table. Sizes on both sides of the emulated small GPU's
-one-block sort (512 positives), of a power of two (the tree's nodes and the root's merge sort) and of the CPU's
-column blocks; ties in scores and in targets; every target equal; groups with one
-positive."""
+one-block sort (512 positives), of a power of two (the tree's nodes and the root's merge
+sort) and of the CPU's column blocks; ties in scores and in targets; every target equal;
+groups with one positive."""
 
 import operators
 import probes

@@ -42,21 +42,12 @@ APLOSS_HD KeyQueries key_queries(int64_t begin, int64_t lo, int64_t hi, int64_t 
   return {{{lo, -(1.0 - a), -inv_2delta}, {hi, -a, inv_2delta}, {end, 1.0, 0.0}}};
 }
 
-// The run of 2^level columns that [0, c) holds at this level, as its first column, or -1
-// when bit `level` of c is clear.
-APLOSS_HD int64_t run_below(int64_t c, int level) {
-  return ((c >> level) & 1) != 0 ? ((c >> level) - 1) << level : -1;
-}
-
-// The number of columns of a run (sorted by key) whose key is below `key` (or equal to it,
-// with `or_equal`).
-APLOSS_HD int64_t keys_before(const int32_t* run, int64_t length, const double* keys, double key,
-                              bool or_equal) {
+// The number of columns of a run (sorted by key) whose key is below `key`.
+APLOSS_HD int64_t keys_before(const int32_t* run, int64_t length, const double* keys, double key) {
   int64_t lo = 0, count = length;
   while (count > 0) {
     const int64_t half = count / 2;
-    const double k = keys[run[lo + half]];
-    if (k < key || (or_equal && k == key)) {
+    if (keys[run[lo + half]] < key) {
       lo += half + 1;
       count -= half + 1;
     } else {
@@ -66,16 +57,10 @@ APLOSS_HD int64_t keys_before(const int32_t* run, int64_t length, const double* 
   return lo;
 }
 
-// The positions of a run, in its sorted order `order`, of the columns that pass the key
-// condition against `key`: keys[m] < key (below) or keys[m] >= key.
+// Positions [from, to) in a level's order.
 struct RunRange {
   int64_t from, to;
 };
-APLOSS_HD RunRange passing_columns(const int32_t* order, int64_t first, int64_t length,
-                                   const double* keys, double key, bool below) {
-  const int64_t under = first + keys_before(order + first, length, keys, key, false);
-  return below ? RunRange{first, under} : RunRange{under, first + length};
-}
 
 // Levels of the tree over n columns: the root (level key_levels(n)) holds 2^level > n.
 APLOSS_HD int key_levels(int64_t n) {
@@ -103,7 +88,7 @@ APLOSS_HD int64_t split_position(int64_t i, int64_t column, int level, const Cou
 // One level down for the query at column bound c: `count` (the keys of c's node at `level`
 // below the query's key) becomes that of c's node at level - 1. Returns the positions, at
 // level - 1, of the left half's passing columns where [0, c) holds that half (else empty):
-// keys[m] < key (below) or keys[m] >= key, as passing_columns.
+// keys[m] < key (below) or keys[m] >= key.
 template <typename Count>
 APLOSS_HD RunRange descend(int64_t c, int level, const Count* left_before, bool below,
                            int64_t& count) {
@@ -115,20 +100,6 @@ APLOSS_HD RunRange descend(int64_t c, int level, const Count* left_before, bool 
   }
   count -= left;
   return below ? RunRange{node, node + left} : RunRange{node + left, node + half};
-}
-
-// Where column order[i] goes in the merge of its run (of 2^level at most) with the other
-// run of its pair; ties: the left run's columns first.
-APLOSS_HD int64_t merged_position(const int32_t* order, int64_t n, int64_t i, int level,
-                                  const double* keys) {
-  const int64_t width = int64_t(1) << level;
-  const int64_t run = i >> level, other = run ^ 1, other_first = other << level;
-  int64_t before = 0;
-  if (other_first < n) {
-    const int64_t length = n - other_first < width ? n - other_first : width;
-    before = keys_before(order + other_first, length, keys, keys[order[i]], (run & 1) != 0);
-  }
-  return ((run < other ? run : other) << level) + (i - (run << level)) + before;
 }
 
 }  // namespace aploss

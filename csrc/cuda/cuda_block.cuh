@@ -144,7 +144,8 @@ struct CudaBlock {
     double* const sums = key_scratch;  // per value row: the prefix sums of v, then of (q - shift) v
     int32_t* order = reinterpret_cast<int32_t*>(key_scratch + 2 * kMaxKeyRows * row);
     int32_t* next = order + row;  // a row of doubles holds two of int32
-    int32_t* const left_before = reinterpret_cast<int32_t*>(key_scratch + (2 * kMaxKeyRows + 1) * row);
+    int32_t* const left_before =
+        reinterpret_cast<int32_t*>(key_scratch + (2 * kMaxKeyRows + 1) * row);
     int32_t* const counts = left_before + row;  // three per positive, in 1.5 rows
     for_each(n, [=](int64_t i) {
       order[i] = static_cast<int32_t>(i);
@@ -162,7 +163,7 @@ struct CudaBlock {
       order = sorted;
     }
     for_each(n, [=](int64_t x) {
-      const int32_t below = static_cast<int32_t>(keys_before(order, n, keys, keys[x], false));
+      const int32_t below = static_cast<int32_t>(keys_before(order, n, keys, keys[x]));
       for (int k = 0; k < 3; ++k) counts[k * n + x] = below;
     });
     for (int level = levels; level >= 1; --level) {
@@ -171,7 +172,9 @@ struct CudaBlock {
           n, [](long long x, long long y) { return x + y; }, 0LL, true,
           [=](int64_t i) { return in_left_half(order[i], level) ? 1LL : 0LL; },
           [=](int64_t i, long long sum) { left_before[i + 1] = static_cast<int32_t>(sum); });
-      for_each(n, [=](int64_t i) { next[split_position(i, order[i], level, left_before)] = order[i]; });
+      for_each(n, [=](int64_t i) {
+        next[split_position(i, order[i], level, left_before)] = order[i];
+      });
       int32_t* const split = next;
       next = order;
       order = split;

@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kBlock)
                      const double* __restrict__ keys, const double* __restrict__ terms,
                      int term_rows, double* __restrict__ gathered, int32_t* __restrict__ counts) {
   for (int64_t x = global_thread_index(); x < num_pos; x += grid_threads()) {
-    const int32_t below = static_cast<int32_t>(keys_before(order, num_pos, keys, keys[x], false));
+    const int32_t below = static_cast<int32_t>(keys_before(order, num_pos, keys, keys[x]));
     for (int k = 0; k < 3; ++k) counts[k * num_pos + x] = below;
     gather_level(x, order[x], levels, terms, term_rows, num_pos, gathered);
   }
