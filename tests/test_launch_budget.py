@@ -158,7 +158,7 @@ def test_grouped_call_within_budget(target, grouping):
 # Grouped Rank & Sort: AP-loss's stage path plus three window sums, two of them under a key
 # (the targets). Each keyed one walks a tree over the positives (key_window_sums.h), one
 # cumsum and one kernel per level: P = 8,000 has three levels more than P = 1,000.
-GROUPED_RANK_SORT_LAUNCHES = 232
+GROUPED_RANK_SORT_LAUNCHES = 228
 KEYED_SUMS_LAUNCHES_PER_LEVEL = 3  # a cumsum (as CUB: 2) and tree_level_kernel
 
 

@@ -194,10 +194,10 @@ at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& o
   const int rows = static_cast<int>(values.size(0));
   const int64_t term_rows = 2 * rows;
   const at::Tensor terms = at::cat({values, values * (positives[0] - positives[1])}, 0);
-  at::Tensor prefix = at::zeros({term_rows, num_pos + 1}, positives.options());
-  at::Tensor prefix_tail = prefix.narrow(1, 1, num_pos);
   const double inv_2delta = 0.5 / delta;
   if (!keys.defined()) {
+    const at::Tensor prefix = at::zeros({term_rows, num_pos + 1}, positives.options());
+    at::Tensor prefix_tail = prefix.narrow(1, 1, num_pos);
     at::cumsum_out(prefix_tail, terms, 1);
     APLOSS_LAUNCH(add_prefix_sums_kernel,
                   grid_of(reinterpret_cast<const void*>(add_prefix_sums_kernel)), kBlock, 0,
