@@ -114,29 +114,29 @@ def window_sums_reference(positives, offsets, keys, values, delta, below, transp
 KEY_KINDS = ["mixed", "non-negative", "non-positive", "zero"]
 
 
-@targets
-@pytest.mark.parametrize("kind", KEY_KINDS)
-@pytest.mark.parametrize("groups", [1, 3])
-def test_sums_under_any_key(target, kind, groups):
-    # Keys of either sign, on few levels (ties), in every direction; Rank & Sort passes only
-    # its targets (non-negative) and their negatives.
-    g = torch.Generator().manual_seed(groups)
-    n, num_pos = 3000, 1500
+def key_sums_problem(n, num_pos, groups, seed):
+    """Scores on few levels (ties), num_pos positives, group codes, keys on few levels
+    of either sign, and two rows of values."""
+    g = torch.Generator().manual_seed(seed)
     scores = (torch.randn(n, generator=g, dtype=torch.float64) * 4).round() / 8
     labels = torch.zeros(n, dtype=torch.int64)
     labels[torch.randperm(n, generator=g)[:num_pos]] = 1
     codes = torch.randint(0, groups, (n,), generator=g, dtype=torch.int32)
     keys = (torch.randint(-3, 4, (num_pos,), generator=g) / 3).to(torch.float64)
-    keys = {"mixed": keys, "non-negative": keys.abs(), "non-positive": -keys.abs(),
-            "zero": keys * 0}[kind]
     values = torch.rand(2, num_pos, generator=g, dtype=torch.float64)
+    return scores, labels, codes, keys, values
+
+
+def assert_sums_match_reference(target, scores, labels, codes, keys, values, groups, row_counts):
+    """The kernel table's sums, below and not below, transposed or not, for each count of
+    value rows, against the pairwise float64 reference."""
     with target.running():
         put = target.put
         gathered = operators.gather(put(scores), put(labels), put(codes) if groups > 1 else None)
         positives, offsets, *_ = operators.rank_positives(gathered, groups, 1.0)
         for below in (True, False):
             for transpose in (False, True):
-                for rows in (1, 2):
+                for rows in row_counts:
                     got = probes.positive_window_sums(positives, offsets, put(keys),
                                                       put(values[:rows]), 0.5, below, transpose)
                     want = window_sums_reference(positives.cpu(), offsets.cpu(), keys,
@@ -146,28 +146,22 @@ def test_sums_under_any_key(target, kind, groups):
 
 
 @targets
+@pytest.mark.parametrize("kind", KEY_KINDS)
+@pytest.mark.parametrize("groups", [1, 3])
+def test_sums_under_any_key(target, kind, groups):
+    # Keys of either sign, on few levels (ties), in every direction; Rank & Sort passes only
+    # its targets (non-negative) and their negatives.
+    scores, labels, codes, keys, values = key_sums_problem(3000, 1500, groups, seed=groups)
+    keys = {"mixed": keys, "non-negative": keys.abs(), "non-positive": -keys.abs(),
+            "zero": keys * 0}[kind]
+    assert_sums_match_reference(target, scores, labels, codes, keys, values, groups, (1, 2))
+
+
+@targets
 @pytest.mark.parametrize("num_pos", [1, 2, 3, 4, 1024])
 @pytest.mark.parametrize("groups", [1, 3])
 def test_sums_at_any_tree_size(target, num_pos, groups):
     # The GPU's tree over the columns has a root of 2^levels > P: P a power of two (a root
     # twice as wide), tiny P, and groups without positives.
-    g = torch.Generator().manual_seed(num_pos)
-    n = 2 * num_pos + 5
-    scores = (torch.randn(n, generator=g, dtype=torch.float64) * 4).round() / 8
-    labels = torch.zeros(n, dtype=torch.int64)
-    labels[torch.randperm(n, generator=g)[:num_pos]] = 1
-    codes = torch.randint(0, groups, (n,), generator=g, dtype=torch.int32)
-    keys = (torch.randint(-3, 4, (num_pos,), generator=g) / 3).to(torch.float64)
-    values = torch.rand(2, num_pos, generator=g, dtype=torch.float64)
-    with target.running():
-        put = target.put
-        gathered = operators.gather(put(scores), put(labels), put(codes) if groups > 1 else None)
-        positives, offsets, *_ = operators.rank_positives(gathered, groups, 1.0)
-        for below in (True, False):
-            for transpose in (False, True):
-                got = probes.positive_window_sums(positives, offsets, put(keys), put(values),
-                                                  0.5, below, transpose)
-                want = window_sums_reference(positives.cpu(), offsets.cpu(), keys, values, 0.5,
-                                             below, transpose)
-                torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-9,
-                                           msg=f"below={below} transpose={transpose}")
+    problem = key_sums_problem(2 * num_pos + 5, num_pos, groups, seed=num_pos)
+    assert_sums_match_reference(target, *problem, groups, (2,))
