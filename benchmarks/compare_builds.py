@@ -14,7 +14,8 @@ and alrp_loss at N = 4M (P = 4,000 and 40,000), and the three losses and BCE-wit
 at N = 1,000 (the fixed cost). --points grouped: ap_loss at N = 4M, P = 4,000, one
 ranking and the grouped section's groupings (bench_grouped.py: 8 and 16 images, 80
 classes, 4,096 queries with full-size ids, the same ids x 1,000,003), with each build's
-ratio to its own ungrouped call. Init regime, float32 scores.
+ratio to its own ungrouped call. Float32 scores in the init regime, or with --regime
+trained (grouped points) a partly trained network's (common/inputs.py).
 """
 
 import argparse
@@ -44,7 +45,7 @@ def least_s(f, calls):
 out = {}
 if sys.argv[2] == "grouped":
     n, p = 4_000_000, 4000
-    s, l = make_problem(n, p, "init", device="cpu", seed=0)
+    s, l = make_problem(n, p, sys.argv[3], device="cpu", seed=0)
     x = s.requires_grad_()
     seed = torch.ones(())
     query = torch.randint(0, 4096, (n,), generator=torch.Generator().manual_seed(1))
@@ -88,11 +89,12 @@ print(json.dumps(out))
 """
 
 
-def child(site, threads, points):
+def child(site, threads, points, regime):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     if site != "installed":
         env["PYTHONPATH"] = site
-    proc = subprocess.run([sys.executable, "-P", "-c", CHILD, HERE, points], env=env, cwd=HERE,
+    proc = subprocess.run([sys.executable, "-P", "-c", CHILD, HERE, points, regime], env=env,
+                          cwd=HERE,
                           capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -104,14 +106,18 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--points", choices=["passes", "grouped"], default="passes")
+    ap.add_argument("--regime", choices=["init", "trained"], default="init",
+                    help="scores of the grouped points (the passes points are init)")
     ap.add_argument("--out", help="Markdown file to write")
     args = ap.parse_args()
     samples = {"old": [], "new": []}
     for _ in range(args.rounds):
         for build in ("old", "new"):
-            samples[build].append(child(getattr(args, build), args.threads, args.points))
+            samples[build].append(child(getattr(args, build), args.threads, args.points,
+                                        args.regime))
     points = list(samples["new"][0])
-    lines = [f"# Two builds interleaved: {args.rounds} rounds, {args.threads} threads", "",
+    regime = f", {args.regime} regime" if args.points == "grouped" else ""
+    lines = [f"# Two builds interleaved: {args.rounds} rounds, {args.threads} threads{regime}", "",
              f"old: `{args.old}`; new: `{args.new}`. Each cell: the median over the rounds of "
              "one child process's least fwd+bwd time over its calls; ratio: new / old.", "",
              "| point | old | new | new / old |", "|---|--:|--:|--:|"]

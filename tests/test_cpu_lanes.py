@@ -6,7 +6,8 @@ import contextlib
 
 import pytest
 import torch
-from helpers import random_problem
+import groupings
+from helpers import assert_same_result, random_problem
 
 import aploss_cuda
 from aploss_cuda import _extension
@@ -80,6 +81,64 @@ def test_lanes_equal_scalar_path_regimes(case):
     for delta in (1.0, 0.05):
         assert_bitwise(*both_paths(
             lambda: loss_and_grad(aploss_cuda.ap_loss, scores, labels, delta=delta)))
+
+
+@pytest.mark.parametrize("regime", ["init", "trained"])
+@pytest.mark.parametrize("grouping", groupings.NAMES + ("sorted-full-size",))
+def test_lanes_equal_scalar_path_grouped(grouping, regime):
+    # Blocks of one group take one frame, the others each entry's (per class, full-size);
+    # in the trained regime most negatives lie below their group's first threshold. Ties
+    # put scores on thresholds, where the first threshold's own key must count.
+    shape = (4, 1250, 7)
+    scores, labels = random_problem(shape, seed=7, p_pos=0.004, p_ignore=0.05, ties=True)
+    if regime == "trained":
+        scores = torch.where(labels == 1, scores + 3.0, scores - 1.0)
+    if grouping == "sorted-full-size":  # contiguous runs of 25 groups: blocks of one group
+        ids = torch.arange(scores.numel()).reshape(shape) * 25 // scores.numel()
+    else:
+        ids = groupings.group_ids(grouping, shape)
+    assert_bitwise(*both_paths(
+        lambda: loss_and_grad(aploss_cuda.ap_loss, scores, labels, group_ids=ids)))
+
+
+def first_threshold_key(q, delta):
+    """The least float32 s with s - q > -delta in float64: the first key whose window
+    holds the positive q."""
+    s = torch.tensor(q - delta, dtype=torch.float64).float()
+    up = torch.tensor(float("inf"))
+    while not s.double() - q > -delta:
+        s = torch.nextafter(s, up)
+    while (below := torch.nextafter(s, -up)).double() - q > -delta:
+        s = below
+    return s
+
+
+@pytest.mark.parametrize("grouping", [None, "per-image", "sorted-full-size"])
+def test_keys_on_the_first_threshold_count(grouping):
+    # Negatives exactly on each group's first threshold (below its lowest positive) are the
+    # first keys that count; one float32 step lower, they count nothing.
+    from losses import reference
+
+    shape = (4, 2000)
+    scores, labels = random_problem(shape, seed=9, p_pos=0.01, p_ignore=0.0, ties=True)
+    scores = torch.where(labels == 1, scores + 2.0, scores - 2.0)
+    ids = {None: None, "per-image": torch.arange(4)[:, None],
+           "sorted-full-size": torch.arange(8000).reshape(shape) // 1000}[grouping]
+    flat_ids = torch.zeros(8000, dtype=torch.int64) if ids is None else ids.expand(shape).reshape(-1)
+    flat_scores, flat_labels = scores.reshape(-1), labels.reshape(-1)
+    for u in flat_ids.unique().tolist():
+        members = (flat_ids == u).nonzero().flatten()
+        lowest = flat_scores[members][flat_labels[members] == 1].double().min().item()
+        key = first_threshold_key(lowest, 1.0)
+        negatives = members[flat_labels[members] == 0]
+        flat_scores[negatives[:40]] = key
+        flat_scores[negatives[40:60]] = torch.nextafter(key, torch.tensor(-float("inf")))
+    lanes, scalar = both_paths(
+        lambda: loss_and_grad(aploss_cuda.ap_loss, scores, labels, group_ids=ids))
+    # Bitwise: the keys on the threshold add almost nothing (their step is ~0), so only
+    # the two paths' agreement sees one of them drop those keys.
+    assert_bitwise(lanes, scalar)
+    assert_same_result(lanes, reference("ap", scores, labels, ids), scores.dtype)
 
 
 def test_lanes_equal_scalar_path_family():

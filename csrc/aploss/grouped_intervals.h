@@ -9,7 +9,9 @@
 // threshold_base(u) + m for its local m in [0, count_u]. Every interval has a window
 // (lo, hi) as global indices into the sorted positives, within its group's segment
 // [begin, end), and a left end; interval 0 belongs to no group and is the one of every
-// entry whose group has no positive: it counts nothing and its gradient is 0.
+// entry whose group has no positive: it counts nothing and its gradient is 0. Neither does
+// a group's first interval (keys below its first threshold: an empty window), so the CPU's
+// lanes look such keys up in interval 0 (../cpu/interval_lanes_cpu.h).
 //
 // Layout, for the groups with positives in code order (u with P_u > 0):
 //

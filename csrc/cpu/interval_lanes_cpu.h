@@ -194,6 +194,12 @@ struct OneFrame {
     return bucket_of(v, origin, scale, last);
   }
 
+  // All ones where a key is at or above the frame's first threshold (not for NaN): below
+  // it, the window is empty and the entry counts nothing in pass 1.
+  APLOSS_AVX2_INLINE __m128i reaches_first_threshold(int64_t, __m128 v) const {
+    return _mm_castps_si128(_mm_cmp_ps(v, origin, _CMP_GE_OQ));
+  }
+
   // The cluster shifts of four entries in intervals m (pass 1's offsets).
   APLOSS_AVX2_INLINE __m256d shifts(int64_t, __m128i m, const double* interval_shift) const {
     return one_cluster ? cluster_shift : _mm256_i32gather_pd(interval_shift, m, 8);
@@ -226,6 +232,11 @@ struct FramePerEntry {
                           group_shift[codes[j + 2]], group_shift[codes[j + 3]]);
   }
 
+  // record_indices sends the keys below their group's first threshold to interval 0.
+  APLOSS_AVX2_INLINE __m128i reaches_first_threshold(int64_t, __m128) const {
+    return _mm_set1_epi32(-1);
+  }
+
   APLOSS_AVX2_INLINE __m128i record_indices(int64_t j, __m128 v) const {
     // Each lane's frame is four 4-byte fields: four loads and a transpose.
     const float* base = &frames[0].origin;
@@ -236,8 +247,15 @@ struct FramePerEntry {
     _MM_TRANSPOSE4_PS(origin, scale, buckets, record_base);
     const __m128 last =
         _mm_cvtepi32_ps(_mm_sub_epi32(_mm_castps_si128(buckets), _mm_set1_epi32(1)));
-    return _mm_add_epi32(OneFrame::bucket_of(v, origin, scale, last),
-                         _mm_castps_si128(record_base));
+    const __m128i record =
+        _mm_add_epi32(OneFrame::bucket_of(v, origin, scale, last), _mm_castps_si128(record_base));
+    // A key below its group's first threshold reads record 0 (interval 0's: ../aploss/
+    // grouped_intervals.h) instead of its group's first bucket. Both intervals have an
+    // empty window, so pass 1 counts nothing and pass 2's gradient is 0 either way; but
+    // interval 0 is a trash slot in pass 1, where the group's first interval is a real
+    // one that every such entry of the group would add to in turn (in a trained
+    // network, almost every negative), and record 0 stays in cache.
+    return _mm_andnot_si128(_mm_castps_si128(_mm_cmp_ps(v, origin, _CMP_LT_OQ)), record);
   }
 };
 static_assert(sizeof(GroupFrame<float>) == 16, "a frame is four 4-byte fields");
@@ -339,8 +357,9 @@ APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int
     const __m128 v = load_keys(s + j);
     const LabelMasks labels = label_masks(y + j);
     const DirectIntervals d = direct_intervals(c, record, v);
-    const __m128i counted = _mm_and_si128(_mm_and_si128(labels.negative, d.direct),
-                                          _mm_cmpgt_epi32(d.m, _mm_setzero_si128()));
+    const __m128i counted = _mm_and_si128(
+        _mm_and_si128(_mm_and_si128(labels.negative, d.direct), c.reaches_first_threshold(j, v)),
+        _mm_cmpgt_epi32(d.m, _mm_setzero_si128()));
     // Trash slot j & 7, as pass1_decide: lanes 0-3 or 4-7 of a group of eight.
     const __m128i own_trash =
         _mm_add_epi32(trash_slots, _mm_set1_epi32(static_cast<int32_t>(j & 4)));

@@ -97,6 +97,7 @@ class GroupedRanking {
       : g_(g), codes_(codes), group_shift_(group_shift) {}
   void start_block(int64_t i, int64_t m, int64_t end) {
     readable_ = std::min(kCodesAhead, end - i);
+    prefetch_codes(i + kBlock, end);
     codes_of_range(codes_, i, readable_, g_.num_groups, code_);
     uniform_ = std::all_of(code_ + 1, code_ + m, [this](int32_t c) { return c == code_[0]; });
     block_ = frame_index(g_, code_[0]);
@@ -113,6 +114,20 @@ class GroupedRanking {
 
  private:
   static constexpr int64_t kCodesAhead = kBlock + kPrefetchAhead + 4;
+  // Codes beyond this many are a stream (one code per entry), not a table in cache.
+  static constexpr int64_t kStreamedCodes = int64_t(1) << 16;
+
+  // The codes of the block after this one, pulled in while this one is swept: a stream's
+  // copy in start_block otherwise waits on memory (about 1 ms of 23 at N = 4M, 4,096
+  // full-size ids, 2 threads).
+  void prefetch_codes(int64_t from, int64_t end) const {
+    if (codes_.repeat != 1 || codes_.period < kStreamedCodes) return;
+    const int64_t to = std::min(end, from + kCodesAhead);
+    for (int64_t i = from; i < to; i += 64 / static_cast<int64_t>(sizeof(int32_t))) {
+      __builtin_prefetch(codes_.codes + i % codes_.period);
+    }
+  }
+
   const GroupedIntervalIndex<K>& g_;
   CodeLayout codes_;
   const double* group_shift_;
@@ -141,9 +156,10 @@ void with_lanes(const Lookup& lookup, const Run& run) {
 #endif
 
 // Pass 1 of entries [from, m) of a block, one by one: what pass1_lanes computes four at
-// a time. A negative whose interval its bucket's record settles (and that is not in
-// interval 0, which counts nothing) counts in the slot of its interval, with its offset
-// s - shift; every other entry goes to a trash slot; a negative that needs its bucket
+// a time. A negative whose interval its bucket's record settles counts in the slot of its
+// interval, with its offset s - shift, unless that interval counts nothing: interval 0,
+// or the first of its group (below the group's first threshold, the frame's origin, where
+// the window is empty). Every other entry goes to a trash slot; a negative that needs its bucket
 // searched, or whose score is not finite, is flagged for the scalar path.
 template <typename scalar_t, typename label_t, typename K, typename Lookup>
 void pass1_decide(const scalar_t* s, const label_t* y, int64_t from, int64_t m,
@@ -153,8 +169,9 @@ void pass1_decide(const scalar_t* s, const label_t* y, int64_t from, int64_t m,
     const K key = static_cast<K>(s[j]);
     const double v = static_cast<double>(key);
     const bool negative = classify_label(y[j]) == kNegative;
-    const int64_t at = is_finite_score(v) ? direct_interval(lookup.frame(j), key) : -1;
-    const bool counted = negative && at > 0;
+    const auto& frame = lookup.frame(j);
+    const int64_t at = is_finite_score(v) ? direct_interval(frame, key) : -1;
+    const bool counted = negative && at > 0 && key >= frame.origin;
     slot[j] = counted ? at : trash + (j & 7);
     offset[j] = v - shift[counted ? at : 0];
     if (negative && at < 0) flagged[j >> 6] |= uint64_t(1) << (j & 63);
