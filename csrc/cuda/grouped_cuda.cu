@@ -53,8 +53,13 @@ __global__ void __launch_bounds__(kPass1Block)
       non_finite = true;
       continue;
     }
-    const int64_t m =
-        grouped_interval_of(index, in_range_code(codes.at(i), index.num_groups), key);
+    const IntervalIndex<K> frame =
+        frame_index(index, in_range_code(codes.at(i), index.num_groups));
+    // Below its group's first threshold a key's window is empty: it counts nothing, and
+    // would otherwise add to that group's first interval, with every other such negative
+    // of the group (in a trained network, almost all of them) on one address.
+    if (!(key >= frame.origin)) continue;
+    const int64_t m = interval_of(frame, key);
     if (m == 0) continue;  // no group: counts nothing
     sums.add(m, fixed_offset(
                     offset_in_interval(key, interval_anchor(g.thresholds[m - 1]), inv_delta)));
