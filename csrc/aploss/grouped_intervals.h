@@ -10,8 +10,9 @@
 // (lo, hi) as global indices into the sorted positives, within its group's segment
 // [begin, end), and a left end; interval 0 belongs to no group and is the one of every
 // entry whose group has no positive: it counts nothing and its gradient is 0. Neither does
-// a group's first interval (keys below its first threshold: an empty window), so the CPU's
-// lanes look such keys up in interval 0 (../cpu/interval_lanes_cpu.h).
+// a group's first interval (keys below its first threshold: an empty window), so pass 1
+// skips such keys on both devices, and the CPU's lanes look them up in interval 0
+// (../cpu/interval_lanes_cpu.h).
 //
 // Layout, for the groups with positives in code order (u with P_u > 0):
 //

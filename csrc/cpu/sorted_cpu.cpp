@@ -158,9 +158,9 @@ void with_lanes(const Lookup& lookup, const Run& run) {
 // Pass 1 of entries [from, m) of a block, one by one: what pass1_lanes computes four at
 // a time. A negative whose interval its bucket's record settles counts in the slot of its
 // interval, with its offset s - shift, unless that interval counts nothing: interval 0,
-// or the first of its group (below the group's first threshold, the frame's origin, where
-// the window is empty). Every other entry goes to a trash slot; a negative that needs its bucket
-// searched, or whose score is not finite, is flagged for the scalar path.
+// or its group's first (a key below the frame's origin, the group's first threshold: an
+// empty window). Every other entry goes to a trash slot; a negative that needs its
+// bucket searched, or whose score is not finite, is flagged for the scalar path.
 template <typename scalar_t, typename label_t, typename K, typename Lookup>
 void pass1_decide(const scalar_t* s, const label_t* y, int64_t from, int64_t m,
                   const Lookup& lookup, const double* shift, int64_t trash, int64_t* slot,
