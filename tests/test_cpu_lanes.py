@@ -124,7 +124,7 @@ def test_keys_on_the_first_threshold_count(grouping):
     scores = torch.where(labels == 1, scores + 2.0, scores - 2.0)
     ids = {None: None, "per-image": torch.arange(4)[:, None],
            "sorted-full-size": torch.arange(8000).reshape(shape) // 1000}[grouping]
-    flat_ids = torch.zeros(8000, dtype=torch.int64) if ids is None else ids.expand(shape).reshape(-1)
+    flat_ids = torch.zeros(8000, dtype=torch.int64) if ids is None else ids.expand(shape).flatten()
     flat_scores, flat_labels = scores.reshape(-1), labels.reshape(-1)
     for u in flat_ids.unique().tolist():
         members = (flat_ids == u).nonzero().flatten()
