@@ -140,7 +140,8 @@ TINY = ["--quick", "--sizes", "20k,40k", "--positives", "20", "--psweep-n", "20k
         "--family-psweep-n", "10k", "--distributed-sizes", "20k", "--fixed-sizes", "1k",
         "--yolo-images", "1", "--yolo-positives", "50", "--rounds", "2"]
 FAMILY = ["rank_sort", "rank_sort-loop", "alrp", "alrp-loop", "focal", "ap"]
-GROUPED = ["ungrouped", "per-image-8", "per-image-16", "per-class", "retrieval", "retrieval-big-ids"]
+GROUPED = ["ungrouped", "per-image-8", "per-image-16", "per-class", "per-query", "retrieval",
+           "retrieval-big-ids"]
 YOLO = ["bce", "rank_sort", "ap", "alrp", "rank_sort-image", "ap-image", "alrp-image"]
 
 
@@ -184,6 +185,7 @@ def test_quick_run_without_matplotlib_and_tqdm(tmp_path):
     assert by["per-image-16"]["group_ids"] == "(16, 1, 1) int64"
     assert by["per-class"]["group_ids"] == "(80,) int64"
     assert by["per-class"]["groups"] == 80 and by["retrieval"]["groups"] <= 4096
+    assert by["per-query"]["groups"] == 4000  # 25,600 entries: full-size ids in runs
     for name in GROUPED[1:]:
         e = by[name]
         assert e["grouped_median_s"] > 0 and e["loop_median_s"] > 0
