@@ -11,13 +11,12 @@ struct Kernels;
 // Whether pass 1 must use deterministic_pass1 with the kernels `k`.
 bool needs_deterministic_pass1(const Kernels& k);
 
-// The (3, P+1) difference arrays of sorted_pass1 / grouped_pass1 (kernels.h), summed
-// from per-entry records (segments.h, PassOneRecord) with ATen's deterministic
-// index_add, in chunks so that the records stay small. `codes`/`offsets` undefined: the
-// single ranking. Equal to the atomics' result to rounding, and bitwise reproducible.
+// The (3, P+1) difference arrays of one ranking's sorted_pass1 (kernels.h), summed from
+// per-entry records (aploss/pass1_record.h) with ATen's deterministic index_add, in
+// chunks so that the records stay small. Equal to the atomics' result to rounding, and
+// bitwise reproducible.
 at::Tensor deterministic_pass1(const Kernels& k, const at::Tensor& scores,
-                               const at::Tensor& labels, const at::Tensor& codes,
-                               const at::Tensor& positives, const at::Tensor& offsets,
+                               const at::Tensor& labels, const at::Tensor& positives,
                                double delta);
 
 }  // namespace aploss

@@ -97,8 +97,7 @@ at::Tensor pass1_differences(const Kernels& k, const Entries& in, const Positive
                              double delta, bool deterministic) {
   // Only the single ranking's pass 1 may add with float atomics (kernels.h).
   if (deterministic && !in.codes.defined()) {
-    return deterministic_pass1(k, in.scores, in.labels, at::Tensor(), pos.positives,
-                               at::Tensor(), delta);
+    return deterministic_pass1(k, in.scores, in.labels, pos.positives, delta);
   }
   return in.codes.defined()
              ? k.grouped_pass1(in.scores, in.labels, in.codes, in.code_repeat, pos.positives,

@@ -2,7 +2,7 @@
 // every kind of ranking and every loss (a loss is its positive stage, losses.h). A single
 // ranking is the one-group case: without `codes` the stages call the ungrouped kernels,
 // with them each entry is searched against its own group's segment of the positives
-// (aploss/segments.h). The pipeline (pipeline.cpp) strings the stages together;
+// (aploss/grouped_intervals.h). The pipeline (pipeline.cpp) strings the stages together;
 // aploss_cuda/distributed.py calls them as operators with communication between them.
 #pragma once
 

@@ -41,7 +41,7 @@ SANITIZER_TESTS=(
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[1]"
   "tests/test_cuda.py::test_cuda_matches_cpu"
   "tests/test_devices.py::test_grouped_rankings[float64-per-image-cuda]"
-  "tests/test_deterministic.py::test_deterministic_pass1_equals_the_kernel[plain-0-True-cuda]"
+  "tests/test_deterministic.py::test_deterministic_pass1_equals_the_kernel[plain-0-cuda]"
   "tests/test_devices.py::test_non_finite_scores_raise[negative-nan-sorted-cuda]"
   "tests/test_devices.py::test_non_finite_scores_raise[negative-nan-pairwise-cuda]"
   "tests/test_cuda.py::test_positive_counts_across_shared_memory_limits[7300]"

@@ -3,7 +3,8 @@ with ATen's deterministic index_add. CUDA uses it for the single ranking's stage
 torch.use_deterministic_algorithms(True) instead of float atomics; here it is held
 against the backend's own pass 1 on every target (the CPU in depth, the emulated device
 and a GPU on one problem each), through the test suite's pass 1 probe (tests/probes).
-CUDA's grouped pass 1 needs no such path: it is the same in every thread order."""
+Grouped rankings need no such path: CUDA's grouped pass 1 is the same in every thread
+order (the last test), and the records refuse group codes."""
 
 import operators
 import probes
@@ -28,14 +29,10 @@ def grouped_inputs(device, n, seed, groups=None, ties=False, offset=0.0):
     return scores, labels, codes, positives, offsets
 
 
-def pass1_pair(device, grouped, n=200_000, seed=0, **kwargs):
-    """(atomics / own kernel, deterministic reduction) histograms of one problem."""
-    scores, labels, codes, positives, offsets = grouped_inputs(
-        device, n, seed, groups=7 if grouped else None, **kwargs
-    )
-    if not grouped:
-        codes = offsets = None
-    args = (scores, labels, codes, positives, offsets, 1.0)
+def pass1_pair(device, n=200_000, seed=0, **kwargs):
+    """(atomics / own kernel, deterministic reduction) histograms of one ranking."""
+    scores, labels, _, positives, _ = grouped_inputs(device, n, seed, **kwargs)
+    args = (scores, labels, None, positives, None, 1.0)
     own = probes.pass1_differences(*args, False)
     deterministic = probes.pass1_differences(*args, True)
     return own, deterministic
@@ -43,20 +40,19 @@ def pass1_pair(device, grouped, n=200_000, seed=0, **kwargs):
 
 # The CPU over seeds and score kinds; the CUDA kernels (emulated, or a GPU) on one problem.
 PASS1_CASES = [
-    pytest.param(CPU, grouped, seed, kind, id=f"{kind}-{seed}-{grouped}-cpu")
-    for grouped in (False, True) for seed in (0, 1) for kind in ("plain", "ties", "large")
+    pytest.param(CPU, seed, kind, id=f"{kind}-{seed}-cpu")
+    for seed in (0, 1) for kind in ("plain", "ties", "large")
 ] + [
-    pytest.param(target, grouped, 0, "plain", id=f"plain-0-{grouped}-{target}")
-    for grouped in (False, True) for target in CUDA_KERNEL_TARGETS
+    pytest.param(target, 0, "plain", id=f"plain-0-{target}") for target in CUDA_KERNEL_TARGETS
 ]
 
 
-@pytest.mark.parametrize("target, grouped, seed, kind", PASS1_CASES)
-def test_deterministic_pass1_equals_the_kernel(target, grouped, seed, kind):
+@pytest.mark.parametrize("target, seed, kind", PASS1_CASES)
+def test_deterministic_pass1_equals_the_kernel(target, seed, kind):
     kwargs = {"ties": kind == "ties", "offset": 1e12 if kind == "large" else 0.0}
     n = 200_000 if target.gpu else 50_000 if target is CPU else 20_000
     with target.running():
-        own, deterministic = pass1_pair(target.tensor_device, grouped, n=n, seed=seed, **kwargs)
+        own, deterministic = pass1_pair(target.tensor_device, n=n, seed=seed, **kwargs)
     own, deterministic = own.cpu(), deterministic.cpu()
     assert own.shape == deterministic.shape and own.abs().sum() > 0
     if target is not CPU:  # float atomics on a GPU; the emulated device is held the same
@@ -70,7 +66,7 @@ def test_deterministic_pass1_equals_the_kernel(target, grouped, seed, kind):
 
 def test_deterministic_pass1_spans_several_chunks():
     # More than 2^21 entries: the records are summed chunk by chunk.
-    own, deterministic = pass1_pair("cpu", False, n=(1 << 21) + 12345, seed=3)
+    own, deterministic = pass1_pair("cpu", n=(1 << 21) + 12345, seed=3)
     torch.testing.assert_close(deterministic, own, rtol=1e-12, atol=1e-9)
 
 
@@ -83,8 +79,14 @@ def test_non_finite_negative_poisons_the_sums(value):
 
 
 def test_deterministic_pass1_is_bitwise_reproducible():
-    runs = [pass1_pair("cpu", True, n=100_000, seed=5)[1] for _ in range(2)]
+    runs = [pass1_pair("cpu", n=100_000, seed=5)[1] for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
+
+
+def test_deterministic_records_refuse_group_codes():
+    scores, labels, codes, positives, offsets = grouped_inputs("cpu", 5000, 7, groups=3)
+    with pytest.raises(RuntimeError, match="one ranking only"):
+        probes.pass1_differences(scores, labels, codes, positives, offsets, 1.0, True)
 
 
 def test_cuda_grouped_pass1_same_in_every_thread_order():

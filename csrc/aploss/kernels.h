@@ -151,11 +151,11 @@ struct CodesAndCount {
     (const at::Tensor& positives, const at::Tensor& offsets, const at::Tensor& keys,              \
      const at::Tensor& values, double delta, bool below, bool transpose))                         \
                                                                                                   \
-  /* Deterministic pass 1 (segments.h, PassOneRecord): (4, N) float64 rows begin, lo, hi,         \
-     a of every entry. `codes` and `offsets` undefined: the single ranking. */                    \
+  /* Deterministic pass 1 of one ranking (pass1_record.h): (3, N) float64 rows lo, hi, a      \
+     of every entry. */                                                                           \
   X(at::Tensor, pass1_records,                                                                    \
-    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,                 \
-     const at::Tensor& positives, const at::Tensor& offsets, double delta))                       \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& positives,             \
+     double delta))                                                                               \
                                                                                                   \
   /* Dense int32 codes (shaped like ids, contiguous) of arbitrary int64 ids, how many           \
      distinct ids there are, and optionally the lowest (../group_codes.cpp uses it for           \
@@ -199,7 +199,7 @@ struct Kernels {
   bool pass1_float_atomics;
 
   // Whether gather / grouped_pass1 / grouped_pass2 read broadcast codes (above);
-  // otherwise they get one code per entry. pass1_records always gets one per entry.
+  // otherwise they get one code per entry.
   bool broadcast_codes;
 
   // Whether the kernels' tensors are in host memory, where the driver may read and write

@@ -37,8 +37,8 @@ at::Tensor pass1_differences(const Kernels& k, const at::Tensor& scores, const a
     TORCH_CHECK(t.device() == scores.device(), "every tensor on the scores' device");
   }
   if (deterministic) {
-    return deterministic_pass1(k, scores, labels, codes.value_or(at::Tensor()), positives,
-                               offsets.value_or(at::Tensor()), delta);
+    TORCH_CHECK(!codes.has_value(), "the deterministic records cover one ranking only");
+    return deterministic_pass1(k, scores, labels, positives, delta);
   }
   return codes.has_value()
              ? k.grouped_pass1(scores, labels, *codes, 1, positives, *offsets, delta)
