@@ -55,6 +55,19 @@ inline bool cpu_has_avx2() {
 
 #ifdef APLOSS_AVX2_LANES
 
+// The scores and labels of the entries this far ahead are prefetched by hand. The
+// hardware's stream prefetch alone falls behind once the index outgrows the L2 (from
+// about 15,000 positives): its random reads then miss too and crowd out the streams'.
+// Measured, one thread, N = 4M, init regime: ap_loss at P = 40,000 from 59 to 47 ms, at
+// P = 4,000 from 30 to 28 ms; 128 to 512 entries ahead read alike.
+constexpr int64_t kStreamAhead = 256;
+
+template <typename scalar_t, typename label_t>
+APLOSS_AVX2_INLINE void prefetch_stream(const scalar_t* s, const label_t* y, int64_t j) {
+  __builtin_prefetch(s + j + kStreamAhead);
+  __builtin_prefetch(y + j + kStreamAhead);
+}
+
 // ---------------------------------------------------------------------------------
 // Four float keys.
 template <typename scalar_t>
@@ -353,6 +366,7 @@ APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int
   const __m128i trash_slots =
       _mm_add_epi32(_mm_set1_epi32(static_cast<int32_t>(trash)), _mm_setr_epi32(0, 1, 2, 3));
   for (int64_t j = 0; j < m; j += 4) {
+    prefetch_stream(s, y, j);
     const __m128i record = records.next(c, s, j, m, readable);
     const __m128 v = load_keys(s + j);
     const LabelMasks labels = label_masks(y + j);
@@ -404,6 +418,7 @@ APLOSS_AVX2 void pass2_interval_lanes(const scalar_t* s, const label_t* y, int64
   int32_t* at = block.at;
   int32_t* used = block.used;
   for (int64_t j = 0; j < m; j += 4) {
+    prefetch_stream(s, y, j);
     const __m128i record = records.next(c, s, j, m, readable);
     const LabelMasks labels = label_masks(y + j);
     const DirectIntervals d = direct_intervals(c, record, load_keys(s + j));
