@@ -55,11 +55,11 @@ inline bool cpu_has_avx2() {
 
 #ifdef APLOSS_AVX2_LANES
 
-// The scores and labels of the entries this far ahead are prefetched by hand. The
-// hardware's stream prefetch alone falls behind once the index outgrows the L2 (from
-// about 15,000 positives): its random reads then miss too and crowd out the streams'.
-// Measured, one thread, N = 4M, init regime: ap_loss at P = 40,000 from 59 to 47 ms, at
-// P = 4,000 from 30 to 28 ms; 128 to 512 entries ahead read alike.
+// The scores and labels of the entries this far ahead are prefetched by hand: the
+// hardware's stream prefetch alone falls behind, more so once the index outgrows the L2
+// (from about 15,000 positives) and its random reads miss too. Measured, one thread,
+// N = 4M, init regime: ap_loss at P = 40,000 from 59 to 47 ms, at P = 4,000 from 30 to
+// 28 ms; 128 to 512 entries ahead read alike. The gather's labels likewise.
 constexpr int64_t kStreamAhead = 256;
 
 template <typename scalar_t, typename label_t>
@@ -460,6 +460,7 @@ APLOSS_AVX2 void pass2_gradient_lanes(const scalar_t* s, int64_t m,
 template <typename label_t>
 APLOSS_AVX2 void gather_lanes(const label_t* y, int64_t m, uint64_t* positive, uint64_t* invalid) {
   for (int64_t j = 0; j < m; j += 4) {
+    __builtin_prefetch(y + j + kStreamAhead);
     const LabelMasks labels = label_masks(y + j);
     set_bits(positive, j, bits_of(labels.positive));
     set_bits(invalid, j, bits_of(labels.valid) ^ 0xFu);
