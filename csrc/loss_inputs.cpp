@@ -1,8 +1,12 @@
 #include "loss_inputs.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <type_traits>
 
 #include "aploss/errors.h"
 #include "aploss/host_reads.h"
@@ -47,11 +51,68 @@ void check_targets_like_scores(const at::Tensor& scores, const at::Tensor& targe
 
 at::Tensor no_extra(const at::TensorOptions& options) { return at::empty({0}, options); }
 
+namespace {
+
+// Host memory: the labels and the first invalid target (NaN or above 1; -1 if none) in
+// one pass over the targets, where ATen takes three (a maximum, sign, a narrowing copy):
+// about 5 ms of a 32 ms Rank & Sort call at N = 4M on one thread. float16 and bfloat16
+// targets compare as their exact float values.
+// The chunk [begin, end): whether a target in it is invalid. Restrict pointers and an
+// int reduction, so that the compiler vectorizes it (int8 stores may alias anything).
+template <typename T, typename Value>
+bool labels_of_chunk(const T* __restrict targets, int8_t* __restrict labels, int64_t begin,
+                     int64_t end) {
+  constexpr int64_t kStep = 64, kAhead = 1024;  // entries
+  int any_invalid = 0;
+  for (int64_t from = begin; from < end; from += kStep) {
+    // By hand: the hardware's stream prefetch alone leaves the loop waiting on loads.
+    const char* ahead = reinterpret_cast<const char*>(targets + from + kAhead);
+    for (size_t line = 0; line < kStep * sizeof(T); line += 64) __builtin_prefetch(ahead + line);
+    for (int64_t i = from, to = std::min(end, from + kStep); i < to; ++i) {
+      const Value t = static_cast<Value>(targets[i]);
+      const int8_t positive = t > Value(0), negative = t < Value(0);
+      labels[i] = static_cast<int8_t>(positive - negative);
+      any_invalid |= !(t <= Value(1));
+    }
+  }
+  return any_invalid != 0;
+}
+
+template <typename T>
+int64_t labels_on_host(const T* targets, int8_t* labels, int64_t n) {
+  using Value = std::conditional_t<std::is_same<T, double>::value, double, float>;
+  std::atomic<int64_t> first_invalid{n};
+  at::parallel_for(0, n, int64_t(1) << 16, [&](int64_t begin, int64_t end) {
+    if (!labels_of_chunk<T, Value>(targets, labels, begin, end)) return;
+    int64_t invalid = begin;
+    while (static_cast<Value>(targets[invalid]) <= Value(1)) ++invalid;
+    int64_t known = first_invalid.load();
+    while (invalid < known && !first_invalid.compare_exchange_weak(known, invalid)) {
+    }
+  });
+  return first_invalid.load() < n ? first_invalid.load() : -1;
+}
+
+}  // namespace
+
 at::Tensor labels_from_targets(const at::Tensor& targets) {
   TORCH_CHECK_TYPE(at::isFloatingType(targets.scalar_type()),
                    "targets must be a floating dtype, got ",
                    targets.scalar_type());
-  if (targets.numel() == 0) return at::empty(targets.sizes(), targets.options().dtype(at::kChar));
+  at::Tensor labels = at::empty(targets.sizes(), targets.options().dtype(at::kChar));
+  if (targets.numel() == 0) return labels;
+  const auto type = targets.scalar_type();
+  if (targets.is_cpu() && targets.is_contiguous() &&
+      (type == at::kFloat || type == at::kDouble || type == at::kHalf || type == at::kBFloat16)) {
+    int64_t invalid = -1;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, type, "aploss_labels_from_targets",
+                                    [&] {
+      invalid = labels_on_host(targets.const_data_ptr<scalar_t>(),
+                               labels.data_ptr<int8_t>(), targets.numel());
+    });
+    if (invalid >= 0) throw_invalid_target(targets.reshape({-1}), invalid);
+    return labels;
+  }
   // One reduction finds both errors (the maximum is NaN if any target is); the forward
   // syncs with the host at the gather anyway.
   const double largest = read_to_host(targets.max()).item<double>();
@@ -60,7 +121,7 @@ at::Tensor labels_from_targets(const at::Tensor& targets) {
     const int64_t index = at::nonzero(flat.isnan() | (flat > 1.0))[0][0].item<int64_t>();
     throw_invalid_target(flat, index);
   }
-  return targets.sign().to(at::kChar);
+  return labels.copy_(targets.sign());
 }
 
 void check_regression_losses_layout(const at::Tensor& losses, const at::Tensor& like) {

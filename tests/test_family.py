@@ -144,6 +144,32 @@ def test_bad_targets_are_value_errors(target):
             aploss_cuda.rank_sort_loss(scores, put(torch.zeros(6)), delta=0.0)
 
 
+# The host's one pass over the targets (the CPU), or ATen's (a GPU); the emulated device
+# runs the CPU's pass too, on 200,000 entries too slowly for a test of the pass alone.
+@pytest.mark.parametrize("target", [t for t in TARGETS if not t.emulated], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64],
+                         ids=dtype_id)
+def test_targets_over_several_chunks(target, dtype):
+    # More entries than one chunk of the host's pass (2^16): labels from every kind of
+    # target, and the first bad target named wherever the chunks run.
+    n = 3 * 65536 + 77
+    g = torch.Generator().manual_seed(11)
+    kinds = torch.tensor([-1.0, -0.5, -0.0, 0.0, 0.25, 1.0], dtype=dtype)
+    t = kinds[torch.randint(0, 6, (n,), generator=g)]
+    scores = torch.randn(n, generator=g)
+    # -0.5 is ignored like -1, -0.0 a negative like 0.0.
+    plain = torch.where(t < 0, torch.full_like(t, -1.0), t).masked_fill(t == 0, 0.0)
+    with target.running():
+        ours = aploss_cuda.rank_sort_loss(target.put(scores), target.put(t))
+        expected = aploss_cuda.rank_sort_loss(target.put(scores), target.put(plain))
+        torch.testing.assert_close(ours.cpu(), expected.cpu(), rtol=0, atol=0)
+        bad = t.clone()
+        bad[3 * 65536 + 10] = float("nan")
+        bad[2 * 65536 + 5] = 1.5
+        with pytest.raises(ValueError, match=f"found 1.5 at flat index {2 * 65536 + 5} "):
+            aploss_cuda.rank_sort_loss(target.put(scores), target.put(bad))
+
+
 @targets
 def test_bad_regression_losses(target):
     put = target.put
