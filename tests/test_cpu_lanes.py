@@ -101,6 +101,18 @@ def test_lanes_equal_scalar_path_grouped(grouping, regime):
         lambda: loss_and_grad(aploss_cuda.ap_loss, scores, labels, group_ids=ids)))
 
 
+@pytest.mark.parametrize("classes", [80, 3, 2048, 2049])
+def test_lanes_equal_scalar_path_per_class(classes):
+    # Ids with a short period (one ranking per class) take the lanes' table of frames from
+    # any offset in the period (interval_lanes_cpu.h, LaneFrames), up to 2,048 classes;
+    # 2,049 take each entry's frame. Two threads start their chunks mid-period.
+    scores, labels = random_problem((2, 360_000 // classes, classes), seed=classes,
+                                    p_pos=0.01, p_ignore=0.05, ties=True)
+    ids = torch.arange(classes)
+    assert_bitwise(*both_paths(
+        lambda: loss_and_grad(aploss_cuda.ap_loss, scores, labels, group_ids=ids)))
+
+
 def first_threshold_key(q, delta):
     """The least float32 s with s - q > -delta in float64: the first key whose window
     holds the positive q."""

@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
+#include "../aploss/code_layout.h"
 #include "../aploss/grouped_intervals.h"
 #include "../aploss/intervals.h"
 #include "../aploss/math.h"
@@ -51,6 +53,38 @@ inline bool cpu_has_avx2() {
 #else
   return false;
 #endif
+}
+
+// Ids broadcast with a short period over consecutive entries (one ranking per class over
+// (N / C, C) scores): the four frames of the entries from any offset in the period, as the
+// lanes' FramePerEntry would load and transpose them, built once per pass. Entry j of a
+// block reads frames[j] of the table from the block's first entry's offset.
+struct alignas(32) LaneFrames {
+  float origin[4], scale[4], last[4];
+  int32_t record_base[4];
+  double shift[4];  // each group's one cluster shift (when every group is one cluster)
+};
+
+// The table for ids of period c.period repeated once (c.repeat == 1): entries from every
+// offset e of the period, then `ahead` more so that a block never wraps (frames[e] for
+// e >= period is frames[e - period]). group_shift: as FramePerEntry's, or null.
+inline std::vector<LaneFrames> periodic_lane_frames(const GroupedIntervalIndex<float>& g,
+                                                    const CodeLayout& c,
+                                                    const double* group_shift, int64_t ahead) {
+  std::vector<LaneFrames> table(static_cast<size_t>(c.period + ahead));
+  for (int64_t e = 0; e < c.period + ahead; ++e) {
+    LaneFrames& t = table[e];
+    for (int l = 0; l < 4; ++l) {
+      const int32_t code = in_range_code(c.codes[(e + l) % c.period], g.num_groups);
+      const GroupFrame<float>& f = g.frames[code];
+      t.origin[l] = f.origin;
+      t.scale[l] = f.scale;
+      t.last[l] = static_cast<float>(f.buckets - 1);
+      t.record_base[l] = static_cast<int32_t>(f.record_base);
+      t.shift[l] = group_shift != nullptr ? group_shift[code] : 0.0;
+    }
+  }
+  return table;
 }
 
 #ifdef APLOSS_AVX2_LANES
@@ -185,6 +219,12 @@ struct BlockCodes {
   const GroupedIntervalIndex<float>* index;
   const double* group_shift;
 };
+// The LaneFrames table (above) from the block's first entry's offset in the period.
+struct PeriodicCodes {
+  const LaneFrames* frames;
+  const GroupedIntervalIndex<float>* index;
+  bool one_cluster;
+};
 
 // Where the bucket records of four keys are. OneFrame: one index for the block (a single
 // ranking, or a block of one group), its constants broadcast once per block (the stores
@@ -273,8 +313,40 @@ struct FramePerEntry {
 };
 static_assert(sizeof(GroupFrame<float>) == 16, "a frame is four 4-byte fields");
 
+// FramePerEntry's record indices and shifts, bit for bit, from the period's table: four
+// aligned loads instead of four codes, four frames and a transpose.
+struct PeriodicFrames {
+  const LaneFrames* frames;
+  const long long* records;
+  bool one_cluster;
+
+  APLOSS_AVX2_INLINE explicit PeriodicFrames(const PeriodicCodes& p)
+      : frames(p.frames), records(reinterpret_cast<const long long*>(p.index->records)),
+        one_cluster(p.one_cluster) {}
+
+  APLOSS_AVX2_INLINE __m256d shifts(int64_t j, __m128i m, const double* interval_shift) const {
+    return one_cluster ? _mm256_load_pd(frames[j].shift)
+                       : _mm256_i32gather_pd(interval_shift, m, 8);
+  }
+
+  APLOSS_AVX2_INLINE __m128i reaches_first_threshold(int64_t, __m128) const {
+    return _mm_set1_epi32(-1);
+  }
+
+  APLOSS_AVX2_INLINE __m128i record_indices(int64_t j, __m128 v) const {
+    const LaneFrames& f = frames[j];
+    const __m128 origin = _mm_load_ps(f.origin);
+    const __m128i record =
+        _mm_add_epi32(OneFrame::bucket_of(v, origin, _mm_load_ps(f.scale), _mm_load_ps(f.last)),
+                      _mm_load_si128(reinterpret_cast<const __m128i*>(f.record_base)));
+    // Below its group's first threshold: interval 0's record, as FramePerEntry.
+    return _mm_andnot_si128(_mm_castps_si128(_mm_cmp_ps(v, origin, _CMP_LT_OQ)), record);
+  }
+};
+
 APLOSS_AVX2_INLINE OneFrame lanes_of(const OneIndex& one) { return OneFrame(one); }
 APLOSS_AVX2_INLINE FramePerEntry lanes_of(const BlockCodes& b) { return FramePerEntry(b); }
+APLOSS_AVX2_INLINE PeriodicFrames lanes_of(const PeriodicCodes& p) { return PeriodicFrames(p); }
 
 // direct_interval of four finite keys: m where `direct` (all ones); the other lanes' m
 // is not meant to be used.

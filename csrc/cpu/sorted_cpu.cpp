@@ -88,19 +88,40 @@ class OneRanking {
   int64_t readable_ = 0;
 };
 
+// Entries whose codes a grouped block reads: the block and the lanes' look-ahead.
+constexpr int64_t kCodesAhead = kBlock + kPrefetchAhead + 4;
+
+// The lanes' table of frames for ids with a short period (interval_lanes_cpu.h,
+// LaneFrames: 96 bytes per entry of the period), where a pass over `entries` entries
+// repays building it (one ranking per class, up to 2,048 classes); empty otherwise.
+template <typename K>
+std::vector<LaneFrames> periodic_frames(const GroupedIntervalIndex<K>& g, const CodeLayout& codes,
+                                        const double* group_shift, int64_t entries) {
+  constexpr int64_t kLongestPeriod = 2048;
+  if constexpr (kHasLanes<K>) {
+    if (codes.repeat == 1 && codes.period <= kLongestPeriod &&
+        entries >= 8 * (codes.period + kCodesAhead) && lanes_usable<K>(0)) {
+      return periodic_lane_frames(g, codes, group_shift, kCodesAhead);
+    }
+  }
+  return {};
+}
+
 template <typename K>
 class GroupedRanking {
  public:
   // group_shift: as OwnedGroupedIndex::group_shifts.
+  // periodic: periodic_frames' table, or null.
   GroupedRanking(const GroupedIntervalIndex<K>& g, const CodeLayout& codes,
-                 const double* group_shift)
-      : g_(g), codes_(codes), group_shift_(group_shift) {}
+                 const double* group_shift, const LaneFrames* periodic)
+      : g_(g), codes_(codes), group_shift_(group_shift), periodic_(periodic) {}
   void start_block(int64_t i, int64_t m, int64_t end) {
     readable_ = std::min(kCodesAhead, end - i);
     prefetch_codes(i + kBlock, end);
     codes_of_range(codes_, i, readable_, g_.num_groups, code_);
     uniform_ = std::all_of(code_ + 1, code_ + m, [this](int32_t c) { return c == code_[0]; });
     block_ = frame_index(g_, code_[0]);
+    phase_ = periodic_ != nullptr ? i % codes_.period : 0;
   }
   bool uniform() const { return uniform_; }
   IntervalIndex<K> frame(int64_t j) const { return uniform_ ? block_ : frame_index(g_, code_[j]); }
@@ -109,11 +130,14 @@ class GroupedRanking {
     return {&block_, group_shift_ != nullptr, group_shift_ ? group_shift_[code_[0]] : 0.0};
   }
   BlockCodes lanes() const { return {code_, &g_, group_shift_}; }
+  bool periodic() const { return periodic_ != nullptr; }
+  PeriodicCodes periodic_lanes() const {
+    return {periodic_ + phase_, &g_, group_shift_ != nullptr};
+  }
 #endif
   int64_t readable() const { return readable_; }
 
  private:
-  static constexpr int64_t kCodesAhead = kBlock + kPrefetchAhead + 4;
   // Codes beyond this many are a stream (one code per entry), not a table in cache.
   static constexpr int64_t kStreamedCodes = int64_t(1) << 16;
 
@@ -135,13 +159,15 @@ class GroupedRanking {
   int64_t readable_ = 0;
   bool uniform_ = true;
   IntervalIndex<K> block_{};
+  const LaneFrames* periodic_;
+  int64_t phase_ = 0;
 };
 
 // The intervals' tables (OwnedIntervalIndex, OwnedGroupedIndex): lo, hi, begin (the first
 // positive of the interval's segment), left, right, shifts(), intervals().
 
 // Runs the lanes on a block with the Lookup's frames: one broadcast frame when the block
-// has one, else each entry's.
+// has one, else the period's table when the ids have a short period, else each entry's.
 #ifdef APLOSS_AVX2_LANES
 template <typename K, typename Lookup, typename Run>
 void with_lanes(const Lookup& lookup, const Run& run) {
@@ -149,6 +175,8 @@ void with_lanes(const Lookup& lookup, const Run& run) {
     run(lookup.lanes());
   } else if (lookup.uniform()) {
     run(lookup.block_lanes());
+  } else if (lookup.periodic()) {
+    run(lookup.periodic_lanes());
   } else {
     run(lookup.lanes());
   }
@@ -426,8 +454,11 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
     const auto index = grouped_index<K>(qp, qp + num_pos, num_pos,
                                         offsets.const_data_ptr<int64_t>(), offsets.numel() - 1,
                                         delta);
+    const auto periodic =
+        periodic_frames(index->get(), layout, index->group_shifts(), scores.numel());
     const auto lookup = [&] {
-      return GroupedRanking<K>(index->get(), layout, index->group_shifts());
+      return GroupedRanking<K>(index->get(), layout, index->group_shifts(),
+                               periodic.empty() ? nullptr : periodic.data());
     };
     pass1_over<scalar_t, label_t, K>(scores, labels, GroupedTables<K>{*index}, lookup, delta,
                                      out);
@@ -447,7 +478,11 @@ void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at:
     const auto index = grouped_index<K>(st.q, st.shift, st.num_pos,
                                         offsets.const_data_ptr<int64_t>(), offsets.numel() - 1,
                                         delta);
-    const auto lookup = [&] { return GroupedRanking<K>(index->get(), layout, nullptr); };
+    const auto periodic = periodic_frames(index->get(), layout, nullptr, scores.numel());
+    const auto lookup = [&] {
+      return GroupedRanking<K>(index->get(), layout, nullptr,
+                               periodic.empty() ? nullptr : periodic.data());
+    };
     pass2_over<scalar_t, label_t, K>(scores, labels, GroupedTables<K>{*index}, lookup, st, delta,
                                      scale, grad);
   });
