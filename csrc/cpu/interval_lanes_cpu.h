@@ -258,6 +258,19 @@ struct OneFrame {
     return one_cluster ? cluster_shift : _mm256_i32gather_pd(interval_shift, m, 8);
   }
 
+  // The record index of four keys in four groups' frames (../aploss/grouped_intervals.h).
+  // A key below its group's first threshold reads record 0 (interval 0's) instead of its
+  // group's first bucket. Both intervals have an empty window, so pass 1 counts nothing
+  // and pass 2's gradient is 0 either way; but interval 0 is a trash slot in pass 1,
+  // where the group's first interval is a real one that every such entry of the group
+  // would add to in turn (in a trained network, almost every negative), and record 0
+  // stays in cache.
+  APLOSS_AVX2_INLINE static __m128i record_in_frames(__m128 v, __m128 origin, __m128 scale,
+                                                     __m128 last, __m128i record_base) {
+    const __m128i record = _mm_add_epi32(bucket_of(v, origin, scale, last), record_base);
+    return _mm_andnot_si128(_mm_castps_si128(_mm_cmp_ps(v, origin, _CMP_LT_OQ)), record);
+  }
+
   // key_bucket of four keys: _mm_max_ps(x, 0) gives 0 for NaN, as x > 0 ? x : 0 does.
   APLOSS_AVX2_INLINE static __m128i bucket_of(__m128 v, __m128 origin, __m128 scale,
                                               __m128 last) {
@@ -285,7 +298,8 @@ struct FramePerEntry {
                           group_shift[codes[j + 2]], group_shift[codes[j + 3]]);
   }
 
-  // record_indices sends the keys below their group's first threshold to interval 0.
+  // record_indices sends the keys below their group's first threshold to interval 0
+  // (OneFrame::record_in_frames).
   APLOSS_AVX2_INLINE __m128i reaches_first_threshold(int64_t, __m128) const {
     return _mm_set1_epi32(-1);
   }
@@ -300,15 +314,7 @@ struct FramePerEntry {
     _MM_TRANSPOSE4_PS(origin, scale, buckets, record_base);
     const __m128 last =
         _mm_cvtepi32_ps(_mm_sub_epi32(_mm_castps_si128(buckets), _mm_set1_epi32(1)));
-    const __m128i record =
-        _mm_add_epi32(OneFrame::bucket_of(v, origin, scale, last), _mm_castps_si128(record_base));
-    // A key below its group's first threshold reads record 0 (interval 0's: ../aploss/
-    // grouped_intervals.h) instead of its group's first bucket. Both intervals have an
-    // empty window, so pass 1 counts nothing and pass 2's gradient is 0 either way; but
-    // interval 0 is a trash slot in pass 1, where the group's first interval is a real
-    // one that every such entry of the group would add to in turn (in a trained
-    // network, almost every negative), and record 0 stays in cache.
-    return _mm_andnot_si128(_mm_castps_si128(_mm_cmp_ps(v, origin, _CMP_LT_OQ)), record);
+    return OneFrame::record_in_frames(v, origin, scale, last, _mm_castps_si128(record_base));
   }
 };
 static_assert(sizeof(GroupFrame<float>) == 16, "a frame is four 4-byte fields");
@@ -335,12 +341,9 @@ struct PeriodicFrames {
 
   APLOSS_AVX2_INLINE __m128i record_indices(int64_t j, __m128 v) const {
     const LaneFrames& f = frames[j];
-    const __m128 origin = _mm_load_ps(f.origin);
-    const __m128i record =
-        _mm_add_epi32(OneFrame::bucket_of(v, origin, _mm_load_ps(f.scale), _mm_load_ps(f.last)),
-                      _mm_load_si128(reinterpret_cast<const __m128i*>(f.record_base)));
-    // Below its group's first threshold: interval 0's record, as FramePerEntry.
-    return _mm_andnot_si128(_mm_castps_si128(_mm_cmp_ps(v, origin, _CMP_LT_OQ)), record);
+    return OneFrame::record_in_frames(
+        v, _mm_load_ps(f.origin), _mm_load_ps(f.scale), _mm_load_ps(f.last),
+        _mm_load_si128(reinterpret_cast<const __m128i*>(f.record_base)));
   }
 };
 
