@@ -1,15 +1,15 @@
 #include "loss_inputs.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 #include "aploss/errors.h"
 #include "aploss/host_reads.h"
+#include "cpu/chunks.h"
 #include "op_checks.h"
 
 namespace aploss {
@@ -82,16 +82,15 @@ bool labels_of_chunk(const T* __restrict targets, int8_t* __restrict labels, int
 template <typename T>
 int64_t labels_on_host(const T* targets, int8_t* labels, int64_t n) {
   using Value = std::conditional_t<std::is_same<T, double>::value, double, float>;
-  std::atomic<int64_t> first_invalid{n};
-  at::parallel_for(0, n, int64_t(1) << 16, [&](int64_t begin, int64_t end) {
+  const cpu::Chunks chunks = cpu::split_into_chunks(n, 0);
+  std::vector<int64_t> invalid(chunks.count, -1);
+  cpu::for_each_chunk(chunks, n, [&](int64_t c, int64_t begin, int64_t end) {
     if (!labels_of_chunk<T, Value>(targets, labels, begin, end)) return;
-    int64_t invalid = begin;
-    while (static_cast<Value>(targets[invalid]) <= Value(1)) ++invalid;
-    int64_t known = first_invalid.load();
-    while (invalid < known && !first_invalid.compare_exchange_weak(known, invalid)) {
-    }
+    int64_t i = begin;
+    while (static_cast<Value>(targets[i]) <= Value(1)) ++i;
+    invalid[c] = i;
   });
-  return first_invalid.load() < n ? first_invalid.load() : -1;
+  return cpu::first_flagged(invalid.data(), chunks.count);
 }
 
 }  // namespace
