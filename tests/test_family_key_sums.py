@@ -54,6 +54,14 @@ def test_rank_sort_many_positives(target, num_pos):
 
 
 @targets
+def test_rank_sort_float32_scores_and_targets(target):
+    # Float32 scores and targets beyond the CPU's comparison sort (2,048 keys): both of its
+    # sorts (by score, by target) take 32-bit keys.
+    scores, targets_, _, _ = problem(5000, 2100, seed=5)
+    check_rank_sort(target, scores.float(), targets_.float(), delta=0.5)
+
+
+@targets
 @pytest.mark.parametrize("num_pos", [5, 600])
 @pytest.mark.parametrize("equal_target", [1.0, 0.4])
 def test_rank_sort_every_target_equal(target, num_pos, equal_target):
@@ -111,7 +119,7 @@ def window_sums_reference(positives, offsets, keys, values, delta, below, transp
     return out
 
 
-KEY_KINDS = ["mixed", "non-negative", "non-positive", "zero"]
+KEY_KINDS = ["mixed", "non-negative", "non-positive", "zero", "float32"]
 
 
 def key_sums_problem(n, num_pos, groups, seed):
@@ -150,10 +158,14 @@ def assert_sums_match_reference(target, scores, labels, codes, keys, values, gro
 @pytest.mark.parametrize("groups", [1, 3])
 def test_sums_under_any_key(target, kind, groups):
     # Keys of either sign, on few levels (ties), in every direction; Rank & Sort passes only
-    # its targets (non-negative) and their negatives.
-    scores, labels, codes, keys, values = key_sums_problem(3000, 1500, groups, seed=groups)
+    # its targets (non-negative) and their negatives. "zero" holds -0.0 and +0.0 (equal
+    # keys); keys that are all float32 values sort on the CPU as 32-bit keys, others as
+    # 64-bit ones (from 2,048 keys).
+    scores, labels, codes, keys, values = key_sums_problem(5000, 2500, groups, seed=groups)
     keys = {"mixed": keys, "non-negative": keys.abs(), "non-positive": -keys.abs(),
-            "zero": keys * 0}[kind]
+            "zero": keys * 0, "float32": keys.float().double()}[kind]
+    if kind == "zero":
+        assert (keys.signbit() & (keys == 0)).any() and (~keys.signbit()).any()
     assert_sums_match_reference(target, scores, labels, codes, keys, values, groups, (1, 2))
 
 

@@ -2,16 +2,16 @@
 // positive's window among its segment's positives, then range sums of the values over
 // it. Without keys the range sums come from prefix sums; with keys, from a sweep in key
 // order that adds each positive to a Fenwick tree over blocks of columns, so that a query
-// sees exactly the positives that pass the key condition (KeyedColumnSums). O(P log P).
+// sees exactly the positives that pass the key condition (AddedColumnSums). O(P log P).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <numeric>
 #include <vector>
 
 #include "../aploss/math.h"
 #include "cpu_kernels.h"
+#include "stable_order.h"
 
 namespace aploss {
 namespace cpu {
@@ -84,39 +84,35 @@ void window_sums(const PositiveWindow& w, int64_t x, const Values& values, doubl
   }
 }
 
-// Range sums under the key condition, for the sweep in key order of sums_with_keys. A
-// query's columns [0, k) split into whole blocks of kColumnBlock columns, before k's
-// block, and the columns of k's block before k. The whole blocks hold what the sweep has
-// added (the positives that pass the key condition): a Fenwick tree over the blocks, small
-// enough to stay in L1/L2 (a tree over the columns themselves outgrows L2 at P = 40,000,
-// and its random accesses then cost a cache miss each). The few columns of k's block are
-// summed directly, testing each key.
+// Range sums over the columns added so far, for the sweep in key order of
+// sums_with_keys: when a query is made, the added columns are exactly those that pass
+// its key condition. A query's columns [0, k) split into whole blocks of kColumnBlock
+// columns, before k's block, and the columns of k's block before k. The whole blocks are a
+// Fenwick tree over the blocks, small enough to stay in L1/L2 (a tree over the columns
+// themselves outgrows L2 at P = 40,000, and its random accesses then cost a cache miss
+// each); each column holds the sum of the added columns of its block before it, which an
+// addition updates (at most kColumnBlock - 1 contiguous columns). A query is then one
+// column's sums and the tree's nodes: no key is read.
 template <int kRows>
-class KeyedColumnSums {
+class AddedColumnSums {
  public:
   static constexpr int64_t kColumnBlock = 8;
   static constexpr int kWidth = 2 * kRows;  // v and (q - shift) v of each row
 
-  KeyedColumnSums(const Values& values, const double* keys, bool below)
-      : num_pos_(values.num_pos),
-        keys_(keys),
-        below_(below),
-        terms_(static_cast<size_t>(values.num_pos * kWidth)),
-        tree_(static_cast<size_t>((values.num_pos / kColumnBlock + 2) * kWidth), 0.0) {
-    for (int64_t m = 0; m < values.num_pos; ++m) {
-      ColumnSums one{};
-      values.add_to(one, m);
-      for (int r = 0; r < kRows; ++r) {
-        terms_[m * kWidth + 2 * r] = one.v[r];
-        terms_[m * kWidth + 2 * r + 1] = one.qv[r];
-      }
-    }
-  }
+  explicit AddedColumnSums(int64_t num_pos)
+      : num_pos_(num_pos),
+        before_(static_cast<size_t>(num_pos * kWidth), 0.0),
+        tree_(static_cast<size_t>((num_pos / kColumnBlock + 2) * kWidth), 0.0) {}
 
-  // Column m passes the key condition from now on.
-  void add(int64_t m) {
-    const double* term = terms_.data() + m * kWidth;
+  // Column m, whose v and (q - shift) v of each row are `term`, passes the key condition
+  // from now on.
+  void add(int64_t m, const double* term) {
     for (int c = 0; c < kWidth; ++c) total_[c] += term[c];
+    const int64_t block_end = std::min(num_pos_, (m / kColumnBlock + 1) * kColumnBlock);
+    for (int64_t k = m + 1; k < block_end; ++k) {
+      double* sums = before_.data() + k * kWidth;
+      for (int c = 0; c < kWidth; ++c) sums[c] += term[c];
+    }
     const int64_t nodes = static_cast<int64_t>(tree_.size()) / kWidth;
     for (int64_t i = m / kColumnBlock + 1; i < nodes; i += i & -i) {
       double* node = tree_.data() + i * kWidth;
@@ -124,30 +120,27 @@ class KeyedColumnSums {
     }
   }
 
-  // Starts the reads of a window's partial blocks.
-  void prefetch(const PositiveWindow& w) const {
-    for (const int64_t k : {w.lo, w.hi}) {
-      const int64_t first = k / kColumnBlock * kColumnBlock;
-      __builtin_prefetch(terms_.data() + first * kWidth);
-      if constexpr (kWidth > 2) __builtin_prefetch(terms_.data() + first * kWidth + 8);
-      __builtin_prefetch(keys_ + first);
+  // Starts the reads of a query at k, or of the addition of column m.
+  void prefetch_query(int64_t k) const {
+    if (k < num_pos_) __builtin_prefetch(before_.data() + k * kWidth);
+  }
+  void prefetch_add(int64_t m) const {
+    const int64_t last = std::min(num_pos_, (m / kColumnBlock + 1) * kColumnBlock) - 1;
+    if (m < last) {
+      __builtin_prefetch(before_.data() + (m + 1) * kWidth, 1);
+      __builtin_prefetch(before_.data() + last * kWidth, 1);
     }
   }
 
-  // Sums over the columns [0, k) that pass the key condition against `key`: over every
-  // column (one ranking's edge), what has been added.
-  ColumnSums prefix(int64_t k, double key) const {
+  // Sums over the added columns of [0, k).
+  ColumnSums prefix(int64_t k) const {
     if (k == num_pos_) return as_sums(total_);
-    double s[kWidth] = {};
+    double s[kWidth];
+    const double* in_block = before_.data() + k * kWidth;
+    for (int c = 0; c < kWidth; ++c) s[c] = in_block[c];
     for (int64_t i = k / kColumnBlock; i > 0; i -= i & -i) {
       const double* node = tree_.data() + i * kWidth;
       for (int c = 0; c < kWidth; ++c) s[c] += node[c];
-    }
-    for (int64_t m = k / kColumnBlock * kColumnBlock; m < k; ++m) {
-      const bool passes = below_ ? keys_[m] < key : keys_[m] >= key;
-      const double take = passes ? 1.0 : 0.0;
-      const double* term = terms_.data() + m * kWidth;
-      for (int c = 0; c < kWidth; ++c) s[c] += take * term[c];
     }
     return as_sums(s);
   }
@@ -163,11 +156,10 @@ class KeyedColumnSums {
   }
 
   int64_t num_pos_;
-  double total_[kWidth] = {};  // over every added column
-  const double* keys_;
-  bool below_;
-  std::vector<double> terms_;  // per column: v and (q - shift) v of every row, interleaved
-  std::vector<double> tree_;   // per block: the same sums over its added columns
+  double total_[kWidth] = {};   // over every added column
+  std::vector<double> before_;  // per column: v and (q - shift) v of every row, interleaved,
+                                // over its block's added columns before it
+  std::vector<double> tree_;    // per block: the same sums over its added columns
 };
 
 void sums_without_keys(const std::vector<PositiveWindow>& windows, const Values& values,
@@ -186,71 +178,53 @@ void sums_without_keys(const std::vector<PositiveWindow>& windows, const Values&
   });
 }
 
-// The positives in key order, ascending (below) or descending, ties in column order.
-// From 512 keys on, keys of one sign sort as the int64 bits of their magnitudes (+0.0 for
-// -0.0), which ATen sorts by radix: about 5x faster than comparing doubles at 40,000
-// keys (below 512 its fixed cost is more than the sort). The order the magnitudes give
-// is reversed where the keys are negative or the order descending, and each run of ties
-// reversed back into column order.
-std::vector<int64_t> key_order(const double* keys, int64_t n, bool below) {
-  constexpr int64_t kFewKeys = 512;
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  bool non_negative = n >= kFewKeys, non_positive = n >= kFewKeys;  // one sign: radix
-  for (int64_t m = 0; m < n && (non_negative || non_positive); ++m) {
-    non_negative = non_negative && keys[m] >= 0.0;
-    non_positive = non_positive && keys[m] <= 0.0;
-  }
-  if (!non_negative && !non_positive) {
-    std::vector<std::pair<double, int64_t>> by_key(static_cast<size_t>(n));
-    for (int64_t m = 0; m < n; ++m) by_key[m] = {below ? keys[m] : -keys[m], m};
-    std::sort(by_key.begin(), by_key.end());  // ties by column
-    for (int64_t t = 0; t < n; ++t) order[t] = by_key[t].second;
-    return order;
-  }
-  const at::Tensor magnitude_bits =
-      at::from_blob(const_cast<double*>(keys), {n}, at::kDouble).abs().view(at::kLong);
-  const at::Tensor by_magnitude = std::get<1>(magnitude_bits.sort(/*stable=*/true, 0, false));
-  std::copy_n(by_magnitude.const_data_ptr<int64_t>(), n, order.begin());
-  // Ascending magnitudes are ascending keys where the keys are non-negative, descending
-  // ones where they are non-positive; every key 0 is one run, in column order.
-  const bool reversed = non_negative ? !below : below;
-  if (!reversed || (non_negative && non_positive)) return order;
-  std::reverse(order.begin(), order.end());
-  for (int64_t from = 0; from < n;) {
-    int64_t to = from + 1;
-    while (to < n && keys[order[to]] == keys[order[from]]) ++to;
-    std::reverse(order.begin() + from, order.begin() + to);
-    from = to;
-  }
-  return order;
-}
-
 // Runs of equal keys are added after their queries (below: keys[m] < keys[x]) or before
-// them. The order is random in columns, so the reads of a later positive's window and
-// columns are started ahead of time.
+// them. The key order is random in columns: every positive's window, terms and key are
+// gathered in that order first, and the results scattered back last (loops whose random
+// accesses overlap), so that the sweep itself reads at random only what it must: the
+// columns' sums at its queries and additions, their reads started ahead of time.
 template <int kRows>
 void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& values,
                     const double* keys, double inv_2delta, bool below, bool transpose,
                     double* out) {
+  constexpr int kWidth = AddedColumnSums<kRows>::kWidth;
   const int64_t n = values.num_pos;
-  const std::vector<int64_t> order = key_order(keys, n, below);
-  KeyedColumnSums<kRows> added(values, keys, below);
-  constexpr int64_t kAhead = 8;
+  const std::vector<int64_t> order = stable_order(keys, n, /*descending=*/!below);
+  std::vector<PositiveWindow> swept_windows(static_cast<size_t>(n));
+  std::vector<double> swept_keys(static_cast<size_t>(n)), terms(static_cast<size_t>(n * kWidth));
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t x = order[t];
+    swept_windows[t] = windows[x];
+    swept_keys[t] = keys[x];
+    ColumnSums one{};
+    values.add_to(one, x);
+    for (int r = 0; r < kRows; ++r) {
+      terms[t * kWidth + 2 * r] = one.v[r];
+      terms[t * kWidth + 2 * r + 1] = one.qv[r];
+    }
+  }
+  AddedColumnSums<kRows> added(n);
+  std::vector<double> results(static_cast<size_t>(kRows * n));  // (kRows, n) in key order
+  constexpr int64_t kAhead = 16;
   const auto add_run = [&](int64_t from, int64_t to) {
-    for (int64_t t = from; t < to; ++t) added.add(order[t]);
+    for (int64_t t = from; t < to; ++t) {
+      if (t + kAhead < n) added.prefetch_add(order[t + kAhead]);
+      added.add(order[t], terms.data() + t * kWidth);
+    }
   };
   const auto query_run = [&](int64_t from, int64_t to) {
     for (int64_t t = from; t < to; ++t) {
-      if (t + 2 * kAhead < n) __builtin_prefetch(&windows[order[t + 2 * kAhead]]);
-      if (t + kAhead < n) added.prefetch(windows[order[t + kAhead]]);
-      const int64_t x = order[t];
-      window_sums(windows[x], x, values, inv_2delta, transpose, out,
-                  [&](int64_t k) { return added.prefix(k, keys[x]); });
+      if (t + kAhead < n) {
+        added.prefetch_query(swept_windows[t + kAhead].lo);
+        added.prefetch_query(swept_windows[t + kAhead].hi);
+      }
+      window_sums(swept_windows[t], t, values, inv_2delta, transpose, results.data(),
+                  [&](int64_t k) { return added.prefix(k); });
     }
   };
   for (int64_t from = 0; from < n;) {
     int64_t to = from + 1;
-    while (to < n && keys[order[to]] == keys[order[from]]) ++to;
+    while (to < n && swept_keys[to] == swept_keys[from]) ++to;
     if (below) {
       query_run(from, to);
       add_run(from, to);
@@ -259,6 +233,9 @@ void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& va
       query_run(from, to);
     }
     from = to;
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int64_t t = 0; t < n; ++t) out[r * n + order[t]] = results[r * n + t];
   }
 }
 

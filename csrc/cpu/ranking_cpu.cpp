@@ -7,10 +7,8 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <memory>
-#include <numeric>
 #include <vector>
 
 #include "../aploss/dispatch.h"
@@ -22,36 +20,11 @@
 #include "cpu_kernels.h"
 #include "interval_index_cpu.h"
 #include "serial_block.h"
+#include "stable_order.h"
 
 namespace aploss {
 namespace cpu {
 namespace {
-
-// Above this many positives ATen's radix sort of int64 keys beats std::stable_sort.
-constexpr int64_t kRadixSortFrom = 4096;
-
-// The order of the positives (gathered in memory order) by score, ties by position.
-std::vector<int64_t> score_order(const double* score, int64_t num_pos) {
-  std::vector<int64_t> order(static_cast<size_t>(num_pos));
-  if (num_pos >= kRadixSortFrom) {
-    // Finite float64 scores as int64 keys in the same order, ties included (-0.0 as +0.0).
-    at::Tensor keys = at::empty({num_pos}, at::kLong);
-    int64_t* k = keys.data_ptr<int64_t>();
-    for (int64_t i = 0; i < num_pos; ++i) {
-      const double v = score[i] + 0.0;
-      int64_t bits;
-      std::memcpy(&bits, &v, sizeof bits);
-      k[i] = bits < 0 ? bits ^ std::numeric_limits<int64_t>::max() : bits;
-    }
-    const at::Tensor sorted = std::get<1>(keys.sort(/*stable=*/true, 0, false));
-    std::memcpy(order.data(), sorted.const_data_ptr<int64_t>(), num_pos * sizeof(int64_t));
-  } else {
-    std::iota(order.begin(), order.end(), int64_t(0));
-    std::stable_sort(order.begin(), order.end(),
-                     [score](int64_t a, int64_t b) { return score[a] < score[b]; });
-  }
-  return order;
-}
 
 template <typename T>
 void store_scalar(const at::Tensor& t, int64_t i, double v) {
@@ -99,7 +72,7 @@ RankingOutputs ranking_forward(const RankingInputs& in) {
   }
   const double* score = gathered.const_data_ptr<double>();
   const double* position = score + 2 * num_pos;
-  const std::vector<int64_t> order = score_order(score, num_pos);
+  const std::vector<int64_t> order = stable_order(score, num_pos, /*descending=*/false);
 
   // Sorted positives (q and cluster shifts: math.h, kClusterGap), their positions and
   // values, and the stage's arrays, in one allocation.
