@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "../aploss/math.h"
@@ -56,29 +57,31 @@ struct ColumnSums {
 struct Values {
   const double* q;
   const double* shift;
-  const double* rows;  // (V, P)
+  const double* rows;  // V rows of P, `stride` apart
   int count;           // V
   int64_t num_pos;
+  int64_t stride;
 
   void add_to(ColumnSums& sums, int64_t m) const {
     const double local = q[m] - shift[m];
     for (int r = 0; r < count; ++r) {
-      const double v = rows[r * num_pos + m];
+      const double v = rows[r * stride + m];
       sums.v[r] += v;
       sums.qv[r] += local * v;
     }
   }
 };
 
-// Every row's window sum of x from range sums (`sums(k)`: ColumnSums over [0, k)).
+// Every row's window sum of x from range sums (`sums(k)`: ColumnSums over [0, k)), into
+// out[r * stride + x].
 template <typename Sums>
 void window_sums(const PositiveWindow& w, int64_t x, const Values& values, double inv_2delta,
-                 bool transpose, double* out, Sums sums) {
+                 bool transpose, double* out, int64_t stride, Sums sums) {
   const ColumnSums at_lo = sums(w.lo), at_hi = sums(w.hi);
   const ColumnSums at_edge = transpose ? sums(w.begin) : sums(w.end);
   for (int r = 0; r < values.count; ++r) {
     const double linear_v = at_hi.v[r] - at_lo.v[r], linear_qv = at_hi.qv[r] - at_lo.qv[r];
-    out[r * values.num_pos + x] =
+    out[r * stride + x] =
         transpose ? (at_lo.v[r] - at_edge.v[r]) + w.a * linear_v - linear_qv * inv_2delta
                   : (at_edge.v[r] - at_hi.v[r]) + (1.0 - w.a) * linear_v + linear_qv * inv_2delta;
   }
@@ -172,7 +175,7 @@ void sums_without_keys(const std::vector<PositiveWindow>& windows, const Values&
   }
   at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t x = begin; x < end; ++x) {
-      window_sums(windows[x], x, values, inv_2delta, transpose, out,
+      window_sums(windows[x], x, values, inv_2delta, transpose, out, values.stride,
                   [&](int64_t k) { return prefix[k]; });
     }
   });
@@ -183,18 +186,19 @@ void sums_without_keys(const std::vector<PositiveWindow>& windows, const Values&
 // gathered in that order first, and the results scattered back last (loops whose random
 // accesses overlap), so that the sweep itself reads at random only what it must: the
 // columns' sums at its queries and additions, their reads started ahead of time.
-template <int kRows>
-void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& values,
-                    const double* keys, double inv_2delta, bool below, bool transpose,
-                    double* out) {
+// window_of(x): positive x's PositiveWindow. Into out[r * values.stride + x]. (The
+// buffers, each written before it is read, are not value-initialised.)
+template <int kRows, typename WindowOf>
+void sums_with_keys(const WindowOf& window_of, const Values& values, const double* keys,
+                    double inv_2delta, bool below, bool transpose, double* out) {
   constexpr int kWidth = AddedColumnSums<kRows>::kWidth;
   const int64_t n = values.num_pos;
   const std::vector<int64_t> order = stable_order(keys, n, /*descending=*/!below);
-  std::vector<PositiveWindow> swept_windows(static_cast<size_t>(n));
-  std::vector<double> swept_keys(static_cast<size_t>(n)), terms(static_cast<size_t>(n * kWidth));
+  const std::unique_ptr<PositiveWindow[]> swept_windows(new PositiveWindow[n]);
+  const std::unique_ptr<double[]> swept_keys(new double[n]), terms(new double[n * kWidth]);
   for (int64_t t = 0; t < n; ++t) {
     const int64_t x = order[t];
-    swept_windows[t] = windows[x];
+    swept_windows[t] = window_of(x);
     swept_keys[t] = keys[x];
     ColumnSums one{};
     values.add_to(one, x);
@@ -204,12 +208,12 @@ void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& va
     }
   }
   AddedColumnSums<kRows> added(n);
-  std::vector<double> results(static_cast<size_t>(kRows * n));  // (kRows, n) in key order
+  const std::unique_ptr<double[]> results(new double[kRows * n]);  // (kRows, n) in key order
   constexpr int64_t kAhead = 16;
   const auto add_run = [&](int64_t from, int64_t to) {
     for (int64_t t = from; t < to; ++t) {
       if (t + kAhead < n) added.prefetch_add(order[t + kAhead]);
-      added.add(order[t], terms.data() + t * kWidth);
+      added.add(order[t], terms.get() + t * kWidth);
     }
   };
   const auto query_run = [&](int64_t from, int64_t to) {
@@ -218,7 +222,7 @@ void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& va
         added.prefetch_query(swept_windows[t + kAhead].lo);
         added.prefetch_query(swept_windows[t + kAhead].hi);
       }
-      window_sums(swept_windows[t], t, values, inv_2delta, transpose, results.data(),
+      window_sums(swept_windows[t], t, values, inv_2delta, transpose, results.get(), n,
                   [&](int64_t k) { return added.prefix(k); });
     }
   };
@@ -235,19 +239,19 @@ void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& va
     from = to;
   }
   for (int r = 0; r < kRows; ++r) {
-    for (int64_t t = 0; t < n; ++t) out[r * n + order[t]] = results[r * n + t];
+    for (int64_t t = 0; t < n; ++t) out[r * values.stride + order[t]] = results[r * n + t];
   }
 }
 
 // sums_with_keys for values.count rows (1 to kMaxRows), each width its own loops.
-void sums_with_keys(const std::vector<PositiveWindow>& windows, const Values& values,
-                    const double* keys, double inv_2delta, bool below, bool transpose,
-                    double* out) {
+template <typename WindowOf>
+void sums_with_keys(const WindowOf& window_of, const Values& values, const double* keys,
+                    double inv_2delta, bool below, bool transpose, double* out) {
   switch (values.count) {
-    case 1: return sums_with_keys<1>(windows, values, keys, inv_2delta, below, transpose, out);
-    case 2: return sums_with_keys<2>(windows, values, keys, inv_2delta, below, transpose, out);
-    case 3: return sums_with_keys<3>(windows, values, keys, inv_2delta, below, transpose, out);
-    default: return sums_with_keys<4>(windows, values, keys, inv_2delta, below, transpose, out);
+    case 1: return sums_with_keys<1>(window_of, values, keys, inv_2delta, below, transpose, out);
+    case 2: return sums_with_keys<2>(window_of, values, keys, inv_2delta, below, transpose, out);
+    case 3: return sums_with_keys<3>(window_of, values, keys, inv_2delta, below, transpose, out);
+    default: return sums_with_keys<4>(window_of, values, keys, inv_2delta, below, transpose, out);
   }
 }
 
@@ -259,22 +263,13 @@ void key_window_sums(const double* q, const double* shift, const int32_t* window
                      bool transpose, double* out) {
   TORCH_CHECK(rows >= 1 && rows <= kMaxRows, "aploss key_window_sums: 1 to ", kMaxRows, " rows");
   if (num_pos == 0) return;
-  // The rows contiguous, as Values holds them.
-  std::vector<double> in(static_cast<size_t>(rows * num_pos)), sums(in.size());
-  for (int r = 0; r < rows; ++r) {
-    std::copy(values + r * stride, values + r * stride + num_pos, in.begin() + r * num_pos);
-  }
   const StepParams params = make_step_params(delta, q[0], shift, num_pos);
-  std::vector<PositiveWindow> windows(static_cast<size_t>(num_pos));
-  for (int64_t x = 0; x < num_pos; ++x) {
+  const auto window_of = [&](int64_t x) {
     const int64_t lo = window_lo[x], hi = window_hi[x];
-    windows[x] = {0, lo, hi, num_pos, window_offset(q[x], lo, hi, params)};
-  }
-  sums_with_keys(windows, Values{q, shift, in.data(), rows, num_pos}, keys, 0.5 / delta,
-                 /*below=*/true, transpose, sums.data());
-  for (int r = 0; r < rows; ++r) {
-    std::copy(sums.begin() + r * num_pos, sums.begin() + (r + 1) * num_pos, out + r * stride);
-  }
+    return PositiveWindow{0, lo, hi, num_pos, window_offset(q[x], lo, hi, params)};
+  };
+  sums_with_keys(window_of, Values{q, shift, values, rows, num_pos, stride}, keys, 0.5 / delta,
+                 /*below=*/true, transpose, out);
 }
 
 at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& offsets,
@@ -299,11 +294,12 @@ at::Tensor positive_window_sums(const at::Tensor& positives, const at::Tensor& o
   if (num_pos == 0 || values.size(0) == 0) return out;
   const double* q = positives.const_data_ptr<double>();
   const Values rows{q, q + num_pos, values.const_data_ptr<double>(),
-                    static_cast<int>(values.size(0)), num_pos};
+                    static_cast<int>(values.size(0)), num_pos, num_pos};
   const std::vector<PositiveWindow> windows = positive_windows(q, q + num_pos, offsets, delta);
   const double inv_2delta = 0.5 / delta;
   if (keys.defined()) {
-    sums_with_keys(windows, rows, keys.const_data_ptr<double>(), inv_2delta, below, transpose,
+    sums_with_keys([&windows](int64_t x) { return windows[x]; }, rows,
+                   keys.const_data_ptr<double>(), inv_2delta, below, transpose,
                    out.data_ptr<double>());
   } else {
     sums_without_keys(windows, rows, inv_2delta, transpose, out.data_ptr<double>());
