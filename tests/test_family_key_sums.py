@@ -119,7 +119,7 @@ def window_sums_reference(positives, offsets, keys, values, delta, below, transp
     return out
 
 
-KEY_KINDS = ["mixed", "non-negative", "non-positive", "zero", "float32"]
+KEY_KINDS = ["mixed", "non-negative", "non-positive", "zero", "float32", "beyond float32"]
 
 
 def key_sums_problem(n, num_pos, groups, seed):
@@ -159,11 +159,12 @@ def assert_sums_match_reference(target, scores, labels, codes, keys, values, gro
 def test_sums_under_any_key(target, kind, groups):
     # Keys of either sign, on few levels (ties), in every direction; Rank & Sort passes only
     # its targets (non-negative) and their negatives. "zero" holds -0.0 and +0.0 (equal
-    # keys); keys that are all float32 values sort on the CPU as 32-bit keys, others as
-    # 64-bit ones (from 2,048 keys).
+    # keys); keys that are all float32 values sort on the CPU as 32-bit keys, others (keys
+    # beyond float32's range too) as 64-bit ones (from 2,048 keys).
     scores, labels, codes, keys, values = key_sums_problem(5000, 2500, groups, seed=groups)
     keys = {"mixed": keys, "non-negative": keys.abs(), "non-positive": -keys.abs(),
-            "zero": keys * 0, "float32": keys.float().double()}[kind]
+            "zero": keys * 0, "float32": keys.float().double(),
+            "beyond float32": keys.float().double() * 1e300}[kind]
     if kind == "zero":
         assert (keys.signbit() & (keys == 0)).any() and (~keys.signbit()).any()
     assert_sums_match_reference(target, scores, labels, codes, keys, values, groups, (1, 2))

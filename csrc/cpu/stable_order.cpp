@@ -9,7 +9,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "../aploss/intervals.h"
@@ -20,9 +22,15 @@ namespace {
 
 constexpr int64_t kFewKeys = 2048;
 
+// Whether every key is a float32 value (NaN is not; a key beyond float32's range is not
+// converted, which would be undefined).
 bool all_float32(const double* keys, int64_t n) {
+  constexpr double kLargest = std::numeric_limits<float>::max();
   bool exact = true;
-  for (int64_t m = 0; m < n; ++m) exact &= static_cast<double>(static_cast<float>(keys[m])) == keys[m];
+  for (int64_t m = 0; m < n; ++m) {
+    const double k = keys[m];
+    exact &= std::fabs(k) <= kLargest && static_cast<double>(static_cast<float>(k)) == k;
+  }
   return exact;
 }
 
