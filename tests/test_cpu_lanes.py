@@ -66,7 +66,7 @@ def test_lanes_equal_scalar_path(score_dtype, label_dtype):
     assert_bitwise(*both_paths(lambda: loss_and_grad(aploss_cuda.ap_loss, scores, labels)))
 
 
-@pytest.mark.parametrize("case", ["init", "trained", "clusters", "few", "many", "huge"])
+@pytest.mark.parametrize("case", ["init", "trained", "clusters", "few", "many", "huge", "dense"])
 def test_lanes_equal_scalar_path_regimes(case):
     n = 70001
     scores, labels = problem(n, torch.int64, seed=2, p_pos=0.2 if case == "many" else 0.002)
@@ -78,6 +78,11 @@ def test_lanes_equal_scalar_path_regimes(case):
         labels = torch.where(torch.arange(n) % 9000 == 1, 1, labels.clamp(max=0))
     if case == "huge":  # ulp(s) > delta
         scores = scores.double() * 1e-3 + 1e17
+    if case == "dense":  # a few positives far out: the others' thresholds crowd a few
+        # buckets, whose keys read past their record's candidates or search them
+        far = torch.arange(n) % 5000 == 0
+        labels = torch.where(far, 1, labels)
+        scores = torch.where(far, scores * 1000.0, scores * 0.3)
     for delta in (1.0, 0.05):
         assert_bitwise(*both_paths(
             lambda: loss_and_grad(aploss_cuda.ap_loss, scores, labels, delta=delta)))

@@ -352,9 +352,10 @@ APLOSS_AVX2_INLINE FramePerEntry lanes_of(const BlockCodes& b) { return FramePer
 APLOSS_AVX2_INLINE PeriodicFrames lanes_of(const PeriodicCodes& p) { return PeriodicFrames(p); }
 
 // direct_interval of four finite keys: m where `direct` (all ones); the other lanes' m
-// is not meant to be used.
+// is not meant to be used. first: each bucket record's first threshold, from which the
+// scalar path finds the interval of a key its record does not settle.
 struct DirectIntervals {
-  __m128i m, direct;
+  __m128i m, direct, first;
 };
 
 // Entries ahead of use whose records the lanes prefetch (at P = 40,000 the records
@@ -424,17 +425,18 @@ APLOSS_AVX2_INLINE DirectIntervals direct_intervals(const Frames& f, __m128i rec
   const __m128i m = _mm_sub_epi32(_mm_sub_epi32(first, past_t0), past_t1);
   const __m128 finite = _mm_cmp_ps(_mm_sub_ps(v, v), _mm_setzero_ps(), _CMP_EQ_OQ);
   const __m128 direct = _mm_and_ps(finite, _mm_cmp_ps(t2, v, _CMP_GT_OQ));
-  return {m, _mm_castps_si128(direct)};
+  return {m, _mm_castps_si128(direct), first};
 }
 
 // Pass 1 over entries [0, m), m a multiple of 4 and at most kBlock, prefetching the
 // records of the entries up to `readable` (sorted_cpu.cpp, pass1_decide): each entry's
 // accumulator slot and offset s - shift, and a bit in `flagged` for a negative the scalar
-// path must take (its bucket's search, or a non-finite score).
+// path must take (its bucket's search, or a non-finite score), with its record's first
+// threshold in `first`.
 template <typename scalar_t, typename label_t, typename Where>
 APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int64_t readable,
                              const Where& where, const double* shift, int64_t trash,
-                             int64_t* slot, double* offset, uint64_t* flagged) {
+                             int64_t* slot, double* offset, int32_t* first, uint64_t* flagged) {
   const auto c = lanes_of(where);
   RecordIndices<decltype(c)> records;
   records.start(c, s, m);
@@ -456,6 +458,7 @@ APLOSS_AVX2 void pass1_lanes(const scalar_t* s, const label_t* y, int64_t m, int
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(slot + j), _mm256_cvtepi32_epi64(to));
     const __m256d sh = c.shifts(j, _mm_and_si128(counted, d.m), shift);
     _mm256_storeu_pd(offset + j, _mm256_sub_pd(_mm256_cvtps_pd(v), sh));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(first + j), d.first);
     set_bits(flagged, j, bits_of(_mm_andnot_si128(d.direct, labels.negative)));
   }
 }
@@ -476,8 +479,9 @@ APLOSS_AVX2_INLINE void store_gradients<float>(float* g, __m128 value) {
 // then their gradients, so that no entry's piece load waits on its own record; between
 // the two, the scalar path settles the flagged entries.
 struct Pass2Block {
-  alignas(16) int32_t at[kBlock];    // the interval of each entry, 0 where it has no piece
-  alignas(16) int32_t used[kBlock];  // all ones where it has
+  alignas(16) int32_t at[kBlock];     // the interval of each entry, 0 where it has no piece
+  alignas(16) int32_t used[kBlock];   // all ones where it has
+  alignas(16) int32_t first[kBlock];  // its bucket record's first threshold
 };
 
 // The first sweep over entries [0, m), m a multiple of 4 and at most kBlock, prefetching
@@ -500,6 +504,7 @@ APLOSS_AVX2 void pass2_interval_lanes(const scalar_t* s, const label_t* y, int64
     const __m128i has_piece = _mm_and_si128(labels.negative, d.direct);
     _mm_store_si128(reinterpret_cast<__m128i*>(at + j), _mm_and_si128(has_piece, d.m));
     _mm_store_si128(reinterpret_cast<__m128i*>(used + j), has_piece);
+    _mm_store_si128(reinterpret_cast<__m128i*>(block.first + j), d.first);
     set_bits(flagged, j, bits_of(_mm_andnot_si128(d.direct, labels.negative)));
   }
 }

@@ -186,6 +186,23 @@ void with_lanes(const Lookup& lookup, const Run& run) {
 }
 #endif
 
+// The interval of a finite key whose bucket record does not settle it (its candidates are
+// all <= key), from the record's first threshold `first`: the bucket's few thresholds
+// after the candidates read in turn, else (a bucket of many) interval_of's search. The
+// thresholds of later buckets, and the +inf after the last, are all > key: the reads stop
+// within the bucket. (It skips interval_of's second bucket computation and record reads;
+// Rank & Sort, whose delta of 0.5 sends about 4% of the keys here at P = 40,000, measured
+// 0.97-0.98x the time of interval_of at N = 4M, within the noise of the runs.)
+template <typename K, typename Frame>
+int64_t interval_after_candidates(const Frame& frame, int64_t first, K key) {
+  constexpr int kSteps = 4;
+  int64_t m = first + kIntervalCandidates + 1;
+  for (int step = 0; step < kSteps; ++step, ++m) {
+    if (!(frame.thresholds[m] <= key)) return m;
+  }
+  return interval_of(frame, key);
+}
+
 // Pass 1 of entries [from, m) of a block, one by one: what pass1_lanes computes four at
 // a time. A negative whose interval its bucket's record settles counts in the slot of its
 // interval, with its offset s - shift, unless that interval counts nothing: interval 0,
@@ -238,6 +255,7 @@ void pass1_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
     int64_t bad = -1;
     int64_t slot[kBlock];
     double offset[kBlock];
+    int32_t first[kBlock];  // the lanes' bucket records' first thresholds
     for_each_block(begin, end, [&](int64_t i, int64_t m) {
       lookup.start_block(i, m, end);
       uint64_t flagged[kBlock / 64] = {};
@@ -248,7 +266,7 @@ void pass1_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
           from = m / 4 * 4;
           with_lanes<K>(lookup, [&](const auto& where) {
             pass1_lanes(s + i, y + i, from, lookup.readable(), where, shift, intervals, slot,
-                        offset, flagged);
+                        offset, first, flagged);
           });
         }
       }
@@ -264,7 +282,8 @@ void pass1_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
           if (bad < 0) bad = i + j;
           return;
         }
-        const int64_t at = interval_of(lookup.frame(j), key);
+        const int64_t at = j < from ? interval_after_candidates(lookup.frame(j), first[j], key)
+                                    : interval_of(lookup.frame(j), key);
         if (at == 0) return;  // counts nothing
         slot[j] = at;
         offset[j] = v - shift[at];
@@ -356,7 +375,8 @@ void pass2_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
           for_each_flagged(flagged, [&](int64_t j) {
             const K key = static_cast<K>(s[i + j]);
             if (!is_finite_score(static_cast<double>(key))) return;
-            block.at[j] = static_cast<int32_t>(interval_of(lookup.frame(j), key));
+            const int64_t at = interval_after_candidates(lookup.frame(j), block.first[j], key);
+            block.at[j] = static_cast<int32_t>(at);
             block.used[j] = -1;
             flagged[j >> 6] &= ~(uint64_t(1) << (j & 63));
           });
