@@ -12,11 +12,11 @@ rounds and the ratio. The children use only the public API, so any two builds co
 default): ap_loss at N = 4M (P = 4,000 and 40,000; int64 and int8 labels), rank_sort_loss
 and alrp_loss at N = 4M (P = 4,000 and 40,000), the three losses at N = 50,000 with
 P = 40,000 (the P-sized work: sorts and the positive stage, the passes small), and the
-three losses and BCE-with-logits at N = 1,000 (the fixed cost). --points grouped: ap_loss at N = 4M, P = 4,000, one
-ranking and the grouped section's groupings (bench_grouped.py: 8 and 16 images, 80
-classes, 4,096 queries with full-size ids, the same ids x 1,000,003), with each build's
-ratio to its own ungrouped call. Float32 scores in the init regime, or with --regime
-trained (grouped points) a partly trained network's (common/inputs.py).
+three losses and BCE-with-logits at N = 1,000 (the fixed cost). --points grouped: ap_loss
+at N = 4M, P = 4,000, one ranking and the grouped section's groupings (bench_grouped.py: 8
+and 16 images, 80 classes, 4,096 queries with full-size ids, the same ids x 1,000,003),
+with each build's ratio to its own ungrouped call. Float32 scores in the init regime, or
+with --regime trained (grouped points) a partly trained network's (common/inputs.py).
 """
 
 import argparse
