@@ -10,6 +10,7 @@
 
 #include "aploss/host_reads.h"
 #include "aploss/kernels.h"
+#include "cpu/ids_ahead.h"
 
 namespace aploss {
 
@@ -54,9 +55,6 @@ struct NarrowedIds {
   bool direct = true;
 };
 
-// Ids read ahead of the narrowing and numbering loops (4 KiB of int64).
-constexpr int64_t kIdsAhead = 512;
-
 template <typename id_t>
 NarrowedIds narrow_on_host(const at::Tensor& ids, int64_t limit) {
   const at::Tensor values = ids.contiguous();
@@ -73,8 +71,7 @@ NarrowedIds narrow_on_host(const at::Tensor& ids, int64_t limit) {
     for (int64_t from = begin; from < end && !outside.load(std::memory_order_relaxed);
          from += kStride) {
       for (int64_t i = from, to = std::min(end, from + kStride); i < to; ++i) {
-        // By hand: the hardware's stream prefetch alone leaves this loop waiting on loads.
-        if ((i & 7) == 0) __builtin_prefetch(v + i + kIdsAhead);
+        if ((i & 7) == 0) __builtin_prefetch(v + i + cpu::kIdsAhead);
         lo = std::min(lo, v[i]);
         hi = std::max(hi, v[i]);
         c[i] = static_cast<int32_t>(v[i]);

@@ -3,9 +3,9 @@ each against a Python loop of single-ranking calls on the same target (the ungro
 path), and against the float64 reference of the grouped call (AP-loss's: one
 ap_loss_reference call per group). The groupings cover ids broadcast over the scores
 (per image, per class: no N-sized codes on the CPU), full-size ids, ids too sparse to be
-codes, one group, groups without positives, thousands of groups of a few entries, and
+codes, one group, groups without positives, thousands of groups of a few entries,
 groups whose positives lie on both sides of the shared-memory limits of the emulated
-profiles."""
+profiles, and codes out of range handed to the passes' operators."""
 
 import pytest
 import torch
@@ -50,6 +50,46 @@ def test_large_groups_across_the_shared_memory_limits(target, positives_per_grou
         got = run("ap", target.put(scores), target.put(labels), group_ids=target.put(ids))
         expected = loop_of_single_rankings("ap", target.put(scores), target.put(labels), target.put(ids))
     assert_same_result(tuple(t.cpu() for t in got), tuple(t.cpu() for t in expected), scores.dtype)
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_codes_out_of_range_count_nothing(target):
+    # The public pass1 and backward take any int32 codes: a negative whose code is out of
+    # [0, num_groups) belongs to no group, so it counts nothing in pass 1 and gets no
+    # gradient in pass 2, exactly as if it were ignored.
+    import operators
+
+    n, groups = 9000, 40
+    scores, labels = random_problem((n,), seed=11, p_pos=0.01, p_ignore=0.05)
+    ids = torch.randint(0, groups, (n,), generator=torch.Generator().manual_seed(11))
+    negatives = (labels == 0).nonzero().flatten()
+    broken = negatives[torch.randperm(len(negatives), generator=torch.Generator().manual_seed(3))
+                       [:500]]
+    bad = torch.tensor([groups, groups + 7, 2**31 - 1, -1, -(2**31)], dtype=torch.int32)
+    ignored = labels.clone()
+    ignored[broken] = -1
+    scores, labels, ignored, ids = map(target.put, (scores, labels, ignored, ids))
+    with target.running():
+        outputs = operators.saved("ap", operators.forward("ap", scores, labels, ids))
+        codes = outputs.codes.clone()
+        codes[target.put(broken)] = target.put(bad.repeat(len(broken) // len(bad) + 1)
+                                               [:len(broken)])
+        gathered = operators.gather(scores, labels, outputs.codes)
+        positives, offsets, group, *_ = operators.rank_positives(gathered, groups, 1.0)
+
+        def passes(labels, codes):
+            pass1 = operators.pass1(scores, labels, codes, positives, offsets, group, 1.0)
+            grad = operators.backward(torch.ones((), device=scores.device), scores, labels,
+                                      outputs.classes, codes, outputs.state, outputs.offsets,
+                                      outputs.positive_grads, 1.0)
+            return pass1.cpu(), grad.cpu()
+
+        (pass1, grad), (expected_pass1, expected_grad) = passes(labels, codes), passes(
+            ignored, outputs.codes)
+    # A GPU's float64 atomics may sum pass 1 in another order; every other target exactly.
+    tolerance = dict(rtol=1e-12, atol=1e-12) if target.gpu else dict(rtol=0, atol=0)
+    torch.testing.assert_close(pass1, expected_pass1, **tolerance)
+    assert torch.equal(grad, expected_grad) and grad[broken].eq(0).all()
 
 
 @pytest.mark.parametrize("ids_shape", [(6, 1, 1), (300, 1), (1, 300, 1), (5,), (1, 1, 5), (6, 300, 1)])

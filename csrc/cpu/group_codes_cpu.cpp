@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "ids_ahead.h"
 
 namespace aploss {
 namespace cpu {
@@ -68,10 +69,6 @@ class IdTable {
   std::vector<int64_t> in_order_;
   size_t count_ = 0;
 };
-
-// Ids read ahead by hand (4 KiB of int64): the hardware's stream prefetch alone leaves
-// the loops waiting on loads.
-constexpr int64_t kIdsAhead = 512;
 
 }  // namespace
 
