@@ -466,6 +466,29 @@ def test_large_ids_numbered_or_refused_after_an_early_stop():
             aploss_cuda.ap_loss(scores, labels, group_ids=bad.to(torch.int32))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_sparse_ids_numbered_in_order_of_first_appearance(threads):
+    # The CPU numbers sparse ids chunk by chunk (one chunk per thread, 2^16 ids or more
+    # each), merges the chunks' tables, then maps every later chunk's codes, the threads
+    # sharing those entries across chunk boundaries: the codes are the ids' order of
+    # first appearance, whatever the thread count.
+    n = 5 << 16
+    g = torch.Generator().manual_seed(8)
+    scores = torch.randn(n, generator=g)
+    labels = (torch.rand(n, generator=g) < 0.01).long()
+    ids = torch.randint(0, 3000, (n,), generator=g) * 1_000_003
+    values, inverse = torch.unique(ids, return_inverse=True)
+    first = torch.full((len(values),), n).scatter_reduce(0, inverse, torch.arange(n), "amin")
+    expected = torch.argsort(torch.argsort(first))[inverse].int()
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        codes = operators.saved("ap", operators.forward("ap", scores, labels, ids)).codes
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(codes, expected)
+
+
 # ------------------------------------------------------------------------- broadcast ids on a GPU
 
 

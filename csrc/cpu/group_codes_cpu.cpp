@@ -107,10 +107,13 @@ CodesAndCount dense_codes(const at::Tensor& ids) {
     for (const int64_t id : local[k].ids_in_order()) to_global[k].push_back(global.code_of(id));
   }
   TORCH_CHECK_VALUE(global.size() < (int64_t(1) << 31), "at most 2^31 - 1 distinct group ids");
-  at::parallel_for(1, count, 1, [&](int64_t first, int64_t last) {
-    for (int64_t k = first; k < last; ++k) {
+  // The entries after the first chunk, not the chunks, are shared among the threads: by
+  // chunk, count - 1 threads would map them, one of two on two cores.
+  at::parallel_for(size, n, int64_t(1) << 15, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end;) {
+      const int64_t k = i / size, stop = std::min(end, (k + 1) * size);
       const int32_t* map = to_global[k].data();
-      for (int64_t i = k * size, end = std::min(n, (k + 1) * size); i < end; ++i) {
+      for (; i < stop; ++i) {
         if ((i & 15) == 0) __builtin_prefetch(c + i + 2 * kIdsAhead, 1);
         c[i] = map[c[i]];
       }
