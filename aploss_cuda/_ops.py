@@ -29,7 +29,7 @@ def _loss_forward_fake(loss, scores, labels, values, group_ids, delta, interpola
         *out,
         state,
         offsets,
-        _codes_fake(scores, group_ids),
+        _codes_fake(scores, group_ids, method),
         _dynamic_1d(scores, torch.int8),  # the labels pass 2 reads, or empty
         _positive_grads_fake(scores),
         _dynamic_1d(scores, torch.int64),  # the entries' packed classes, or empty
@@ -52,10 +52,15 @@ def _positive_grads_fake(like):
     return like.new_empty((torch.library.get_ctx().new_dynamic_size(), 2), dtype=torch.float64)
 
 
-def _codes_fake(scores, group_ids):
+def _codes_fake(scores, group_ids, method):
+    """int32 dense codes shaped like group_ids (contiguous); with one id per entry, on a
+    device whose pass 1 records each entry's interval for pass 2, those intervals as uint32
+    (csrc/pipeline.h, records_intervals)."""
     if group_ids is None:
         return scores.new_empty((0,), dtype=torch.int32)
-    return group_ids.new_empty(group_ids.shape, dtype=torch.int32)  # contiguous
+    recorded = (method != "pairwise" and group_ids.numel() == scores.numel()
+                and scores.device.type == "cpu" and _C._records_intervals("cpu"))
+    return group_ids.new_empty(group_ids.shape, dtype=torch.uint32 if recorded else torch.int32)
 
 
 @torch.library.register_fake("aploss::loss_backward")

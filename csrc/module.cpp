@@ -43,7 +43,7 @@ PyObject* set_emulated_device(PyObject*, PyObject* table) {
 // "cpu", the emulated device's while one is set), as a capsule. The tests' probes
 // (tests/probes) call its kernels directly, against the same kernels' deterministic
 // records.
-PyObject* kernel_table(PyObject*, PyObject* device_type) {
+const aploss::Kernels* table_of(PyObject* device_type, const char* caller) {
   const char* name = PyUnicode_AsUTF8(device_type);
   if (name == nullptr) return nullptr;
   const aploss::Kernels* table = nullptr;
@@ -52,11 +52,24 @@ PyObject* kernel_table(PyObject*, PyObject* device_type) {
   if (std::strcmp(name, "cuda") == 0) table = &aploss::cuda_kernels();
 #endif
   if (table == nullptr) {
-    PyErr_Format(PyExc_ValueError, "_kernel_table: no kernels compiled for device type '%s'",
-                 name);
-    return nullptr;
+    PyErr_Format(PyExc_ValueError, "%s: no kernels compiled for device type '%s'", caller, name);
   }
+  return table;
+}
+
+PyObject* kernel_table(PyObject*, PyObject* device_type) {
+  const aploss::Kernels* table = table_of(device_type, "_kernel_table");
+  if (table == nullptr) return nullptr;
   return PyCapsule_New(const_cast<aploss::Kernels*>(table), APLOSS_KERNELS_CAPSULE, nullptr);
+}
+
+// _records_intervals(device_type): whether that device's grouped forward, with one id per
+// entry, returns the intervals its pass 1 recorded as uint32 codes (pipeline.h,
+// records_intervals), for the forward's fake.
+PyObject* records_intervals(PyObject*, PyObject* device_type) {
+  const aploss::Kernels* table = table_of(device_type, "_records_intervals");
+  if (table == nullptr) return nullptr;
+  return PyBool_FromLong(table->grouped_pass1_recording != nullptr);
 }
 
 // _set_cpu_vector_lanes(bool): whether the CPU passes compute their common case in
@@ -99,6 +112,8 @@ PyMethodDef methods[] = {
      "Test suite only: run CPU tensors through the given kernel table (None: the CPU kernels)."},
     {"_kernel_table", kernel_table, METH_O,
      "Tests only: the kernel table that tensors of this device type run, as a capsule."},
+    {"_records_intervals", records_intervals, METH_O,
+     "The forward's fake: whether this device type's grouped forward records intervals."},
     {"cpu_vector_lanes", cpu_vector_lanes, METH_NOARGS,
      "'avx2' where the CPU passes run their common case in AVX2 lanes, else None."},
     {"_set_cpu_vector_lanes", set_cpu_vector_lanes, METH_O,

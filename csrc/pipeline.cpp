@@ -23,6 +23,26 @@ Entries entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores
   return {in.scores, in.labels, flatten_like(*codes, scores, in)};
 }
 
+bool records_intervals(const Kernels& k, const at::Tensor& group_ids, const at::Tensor& scores,
+                       Method method) {
+  return k.grouped_pass1_recording != nullptr && method == Method::kSorted &&
+         group_ids.numel() == scores.numel();
+}
+
+Entries backward_entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores,
+                         const std::optional<at::Tensor>& codes) {
+  if (!codes.has_value() || codes->scalar_type() != at::kUInt32) {
+    return entries(k, in, scores, codes);
+  }
+  TORCH_CHECK_VALUE(k.recorded_pass2 != nullptr && codes->numel() == scores.numel(),
+                    "uint32 group codes are the intervals that a CPU forward recorded, one per "
+                    "entry (", scores.numel(), "); got ", codes->numel(), " on ",
+                    codes->device(), k.recorded_pass2 == nullptr ? ", which records none" : "");
+  Entries out{in.scores, in.labels, flatten_like(codes->view(at::kInt), scores, in)};
+  out.role = CodesRole::kIntervals;
+  return out;
+}
+
 at::Tensor state_bytes(const at::Tensor& rows) { return rows.view(at::kByte).view({-1}); }
 at::Tensor state_rows(const at::Tensor& bytes) {
   return bytes.view(at::kDouble).view({kStateRows, -1});
@@ -44,6 +64,17 @@ struct Ranking {
   bool has_positives() const { return pos.positives.defined(); }
 };
 
+// Recorded intervals (flat, in the order of `in`) as the codes were: shaped like the ids,
+// contiguous, in their logical order (a view where the codes were read in place), so
+// that the backward flattens them as it would the codes.
+at::Tensor as_ids_were(const at::Tensor& flat, const at::Tensor& scores, const FlatInputs& in,
+                       at::IntArrayRef ids_shape) {
+  const at::Tensor shaped =
+      in.scores_layout ? flat.as_strided(scores.sizes(), scores.strides(), flat.storage_offset())
+                       : flat.view(scores.sizes());
+  return shaped.reshape(ids_shape).contiguous();
+}
+
 Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tensor& labels,
                      const std::optional<at::Tensor>& group_ids, double delta, Method method) {
   Ranking r;
@@ -54,9 +85,14 @@ Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tenso
     r.num_groups = groups.num_groups;
   }
   r.codes = codes.value_or(empty_codes(scores));
+  const bool record = group_ids.has_value() && records_intervals(k, *group_ids, scores, method);
+  // Whatever happens below, the backward gets uint32 codes (what the operator's fake
+  // promises); without a pass 1 (no entry, no positive) it never reads them.
+  if (record) r.codes = r.codes.view(at::kUInt32);
   if (scores.numel() == 0) return r;
   const FlatInputs flat = flatten(scores, labels);
-  const Entries in = entries(k, flat, scores, codes);
+  Entries in = entries(k, flat, scores, codes);
+  if (record) in.role = CodesRole::kRecordIntervals;
   at::Tensor gathered;
   try {
     gathered = gather(k, in);
@@ -72,6 +108,7 @@ Ranking rank_entries(const Kernels& k, const at::Tensor& scores, const at::Tenso
                     "at most 2^31 - 1 positives, got ", num_pos);
   r.pos = rank_positives(gathered, r.num_groups, delta);
   r.false_positives = pass1(k, in, r.pos, delta, method);
+  if (record) r.codes = as_ids_were(in.codes, scores, flat, codes->sizes()).view(at::kUInt32);
   return r;
 }
 

@@ -21,7 +21,8 @@ struct ForwardOutputs {
   at::Tensor state;           // 1-D bytes: the stages' (kStateRows, P+1) float64 rows, or
                               // what a backend's ranking_forward keeps
   at::Tensor offsets;         // (U+1) int64: each group's segment of the positives
-  at::Tensor codes;           // group_ids as dense int32 codes (empty without group_ids)
+  at::Tensor codes;           // group_ids as dense int32 codes (empty without group_ids),
+                              // or as the uint32 intervals pass 1 recorded (records_intervals)
   at::Tensor labels;          // the labels pass 2 reads where they are not the input's
                               // (N int8), else empty
   at::Tensor positive_grads;  // (P, 2) float64 [position, gradient]
@@ -38,6 +39,18 @@ ForwardOutputs run_forward(const Kernels& k, const LossDef& loss, const at::Tens
 // entry.
 Entries entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores,
                 const std::optional<at::Tensor>& codes);
+
+// Whether the forward's pass 1 records each entry's interval over its codes (one id per
+// entry, on a backend that records them): its codes output is then those intervals, as
+// uint32, which loss_backward's pass 2 reads instead of finding them again. A rule of
+// shapes alone, which the operator's fake follows (aploss_cuda/_ops.py).
+bool records_intervals(const Kernels& k, const at::Tensor& group_ids, const at::Tensor& scores,
+                       Method method);
+
+// entries() for pass 2: uint32 codes are recorded intervals (ValueError where the
+// backend records none, or their count is not one per entry).
+Entries backward_entries(const Kernels& k, const FlatInputs& in, const at::Tensor& scores,
+                         const std::optional<at::Tensor>& codes);
 
 // The stages' (kStateRows, P+1) float64 state as 1-D bytes, and back.
 at::Tensor state_bytes(const at::Tensor& rows);

@@ -99,10 +99,13 @@ at::Tensor pass1_differences(const Kernels& k, const Entries& in, const Positive
   if (deterministic && !in.codes.defined()) {
     return deterministic_pass1(k, in.scores, in.labels, pos.positives, delta);
   }
-  return in.codes.defined()
-             ? k.grouped_pass1(in.scores, in.labels, in.codes, in.code_repeat, pos.positives,
-                               pos.offsets, delta)
-             : k.sorted_pass1(in.scores, in.labels, pos.positives, delta);
+  if (!in.codes.defined()) return k.sorted_pass1(in.scores, in.labels, pos.positives, delta);
+  if (in.role == CodesRole::kRecordIntervals) {
+    return k.grouped_pass1_recording(in.scores, in.labels, in.codes, pos.positives, pos.offsets,
+                                     delta);
+  }
+  return k.grouped_pass1(in.scores, in.labels, in.codes, in.code_repeat, pos.positives,
+                         pos.offsets, delta);
 }
 
 namespace {
@@ -135,6 +138,8 @@ void pass2(const Kernels& k, const Entries& in, const at::Tensor& state,
            const at::Tensor& grad_output, at::Tensor& grad, Method method) {
   if (method == Method::kPairwise) {
     k.pairwise_pass2(in.scores, in.labels, state, delta, grad_output, grad);
+  } else if (in.role == CodesRole::kIntervals) {
+    k.recorded_pass2(in.scores, in.codes, state, offsets, delta, grad_output, grad);
   } else if (in.codes.defined()) {
     k.grouped_pass2(in.scores, in.labels, in.codes, in.code_repeat, state, offsets, delta,
                     grad_output, grad);

@@ -16,6 +16,14 @@ struct Kernels;
 
 enum class Method { kSorted, kPairwise };
 
+// What codes of one per entry hold for the passes (kernels.h,
+// APLOSS_RECORDED_INTERVAL_ENTRIES).
+enum class CodesRole {
+  kGroups,           // dense group codes
+  kRecordIntervals,  // group codes, which pass 1 overwrites with each entry's interval
+  kIntervals,        // pass 1's recorded intervals: pass 2 reads them
+};
+
 // N-sized inputs as the kernels read them: 1-D, one common order (flat_inputs.h).
 struct Entries {
   at::Tensor scores;
@@ -23,6 +31,7 @@ struct Entries {
   at::Tensor codes;  // int32 dense group codes, one per entry or broadcast (kernels.h);
                      // undefined: the single ranking
   int64_t code_repeat = 1;  // broadcast codes: entry i's is codes[(i / repeat) % numel]
+  CodesRole role = CodesRole::kGroups;
 };
 
 // The positives, sorted by (group, score, position), and where each group's segment lies.

@@ -9,6 +9,9 @@ single-ranking gradient divided by G, the number of such groups; groups without 
 positive get zero gradient; no such group at all: loss 0 and zero gradient.
 """
 
+import contextlib
+
+import losses
 import operators
 import pytest
 import torch
@@ -18,6 +21,7 @@ from helpers import TOLERANCE, loss_and_grad, random_problem
 from losses import ap_grouped_reference
 
 import aploss_cuda
+from aploss_cuda import _extension
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -483,10 +487,111 @@ def test_sparse_ids_numbered_in_order_of_first_appearance(threads):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        codes = operators.saved("ap", operators.forward("ap", scores, labels, ids)).codes
+        # Ids broadcast over two scores per row: the forward returns their codes (with one
+        # id per entry, the intervals its pass 1 recorded instead).
+        two = (scores[:, None].expand(n, 2), labels[:, None].expand(n, 2), ids[:, None])
+        codes = operators.saved("ap", operators.forward("ap", *two)).codes
     finally:
         torch.set_num_threads(old)
-    assert torch.equal(codes, expected)
+    assert torch.equal(codes.flatten(), expected)
+
+
+# ------------------------------------------------------------- intervals recorded by pass 1
+
+
+@contextlib.contextmanager
+def cpu_lanes(enabled):
+    _extension._C._set_cpu_vector_lanes(enabled)
+    try:
+        yield
+    finally:
+        _extension._C._set_cpu_vector_lanes(True)
+
+
+def backward_from(loss, kept, scores, second, codes):
+    """loss_backward from the forward's state with these codes (recorded or not)."""
+    return operators.backward(torch.ones(()), scores, getattr(kept, "labels", second),
+                              kept.classes, codes, kept.state, kept.offsets, kept.positive_grads,
+                              1.0)
+
+
+# (scores' shape, the order of their dims in memory, ids' shape): codes read in place;
+# scores laid out otherwise than the contiguous ids (the codes are copied in the scores'
+# memory order; AP-loss's operator takes such scores, the others' contiguous ones); ids
+# without the leading 1.
+RECORDING_LAYOUTS = {
+    "contiguous": ((3, 700, 6), (0, 1, 2), (3, 700, 6)),
+    "permuted-scores": ((3, 700, 6), (2, 0, 1), (3, 700, 6)),
+    "ids-without-leading-dim": ((1, 700, 6), (0, 1, 2), (700, 6)),
+}
+
+
+def in_memory_order(t, order):
+    """t's values, its dims laid out in memory in `order` (outermost first)."""
+    return t.permute(*order).contiguous().permute(*torch.argsort(torch.tensor(order)).tolist())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("lanes", [True, False], ids=["lanes", "scalar"])
+@pytest.mark.parametrize("loss, layout", [(loss, layout) for loss in losses.LOSSES
+                                          for layout in sorted(RECORDING_LAYOUTS)
+                                          if loss == "ap" or layout != "permuted-scores"])
+def test_recorded_intervals_give_the_codes_gradient(loss, layout, lanes, dtype):
+    # With one id per entry, the CPU forward's pass 1 writes each entry's interval over its
+    # codes and returns those (uint32, shaped like the ids); pass 2 reads them instead of
+    # finding the intervals again. Its gradient is pass 2's from the codes, bit for bit.
+    shape, order, ids_shape = RECORDING_LAYOUTS[layout]
+    scores, second, extra = losses.problem(loss, shape, seed=17, dtype=dtype)
+    scores, second = in_memory_order(scores, order), in_memory_order(second, order)
+    ids = torch.randint(0, 50, ids_shape, generator=torch.Generator().manual_seed(4))
+    with cpu_lanes(lanes):
+        kept = operators.saved(loss, operators.forward(loss, scores, second, ids, **extra))
+        assert kept.codes.dtype == torch.uint32 and kept.codes.shape == ids.shape
+        assert kept.codes.is_contiguous()
+        recorded = backward_from(loss, kept, scores, second, kept.codes)
+        # Ids in [0, 50) are their own codes.
+        coded = backward_from(loss, kept, scores, second, ids.to(torch.int32))
+    assert recorded.abs().sum() > 0
+    assert torch.equal(recorded, coded)
+
+
+def test_recorded_intervals_out_of_range_have_no_gradient():
+    # loss_backward takes any uint32 codes as recorded intervals: a number past the index's
+    # last has no gradient (nothing is read out of bounds); the other entries keep theirs.
+    n = 6000
+    scores, labels = random_problem((n,), seed=3, p_pos=0.02)
+    ids = torch.randint(0, 20, (n,), generator=torch.Generator().manual_seed(3))
+    kept = operators.saved("ap", operators.forward("ap", scores, labels, ids))
+    broken = (labels == 0).nonzero().flatten()[::7]
+    codes = kept.codes.clone()
+    bad = torch.tensor([-1, 2**31 - 1, -(2**31), 10**6], dtype=torch.int32)
+    codes.view(torch.int32)[broken] = bad.repeat(len(broken) // len(bad) + 1)[:len(broken)]
+    expected = backward_from("ap", kept, scores, labels, kept.codes)
+    grad = backward_from("ap", kept, scores, labels, codes)
+    assert expected[broken].ne(0).any() and grad[broken].eq(0).all()
+    kept_entries = torch.ones(n, dtype=torch.bool)
+    kept_entries[broken] = False
+    assert torch.equal(grad[kept_entries], expected[kept_entries])
+    with pytest.raises(ValueError, match=r"one per entry \(6000\); got 1 on cpu$"):
+        backward_from("ap", kept, scores, labels, kept.codes[:1])
+
+
+@pytest.mark.parametrize("target", EMULATED[:1], ids=str)
+def test_recorded_intervals_only_where_the_device_records_them(target):
+    # The CUDA kernels record no intervals: their forward returns int32 codes, and their
+    # backward refuses uint32 ones. No operator but loss_backward takes uint32 codes.
+    n = 3000
+    scores, labels = random_problem((n,), seed=5, p_pos=0.02)
+    ids = torch.randint(0, 9, (n,), generator=torch.Generator().manual_seed(5))
+    recorded = operators.saved("ap", operators.forward("ap", scores, labels, ids)).codes
+    assert recorded.dtype == torch.uint32
+    with target.running():
+        kept = operators.saved("ap", operators.forward("ap", scores, labels, ids))
+        assert kept.codes.dtype == torch.int32 and torch.equal(kept.codes, ids.to(torch.int32))
+        with pytest.raises(ValueError, match="intervals that a CPU forward recorded.*records none"):
+            backward_from("ap", kept, scores, labels, recorded)
+    with pytest.raises(TypeError, match="codes must be int32"):
+        operators.gather(scores, labels, recorded)
 
 
 # ------------------------------------------------------------------------- broadcast ids on a GPU

@@ -26,9 +26,12 @@ def test_forward_outputs_are_order_p(grouping):
     # The CPU's state: five float64 rows of P + 1 (csrc/aploss/kernels.h), as bytes.
     assert kept.state.shape == (5 * 8 * (num_pos + 1),) and kept.state.dtype == torch.uint8
     assert kept.positive_grads.shape == (num_pos, 2) and kept.positive_grads.dtype == torch.float64
-    assert kept.classes.numel() == 0  # the CPU's pass 2 reads the labels
+    assert kept.classes.numel() == 0  # the CPU's forward keeps no entry classes
     if ids is not None:
-        assert kept.codes.shape == ids.shape and kept.codes.dtype == torch.int32
+        # One id per entry: the intervals the CPU's pass 1 recorded for pass 2, as uint32.
+        recorded = ids.numel() == scores.numel()
+        assert kept.codes.shape == ids.shape
+        assert kept.codes.dtype == (torch.uint32 if recorded else torch.int32)
         assert kept.offsets.dtype == torch.int64 and kept.offsets.dim() == 1
         assert int(kept.offsets[-1]) == num_pos
 

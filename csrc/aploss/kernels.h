@@ -181,6 +181,22 @@ struct CodesAndCount {
     (Invariants& inv, const at::Tensor& scores, const at::Tensor& classes,                        \
      const at::Tensor& state, const at::Tensor& positive_grads))
 
+// Grouped rankings with one code per entry, where pass 2 need not find each entry's
+// interval again: pass 1 writes it over the entry's code (in the forward's own codes, an
+// N-sized int32 tensor that nothing else reads after pass 1), and pass 2 reads it back.
+// A backend that records intervals provides both (the others: nullptr).
+#define APLOSS_RECORDED_INTERVAL_ENTRIES(X)                                                       \
+  /* grouped_pass1 with code_repeat 1, which also overwrites each entry's code with its          \
+     interval as recorded_pass2 reads it (0: no gradient). */                                     \
+  X(at::Tensor, grouped_pass1_recording,                                                          \
+    (const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,                 \
+     const at::Tensor& positives, const at::Tensor& offsets, double delta))                       \
+  /* grouped_pass2 from those intervals (1-D int32, one per entry; read as unsigned, an           \
+     interval past the index's last has no gradient): no labels or codes are read. */             \
+  X(void, recorded_pass2,                                                                         \
+    (const at::Tensor& scores, const at::Tensor& intervals, const at::Tensor& state,              \
+     const at::Tensor& offsets, double delta, const at::Tensor& grad_output, at::Tensor& grad))
+
 // The lists' expansions: the table's field; a backend's declaration (in its namespace);
 // a backend's table entry, its function of that name (expanded in its namespace); an
 // entry the backend does not provide.
@@ -192,6 +208,7 @@ struct CodesAndCount {
 struct Kernels {
   APLOSS_KERNEL_ENTRIES(APLOSS_KERNEL_FIELD)
   APLOSS_RANKING_BACKWARD_ENTRIES(APLOSS_KERNEL_FIELD)
+  APLOSS_RECORDED_INTERVAL_ENTRIES(APLOSS_KERNEL_FIELD)
 
   // Whether sorted_pass1 adds with float atomics (order-dependent last bits): under
   // torch.use_deterministic_algorithms(True) pass 1 then sums pass1_records instead

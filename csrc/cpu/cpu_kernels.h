@@ -11,6 +11,7 @@ namespace cpu {
 // The table's entry points (signatures and contract: ../aploss/kernels.h). The CPU
 // provides no ranking_backward: its ranking_forward returns no entry classes.
 APLOSS_KERNEL_ENTRIES(APLOSS_DECLARE_KERNEL)
+APLOSS_RECORDED_INTERVAL_ENTRIES(APLOSS_DECLARE_KERNEL)
 
 // For one ranking's P sorted positives (q, cluster shifts) and each of `rows` value rows
 // (`stride` apart, as the outputs): the sum over the positives m with keys[m] < keys[x] of

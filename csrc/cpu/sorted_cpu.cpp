@@ -230,10 +230,12 @@ void pass1_decide(const scalar_t* s, const label_t* y, int64_t from, int64_t m,
 // s - shift, in private float64 accumulators (pairs {count, sum}); the chunks' sums are
 // merged in chunk order (deterministic), and each interval then adds its negatives to
 // the difference arrays at once (grouped_intervals.h, accumulate_interval): (3, P+1)
-// into `out`.
+// into `out`. With `record`, each entry's interval as recorded_pass2 reads it: the one it
+// counts in, else 0 (every entry whose gradient is 0: not a negative, or an empty window).
 template <typename scalar_t, typename label_t, typename K, typename Index, typename MakeLookup>
 void pass1_over(const at::Tensor& scores, const at::Tensor& labels, const Index& index,
-                MakeLookup make_lookup, double delta, at::Tensor& out) {
+                MakeLookup make_lookup, double delta, at::Tensor& out,
+                uint32_t* record = nullptr) {
   const int64_t n = scores.numel();
   const int64_t width = out.size(1);
   const int64_t intervals = index.intervals();
@@ -288,6 +290,13 @@ void pass1_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
         slot[j] = at;
         offset[j] = v - shift[at];
       });
+      if (record != nullptr) {
+        // Without a branch: whether an entry counts is as random as its label.
+        for (int64_t j = 0; j < m; ++j) {
+          record[i + j] =
+              static_cast<uint32_t>(slot[j] & -static_cast<int64_t>(slot[j] < intervals));
+        }
+      }
       for (int64_t j = 0; j < m; ++j) {
         double* a = acc + 2 * slot[j];
         a[0] += 1.0;
@@ -323,15 +332,13 @@ void pass1_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
 // Pass 2: a map from (score, label) to the gradient, one write per entry: a negative's
 // from the piece of its interval (intervals.h, interval_gradient, prepared once with
 // grad_output, `scale`), 0 for every other entry (the driver writes the positives').
-template <typename scalar_t, typename label_t, typename K, typename Index, typename MakeLookup>
-void pass2_over(const at::Tensor& scores, const at::Tensor& labels, const Index& index,
-                MakeLookup make_lookup, const StateView& st, double delta, double scale,
-                at::Tensor& grad) {
-  const int64_t n = scores.numel();
+template <typename K, typename Index>
+std::unique_ptr<IntervalGradient<K>[]> interval_pieces(const Index& index, const StateView& st,
+                                                       double delta, double scale) {
   const double inv_2delta = 0.5 / delta;
   const int64_t intervals = index.intervals();
   const double* shift = index.shifts();
-  const std::unique_ptr<IntervalGradient<K>[]> pieces(new IntervalGradient<K>[intervals]);
+  std::unique_ptr<IntervalGradient<K>[]> pieces(new IntervalGradient<K>[intervals]);
   at::parallel_for(0, intervals, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t at = begin; at < end; ++at) {
       pieces[at] = interval_gradient(index.lo(at), index.hi(at), shift[at], index.left(at),
@@ -339,6 +346,16 @@ void pass2_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
                                      scale, st.prefix_w[index.begin(at)]);
     }
   });
+  return pieces;
+}
+
+template <typename scalar_t, typename label_t, typename K, typename Index, typename MakeLookup>
+void pass2_over(const at::Tensor& scores, const at::Tensor& labels, const Index& index,
+                MakeLookup make_lookup, const StateView& st, double delta, double scale,
+                at::Tensor& grad) {
+  const int64_t n = scores.numel();
+  const std::unique_ptr<IntervalGradient<K>[]> pieces =
+      interval_pieces<K>(index, st, delta, scale);
   const bool lanes = lanes_usable<K>(index.lanes_span());
   const scalar_t* s = scores.const_data_ptr<scalar_t>();
   const label_t* y = labels.const_data_ptr<label_t>();
@@ -386,6 +403,48 @@ void pass2_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
       }
 #endif
       for (int64_t j = from; j < m; ++j) g[i + j] = entry(i + j, j);
+    });
+  });
+}
+
+// Pass 2 from the intervals pass1_over recorded: each entry's gradient from its
+// interval's piece, 0 for interval 0 and for a number past the index's last (not from
+// this index's pass 1). The lanes' gradient sweep, without their interval sweep.
+template <typename scalar_t, typename K, typename Index>
+void recorded_pass2_over(const at::Tensor& scores, const uint32_t* recorded, const Index& index,
+                         const StateView& st, double delta, double scale, at::Tensor& grad) {
+  const int64_t n = scores.numel();
+  const std::unique_ptr<IntervalGradient<K>[]> pieces =
+      interval_pieces<K>(index, st, delta, scale);
+  const IntervalGradient<K>* by_interval = pieces.get();
+  const uint32_t last = static_cast<uint32_t>(index.intervals() - 1);
+  const bool lanes = lanes_usable<K>(index.lanes_span());
+  const scalar_t* s = scores.const_data_ptr<scalar_t>();
+  scalar_t* g = grad.data_ptr<scalar_t>();
+  at::parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) {
+    for_each_block(begin, end, [&](int64_t i, int64_t m) {
+      Pass2Block block;
+      for (int64_t j = 0; j < m; ++j) {
+        // 1 <= r <= last, in one unsigned comparison.
+        const uint32_t r = recorded[i + j];
+        const bool has_piece = r - 1u < last;
+        block.at[j] = static_cast<int32_t>(has_piece ? r : 0u);
+        block.used[j] = has_piece ? -1 : 0;
+      }
+      int64_t from = 0;
+#ifdef APLOSS_AVX2_LANES
+      if constexpr (kHasLanes<K>) {
+        if (lanes) {
+          from = m / 4 * 4;
+          pass2_gradient_lanes(s + i, from, by_interval, block, g + i);
+        }
+      }
+#endif
+      for (int64_t j = from; j < m; ++j) {
+        g[i + j] = block.used[j] != 0 ? static_cast<scalar_t>(gradient_in_interval(
+                                            by_interval[block.at[j]], static_cast<K>(s[i + j])))
+                                      : scalar_t(0);
+      }
     });
   });
 }
@@ -464,9 +523,12 @@ void sorted_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::
   });
 }
 
-at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
-                         const at::Tensor& codes, int64_t code_repeat, const at::Tensor& positives,
-                         const at::Tensor& offsets, double delta) {
+namespace {
+
+at::Tensor grouped_pass1_of(const at::Tensor& scores, const at::Tensor& labels,
+                            const at::Tensor& codes, int64_t code_repeat,
+                            const at::Tensor& positives, const at::Tensor& offsets, double delta,
+                            uint32_t* record) {
   const int64_t num_pos = positives.size(1);
   at::Tensor out = at::zeros({3, num_pos + 1}, positives.options());
   const double* qp = positives.const_data_ptr<double>();
@@ -477,6 +539,9 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
     const auto index = grouped_index<K>(qp, qp + num_pos, num_pos,
                                         offsets.const_data_ptr<int64_t>(), offsets.numel() - 1,
                                         delta);
+    TORCH_CHECK_VALUE(record == nullptr || index->intervals() <= (int64_t(1) << 32),
+                      "a grouped ranking on the CPU has at most 2^32 intervals, got ",
+                      index->intervals());
     const auto periodic =
         periodic_frames(index->get(), layout, index->group_shifts(), scores.numel());
     const auto lookup = [&] {
@@ -484,9 +549,49 @@ at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
                                periodic.empty() ? nullptr : periodic.data());
     };
     pass1_over<scalar_t, label_t, K>(scores, labels, GroupedTables<K>{*index}, lookup, delta,
-                                     out);
+                                     out, record);
   });
   return out;
+}
+
+}  // namespace
+
+at::Tensor grouped_pass1(const at::Tensor& scores, const at::Tensor& labels,
+                         const at::Tensor& codes, int64_t code_repeat, const at::Tensor& positives,
+                         const at::Tensor& offsets, double delta) {
+  return grouped_pass1_of(scores, labels, codes, code_repeat, positives, offsets, delta, nullptr);
+}
+
+// Each block reads its codes (GroupedRanking::start_block) before its entries' intervals
+// are written over them, and no block reads another chunk's codes.
+at::Tensor grouped_pass1_recording(const at::Tensor& scores, const at::Tensor& labels,
+                                   const at::Tensor& codes, const at::Tensor& positives,
+                                   const at::Tensor& offsets, double delta) {
+  TORCH_CHECK(codes.is_contiguous() && codes.numel() == scores.numel() &&
+                  codes.scalar_type() == at::kInt,
+              "grouped_pass1_recording writes one int32 interval per entry over its codes");
+  uint32_t* record = reinterpret_cast<uint32_t*>(codes.data_ptr<int32_t>());
+  return grouped_pass1_of(scores, labels, codes, 1, positives, offsets, delta, record);
+}
+
+void recorded_pass2(const at::Tensor& scores, const at::Tensor& intervals, const at::Tensor& state,
+                    const at::Tensor& offsets, double delta, const at::Tensor& grad_output,
+                    at::Tensor& grad) {
+  TORCH_CHECK(intervals.is_contiguous() && intervals.numel() == scores.numel() &&
+                  intervals.scalar_type() == at::kInt,
+              "recorded_pass2 reads one int32 interval per entry");
+  const StateView st = view_state(state);
+  const double scale = grad_output.item<double>();
+  const uint32_t* recorded = reinterpret_cast<const uint32_t*>(intervals.const_data_ptr<int32_t>());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(),
+                                  "aploss_recorded_pass2_cpu", [&] {
+    using K = KeyOf<scalar_t>;
+    const auto index = grouped_index<K>(st.q, st.shift, st.num_pos,
+                                        offsets.const_data_ptr<int64_t>(), offsets.numel() - 1,
+                                        delta);
+    recorded_pass2_over<scalar_t, K>(scores, recorded, GroupedTables<K>{*index}, st, delta,
+                                     scale, grad);
+  });
 }
 
 void grouped_pass2(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& codes,

@@ -18,9 +18,12 @@ CodesAndCount dense_codes(const at::Tensor& ids) {
   return {codes, std::get<0>(unique).numel(), std::nullopt};
 }
 
-// Pass 1 adds with float atomics: a deterministic run sums pass1_records instead.
+// Pass 1 adds with float atomics: a deterministic run sums pass1_records instead. No
+// recorded intervals: pass 2 finds each entry's interval again rather than pass 1 writing
+// N of them.
 constexpr Kernels kTable{APLOSS_KERNEL_ENTRIES(APLOSS_KERNEL_POINTER)
                          APLOSS_RANKING_BACKWARD_ENTRIES(APLOSS_KERNEL_POINTER)
+                         APLOSS_RECORDED_INTERVAL_ENTRIES(APLOSS_NO_KERNEL)
                          /*pass1_float_atomics=*/true, /*broadcast_codes=*/true,
                          /*host_memory=*/false};
 
