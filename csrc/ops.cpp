@@ -162,8 +162,8 @@ at::Tensor loss_backward(const Kernels& k, const at::Tensor& grad_output, const 
     inv.raise_if_broken();
   }
   const at::Tensor scale = grad_output.to(at::kDouble).reshape({});
-  aploss::pass2(k, backward_entries(k, flat, scores, codes), rows, offsets.contiguous(), positive_grads,
-                delta, scale, flat_grad, m);
+  aploss::pass2(k, backward_entries(k, flat, scores, codes), rows, offsets.contiguous(),
+                positive_grads, delta, scale, flat_grad, m);
   return grad;
 }
 
