@@ -329,9 +329,8 @@ void pass1_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
   }
 }
 
-// Pass 2: a map from (score, label) to the gradient, one write per entry: a negative's
-// from the piece of its interval (intervals.h, interval_gradient, prepared once with
-// grad_output, `scale`), 0 for every other entry (the driver writes the positives').
+// Each interval's piece of pass 2 (intervals.h, interval_gradient), prepared once with
+// grad_output, `scale`.
 template <typename K, typename Index>
 std::unique_ptr<IntervalGradient<K>[]> interval_pieces(const Index& index, const StateView& st,
                                                        double delta, double scale) {
@@ -349,6 +348,9 @@ std::unique_ptr<IntervalGradient<K>[]> interval_pieces(const Index& index, const
   return pieces;
 }
 
+// Pass 2: a map from (score, label) to the gradient, one write per entry: a negative's
+// from the piece of its interval, 0 for every other entry (the driver writes the
+// positives').
 template <typename scalar_t, typename label_t, typename K, typename Index, typename MakeLookup>
 void pass2_over(const at::Tensor& scores, const at::Tensor& labels, const Index& index,
                 MakeLookup make_lookup, const StateView& st, double delta, double scale,
