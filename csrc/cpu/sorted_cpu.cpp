@@ -290,17 +290,23 @@ void pass1_over(const at::Tensor& scores, const at::Tensor& labels, const Index&
         slot[j] = at;
         offset[j] = v - shift[at];
       });
-      if (record != nullptr) {
-        // Without a branch: whether an entry counts is as random as its label.
+      // The additions; with `record`, each entry's interval in the same loop, without a
+      // branch (whether an entry counts is as random as its label).
+      const auto add_block = [&](auto recording) {
         for (int64_t j = 0; j < m; ++j) {
-          record[i + j] =
-              static_cast<uint32_t>(slot[j] & -static_cast<int64_t>(slot[j] < intervals));
+          double* a = acc + 2 * slot[j];
+          a[0] += 1.0;
+          a[1] += offset[j];
+          if constexpr (decltype(recording)::value) {
+            record[i + j] =
+                static_cast<uint32_t>(slot[j] & -static_cast<int64_t>(slot[j] < intervals));
+          }
         }
-      }
-      for (int64_t j = 0; j < m; ++j) {
-        double* a = acc + 2 * slot[j];
-        a[0] += 1.0;
-        a[1] += offset[j];
+      };
+      if (record != nullptr) {
+        add_block(std::true_type{});
+      } else {
+        add_block(std::false_type{});
       }
     });
     bad_score[c] = bad;
