@@ -1,11 +1,24 @@
 """Shared test utilities: random AP-loss problems and comparison with the reference."""
 
+import contextlib
+
 import pytest
 import torch
 
 import aploss_cuda
+from aploss_cuda import _extension
 from aploss_cuda._contract import LABEL_DTYPES, SCORE_DTYPES  # noqa: F401  (the tests' lists)
 from aploss_cuda.reference import ap_loss_reference
+
+@contextlib.contextmanager
+def scalar_path():
+    """Inside: the CPU passes compute every entry with the scalar functions, not the lanes."""
+    _extension._C._set_cpu_vector_lanes(False)
+    try:
+        yield
+    finally:
+        _extension._C._set_cpu_vector_lanes(True)
+
 
 # The methods that run kernels ("auto" picks one of them).
 KERNEL_METHODS = ("sorted", "pairwise")

@@ -2,28 +2,16 @@
 functions they restate: the same loss and gradient bit for bit, the same errors. Where the
 CPU has no AVX2 both runs take the scalar path and the comparison still holds."""
 
-import contextlib
-
 import pytest
 import torch
 import groupings
-from helpers import assert_same_result, random_problem
+from helpers import assert_same_result, random_problem, scalar_path
 
 import aploss_cuda
-from aploss_cuda import _extension
 
 LABEL_DTYPES = [torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool, torch.float32,
                 torch.float64]
 SCORE_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-
-
-@contextlib.contextmanager
-def scalar_path():
-    _extension._C._set_cpu_vector_lanes(False)
-    try:
-        yield
-    finally:
-        _extension._C._set_cpu_vector_lanes(True)
 
 
 def test_info_names_the_lanes():

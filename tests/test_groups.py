@@ -17,11 +17,10 @@ import pytest
 import torch
 from devices import EMULATED
 from groupings import BIG, HUGE
-from helpers import TOLERANCE, loss_and_grad, random_problem
+from helpers import TOLERANCE, loss_and_grad, random_problem, scalar_path
 from losses import ap_grouped_reference
 
 import aploss_cuda
-from aploss_cuda import _extension
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -499,15 +498,6 @@ def test_sparse_ids_numbered_in_order_of_first_appearance(threads):
 # ------------------------------------------------------------- intervals recorded by pass 1
 
 
-@contextlib.contextmanager
-def cpu_lanes(enabled):
-    _extension._C._set_cpu_vector_lanes(enabled)
-    try:
-        yield
-    finally:
-        _extension._C._set_cpu_vector_lanes(True)
-
-
 def backward_from(loss, kept, scores, second, codes):
     """loss_backward from the forward's state with these codes (recorded or not)."""
     return operators.backward(torch.ones(()), scores, getattr(kept, "labels", second),
@@ -544,7 +534,7 @@ def test_recorded_intervals_give_the_codes_gradient(loss, layout, lanes, dtype):
     scores, second, extra = losses.problem(loss, shape, seed=17, dtype=dtype)
     scores, second = in_memory_order(scores, order), in_memory_order(second, order)
     ids = torch.randint(0, 50, ids_shape, generator=torch.Generator().manual_seed(4))
-    with cpu_lanes(lanes):
+    with contextlib.nullcontext() if lanes else scalar_path():
         kept = operators.saved(loss, operators.forward(loss, scores, second, ids, **extra))
         assert kept.codes.dtype == torch.uint32 and kept.codes.shape == ids.shape
         assert kept.codes.is_contiguous()
