@@ -469,6 +469,68 @@ def test_large_ids_numbered_or_refused_after_an_early_stop():
             aploss_cuda.ap_loss(scores, labels, group_ids=bad.to(torch.int32))
 
 
+# Ids no positive has, among negatives: at the direct-code limit (2^16 at this size) and
+# beyond, beyond int32 for int64 ids, and ids whose low 32 bits are a small id's (2^32 + 3
+# is not 3).
+LARGE_IDS = {
+    torch.int32: [65536, 10**6, 2**31 - 1],
+    torch.int64: [65536, 10**6, 2**31 - 1, 2**32, 2**32 + 3, 2**40 + 1, 2**63 - 1],
+}
+
+
+@pytest.mark.parametrize("lanes", [True, False], ids=["lanes", "scalar"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32], ids=str)
+def test_full_size_ids_large_ones_without_positives(dtype, lanes):
+    # An id that no positive has, however large, is a group without positives: the result
+    # is the one with those entries moved to a small id that no positive has, bit for bit,
+    # and the reference loop's.
+    n = (1 << 12) + 13  # not a multiple of the lanes' width
+    scores, labels = random_problem((n,), seed=21, p_pos=0.02)
+    ids = torch.randint(0, 40, (n,), generator=torch.Generator().manual_seed(21)).to(dtype)
+    marked = (labels == 0).nonzero().flatten()[::5]
+    large = torch.tensor(LARGE_IDS[dtype], dtype=dtype)
+    with_large, with_small = ids.clone(), ids.clone()
+    with_large[marked] = large.repeat(len(marked) // len(large) + 1)[:len(marked)]
+    with_small[marked] = 40
+    with contextlib.nullcontext() if lanes else scalar_path():
+        got = loss_and_grad(scores, labels, group_ids=with_large)
+        expected = loss_and_grad(scores, labels, group_ids=with_small)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert_grouped_matches(scores, labels, with_large)
+
+
+@pytest.mark.parametrize("lanes", [True, False], ids=["lanes", "scalar"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32], ids=str)
+def test_full_size_ids_refuse_a_negative_one(dtype, lanes):
+    # A negative id is refused wherever it lies (a negative's, alone amid the entries or
+    # beside a non-finite score; a positive's; no positive at all), and the error names
+    # the lowest id.
+    n = (1 << 12) + 5
+    scores, labels = random_problem((n,), seed=22, p_pos=0.02)
+    ids = torch.randint(0, 40, (n,), generator=torch.Generator().manual_seed(22)).to(dtype)
+    negatives = (labels == 0).nonzero().flatten()
+    positive = (labels == 1).nonzero().flatten()[3]
+    lowest = torch.iinfo(dtype).min
+    cases = []
+    among_negatives = ids.clone()
+    among_negatives[negatives[-2]], among_negatives[negatives[10]] = -5, -7
+    cases.append((scores, labels, among_negatives, -7))
+    alone = ids.clone()
+    alone[negatives[(negatives % 256 >= 16) & (negatives % 256 < 240)][20]] = -11
+    cases.append((scores, labels, alone, -11))
+    nan_score = scores.clone()
+    nan_score[negatives[0]] = float("nan")
+    cases.append((nan_score, labels, among_negatives, -7))
+    at_a_positive = ids.clone()
+    at_a_positive[positive], at_a_positive[negatives[-1]] = -3, lowest
+    cases.append((scores, labels, at_a_positive, lowest))
+    cases.append((scores, torch.zeros_like(labels), among_negatives, -7))
+    with contextlib.nullcontext() if lanes else scalar_path():
+        for s, y, bad, low in cases:
+            with pytest.raises(ValueError, match=rf"group_ids must be >= 0, found {low}$"):
+                aploss_cuda.ap_loss(s, y, group_ids=bad)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 def test_sparse_ids_numbered_in_order_of_first_appearance(threads):
     # The CPU numbers sparse ids chunk by chunk (one chunk per thread, 2^16 ids or more
