@@ -10,6 +10,7 @@ from aploss_cuda import _extension
 from aploss_cuda._contract import LABEL_DTYPES, SCORE_DTYPES  # noqa: F401  (the tests' lists)
 from aploss_cuda.reference import ap_loss_reference
 
+
 @contextlib.contextmanager
 def scalar_path():
     """Inside: the CPU passes compute every entry with the scalar functions, not the lanes."""

@@ -516,7 +516,7 @@ def test_full_size_ids_refuse_a_negative_one(dtype, lanes):
     among_negatives = ids.clone()
     among_negatives[negatives[-2]], among_negatives[negatives[10]] = -5, -7
     cases.append((scores, labels, among_negatives, -7))
-    alone = ids.clone()
+    alone = ids.clone()  # away from the edges of the CPU passes' blocks of 256 entries
     alone[negatives[(negatives % 256 >= 16) & (negatives % 256 < 240)][20]] = -11
     cases.append((scores, labels, alone, -11))
     nan_score = scores.clone()
